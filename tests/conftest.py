@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import assistant  # noqa: F401  (offline environment before any library loads)
+from assistant.api.main import create_app
+from assistant.api.services import Services, build_services
+from assistant.settings import BUNDLED_CORPUS, Settings
+from ingest.embed import Embedder
+from ingest.pipeline import run_ingest
+from tests.fakes import FakeLLM
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(scope="session")
+def indexed_settings(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Settings:
+    """A data directory holding the real bundled corpus, ingested once per test session."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("indexed"))
+    run_ingest(settings, [BUNDLED_CORPUS], embedder=embedder, log=lambda _: None)
+    return settings
+
+
+@pytest.fixture
+def fake_llm() -> FakeLLM:
+    return FakeLLM()
+
+
+@pytest.fixture
+def services(indexed_settings: Settings, fake_llm: FakeLLM, embedder: Embedder) -> Services:
+    return build_services(indexed_settings, llm=fake_llm, embedder=embedder)
+
+
+@pytest.fixture
+def client(indexed_settings: Settings, services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(indexed_settings, services)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def corpus_path() -> Path:
+    return BUNDLED_CORPUS
