@@ -14,10 +14,10 @@ PORT ?= 8000
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
-$(VENV)/.installed: requirements/app.lock pyproject.toml
+$(VENV)/.installed: requirements/app.lock requirements/lint.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade "pip==26.3"
-	$(VENV)/bin/pip install --quiet -r requirements/app.lock
+	$(VENV)/bin/pip install --quiet -r requirements/app.lock -r requirements/lint.lock
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -24,6 +24,10 @@ app = typer.Typer(
 model_app = typer.Typer(help="The packaged LLM (assembled and converted into the data directory).")
 app.add_typer(model_app, name="model")
 
+from eval.cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+
 ChromaUrl = Annotated[
     str | None,
     typer.Option(
@@ -62,16 +66,31 @@ def ingest(
     chroma_url: ChromaUrl = None,
 ) -> None:
     """Parse, chunk, embed and index papers (idempotent: unchanged papers are skipped)."""
-    from ingest.pipeline import IngestLockedError, run_ingest
-    from ingest.store import IndexMismatchError
+    from ingest.pipeline import IngestLockedError, IngestWriteError, run_ingest
+    from ingest.store import IndexMismatchError, StoreUnavailableError
 
     settings = _settings(chroma_url)
     try:
-        report = run_ingest(settings, paths or [settings.corpus], sync=sync, rebuild=rebuild)
-    except (FileNotFoundError, IndexMismatchError, IngestLockedError, ValueError) as error:
+        report = run_ingest(
+            settings, paths or [settings.corpus], sync=sync, rebuild=rebuild, log=typer.echo
+        )
+    except (
+        FileNotFoundError,
+        IndexMismatchError,
+        IngestLockedError,
+        IngestWriteError,
+        StoreUnavailableError,
+        ValueError,
+    ) as error:
         _fail(str(error))
     else:
         if report.rejected:
+            typer.secho(
+                f"error: {len(report.rejected)} records rejected (listed above); "
+                "the other papers were ingested",
+                fg=typer.colors.RED,
+                err=True,
+            )
             raise typer.Exit(1)
 
 

@@ -21,6 +21,7 @@ sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != _HERE]
 
 import argparse  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gguf", type=Path, required=True, help="the GGUF file to convert")
     parser.add_argument("--out", type=Path, required=True, help="the folder to create")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the partial folder is removed (SIGKILL leaves it behind:
+    # model_prep clears stale `.NAME.partial-*` folders before converting again).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not args.gguf.is_file():
         parser.error(f"no such file: {args.gguf}")
     convert(args.gguf, args.out)

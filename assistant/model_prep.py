@@ -99,6 +99,8 @@ def prepare_model(settings: Settings, log: Log = _print) -> Path:
         if out.exists():
             log(f"removing incomplete {out}")
             shutil.rmtree(out)
+        for stale in settings.models_dir.glob(f".{out.name}.partial-*"):  # a killed conversion
+            shutil.rmtree(stale, ignore_errors=True)
         gguf = settings.models_dir / GGUF_NAME
         if gguf.is_file() and sha256_file(gguf) == GGUF_SHA256:
             log(f"using assembled {gguf}")

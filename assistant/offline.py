@@ -23,7 +23,10 @@ OFFLINE_ENV = {
 
 
 def _tiktoken_cache() -> str | None:
-    spec = importlib.util.find_spec("llama_index.core")
+    try:
+        spec = importlib.util.find_spec("llama_index.core")
+    except ModuleNotFoundError:  # the vLLM environment has no LlamaIndex
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     folder = Path(next(iter(spec.submodule_search_locations))) / "_static" / "tiktoken_cache"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -16,7 +16,7 @@ from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper, Retriever
 from assistant.schemas import AskRequest, AskResponse, Source, Timings, Usage
 from assistant.settings import Settings
-from assistant.verify import Verdict, Verifier, decline_text, is_decline
+from assistant.verify import Verdict, Verifier, decline_text, is_decline, missing_terms
 
 
 class AnswerUnavailableError(RuntimeError):
@@ -39,10 +39,11 @@ class Prepared:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     started: float = 0.0
+    missing: list[str] = field(default_factory=list)  # names in the question no source mentions
 
     @property
     def confident(self) -> bool:
-        return bool(self.packed)
+        return bool(self.packed) and not self.missing
 
 
 def clean_question(text: str) -> str:
@@ -106,7 +107,12 @@ class Assistant:
                 raise AnswerUnavailableError(error, _sources_of(papers)) from error
             budget = window - self.settings.llm.max_answer_tokens - prompt_overhead(question)
             packed = pack(papers, budget)
-        return Prepared(question, packed, papers, timings, usage_prompt, usage_completion, started)
+        prepared = Prepared(
+            question, packed, papers, timings, usage_prompt, usage_completion, started
+        )
+        if packed and self.settings.answer.verify:
+            prepared.missing = missing_terms(question, packed)
+        return prepared
 
     async def ask(self, request: AskRequest) -> AskResponse:
         prepared = await self.prepare(request)
@@ -129,7 +135,9 @@ class Assistant:
 
     async def respond(self, prepared: Prepared, draft: str) -> AskResponse:
         tick = time.perf_counter()
-        verdict = await anyio.to_thread.run_sync(lambda: self.verify(draft, prepared.packed))
+        verdict = await anyio.to_thread.run_sync(
+            lambda: self.verify(draft, prepared.packed, prepared.question)
+        )
         prepared.timings.verify = _ms(tick)
         sources = self.sources_of(prepared)
         cited = set(verdict.citations)
@@ -138,7 +146,7 @@ class Assistant:
         sources.sort(key=lambda source: (not source.cited, source.rank))
         answer = verdict.answer
         if verdict.declined:
-            answer = _decline_with_closest(prepared.papers)
+            answer = _decline_with_closest(prepared.papers, prepared.missing)
         prepared.timings.total = _ms(prepared.started)
         return AskResponse(
             answer=answer,
@@ -154,13 +162,13 @@ class Assistant:
             unsupported=verdict.unsupported,
         )
 
-    def verify(self, draft: str, packed: list[PackedSource]) -> Verdict:
+    def verify(self, draft: str, packed: list[PackedSource], question: str) -> Verdict:
         if not packed or not draft.strip():
             return Verdict(decline_text(), [], [], True)
         if not self.settings.answer.verify:
             declined = is_decline(draft)
             return Verdict(draft.strip(), [], [], declined)
-        return self.verifier.check(draft, packed)
+        return self.verifier.check(draft, packed, question)
 
     def sources_of(self, prepared: Prepared) -> list[Source]:
         if prepared.packed:
@@ -183,11 +191,14 @@ def _source(rank: int, paper: RetrievedPaper, text: str) -> Source:
     )
 
 
-def _decline_with_closest(papers: list[RetrievedPaper]) -> str:
+def _decline_with_closest(papers: list[RetrievedPaper], missing: list[str]) -> str:
+    text = decline_text()
+    if missing:
+        text += " " + prompts.load("decline_missing").format(terms=", ".join(missing)).strip()
     if not papers:
-        return decline_text()
+        return text
     closest = "\n".join(f"- {paper.title}" for paper in papers[:3])
-    return decline_text() + "\n" + prompts.load("decline_closest").format(closest=closest).strip()
+    return text + "\n" + prompts.load("decline_closest").format(closest=closest).strip()
 
 
 def _ms(since: float) -> float:

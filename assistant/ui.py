@@ -1,101 +1,325 @@
-"""The Gradio chat UI, mounted in the FastAPI app at /ui; it calls the same Assistant as /ask."""
+"""The Gradio chat UI, mounted in the FastAPI app at /ui; it calls the same Assistant as /ask.
+
+* Answers stream in token by token (the draft), then are replaced by the verified answer,
+  whose [n] markers link to source n in the Sources panel (title, score, passage; cited marked).
+* Every text that reaches the page (question, answer, title, abstract) is escaped: HTML
+  special characters and Markdown/LaTeX syntax become character references, so it shows as
+  text and never becomes markup, links, images or script.
+* `/ui/?q=<question>` (optionally `&k=<top-k>`) fills the question box and asks it on load:
+  a link that opens Scholia on an answer.
+* With an API key set, the UI has a login page: any user name, the API key as password.
+* Program access: `gradio_client.Client(url + "/ui/").predict(question, history, top_k,
+  api_name="/ask")` returns (chat history, "", sources HTML).
+"""
 
 from __future__ import annotations
 
 import html
+import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
 
-from assistant.pipeline import AnswerUnavailableError
+from assistant.api.errors import unavailable_status
+from assistant.api.middleware import check_ui_password
+from assistant.pipeline import AnswerUnavailableError, Assistant
 from assistant.schemas import AskRequest, AskResponse, Message, Source
+from assistant.stream import FinalEvent, SourcesEvent, TokenEvent, stream_answer
+from ingest.store import IndexMismatchError, StoreUnavailableError
 
-EXAMPLES = [
-    "How many iterations does ProDiff need to synthesize high-fidelity mel-spectrograms?",
-    "Which paper partitions GNN layers among GPUs to cut communication?",
-    "What problem does variance-corrected model averaging solve in gossip learning?",
-]
+log = logging.getLogger("scholia.ui")
+
 CITATION = re.compile(r"\[(\d+)\]")
+# Characters Markdown, Gradio's LaTeX delimiters or HTML could read as syntax.
+SYNTAX = str.maketrans({char: f"&#{ord(char)};" for char in "\\`*_{}[]()#+-.!|~$<>&\"'="})
+WARNING = "⚠"
+MAX_HISTORY_TURNS = 10
+UI_CONCURRENCY = 16
+
+CSS = """
+.gradio-container { max-width: 1280px !important; margin: 0 auto !important; }
+#scholia-header h1 { margin: 0; font-size: 1.7rem; letter-spacing: -0.01em; }
+#scholia-header p { margin: 0.2rem 0 0; color: var(--body-text-color-subdued); }
+#scholia-ask { min-width: 6rem; }
+.scholia-heading { margin: 0 0 0.5rem; font-size: 1.05rem; }
+.scholia-panel { display: flex; flex-direction: column; gap: 0.6rem;
+  max-height: 700px; overflow-y: auto; padding-right: 0.2rem; }
+.scholia-panel-head { font-size: 0.85rem; color: var(--body-text-color-subdued); }
+.scholia-empty { color: var(--body-text-color-subdued); font-style: italic; }
+.scholia-source { border: 1px solid var(--border-color-primary); border-radius: 10px;
+  padding: 0.6rem 0.8rem; background: var(--background-fill-primary); scroll-margin-top: 1rem; }
+.scholia-source.cited { border-left: 4px solid var(--color-accent); }
+.scholia-source:target { box-shadow: 0 0 0 3px var(--color-accent-soft); }
+.scholia-source h4 { margin: 0 0 0.25rem; font-size: 0.95rem; line-height: 1.3; }
+.scholia-meta { display: flex; gap: 0.5rem; align-items: center; font-size: 0.78rem;
+  color: var(--body-text-color-subdued); margin-bottom: 0.35rem; }
+.scholia-badge { border-radius: 999px; padding: 0.05rem 0.5rem; font-weight: 600;
+  background: var(--background-fill-secondary); }
+.scholia-badge.cited { background: var(--color-accent); color: white; }
+.scholia-passage { margin: 0; font-size: 0.85rem; line-height: 1.45; max-height: 9.5em;
+  overflow-y: auto; }
+.scholia-cite { text-decoration: none; font-weight: 600; }
+.scholia-note { color: var(--body-text-color-subdued); }
+"""
 
 
-def render_sources(sources: list[Source]) -> str:
+def escape_text(text: str) -> str:
+    """Plain text that the chat's Markdown/HTML renderer shows verbatim."""
+    return text.translate(SYNTAX)
+
+
+def render_sources(sources: list[Source], pending: bool = False) -> str:
+    heading = "<h3 class='scholia-heading'>Sources</h3>"
     if not sources:
-        return "<p class='scholia-empty'>No sources yet.</p>"
-    items = []
-    for source in sources:
-        mark = "★ cited" if source.cited else "not cited"
-        items.append(
-            f"<div class='scholia-source' id='source-{source.rank}'>"
-            f"<p><b>[{source.rank}] {html.escape(source.title)}</b>"
-            f" <small>score {source.score:.4f} · {mark}</small></p>"
-            f"<p>{html.escape(source.text)}</p></div>"
+        return (
+            heading + "<div class='scholia-panel'><p class='scholia-empty'>No sources yet: "
+            "ask a question, and the papers the answer draws on appear here.</p></div>"
         )
-    return "\n".join(items)
+    cited = sum(source.cited for source in sources)
+    head = (
+        f"{len(sources)} sources retrieved · checking which ones the answer cites…"
+        if pending
+        else f"{len(sources)} sources retrieved · {cited} cited"
+    )
+    items = [f"<div class='scholia-panel-head'>{head}</div>"]
+    for source in sources:
+        badge = (
+            "<span class='scholia-badge cited'>★ cited</span>"
+            if source.cited
+            else "<span class='scholia-badge'>retrieved</span>"
+        )
+        published = source.metadata.get("published")
+        extra = f"<span>{html.escape(str(published))}</span>" if published else ""
+        items.append(
+            f"<div class='scholia-source{' cited' if source.cited else ''}'"
+            f" id='source-{source.rank}'>"
+            f"<h4>[{source.rank}] {html.escape(source.title)}</h4>"
+            f"<div class='scholia-meta'>{badge}<span>score {source.score:.4f}</span>{extra}</div>"
+            f"<p class='scholia-passage'>{html.escape(source.text)}</p></div>"
+        )
+    return heading + "<div class='scholia-panel'>" + "".join(items) + "</div>"
 
 
 def render_answer(response: AskResponse) -> str:
-    """The answer as escaped text whose [n] markers link to their source in the panel."""
-    escaped = html.escape(response.answer)
-    return CITATION.sub(lambda m: f"<a href='#source-{m.group(1)}'>[{m.group(1)}]</a>", escaped)
+    """The answer as escaped text whose [n] markers link to source n in the panel."""
+    titles = {source.rank: source.title for source in response.sources}
+    parts: list[str] = []
+    position = 0
+    for match in CITATION.finditer(response.answer):
+        parts.append(escape_text(response.answer[position : match.start()]))
+        rank = int(match.group(1))
+        marker = f"&#91;{rank}&#93;"
+        if rank in titles:
+            title = escape_text(f"Source {rank}: {titles[rank]}")
+            marker = f'<a class="scholia-cite" href="#source-{rank}" title="{title}">{marker}</a>'
+        parts.append(marker)
+        position = match.end()
+    parts.append(escape_text(response.answer[position:]))
+    text = "".join(parts)
+    if response.unsupported and not response.declined:
+        count = len(response.unsupported)
+        text += (
+            f"\n\n<small class='scholia-note'>{count} statement{'s' if count > 1 else ''} of the "
+            "draft removed: the sources did not support "
+            f"{'them' if count > 1 else 'it'}.</small>"
+        )
+    return text
 
 
-def build_ui(app: FastAPI) -> gr.Blocks:
-    async def answer(
-        question: str, history: list[dict[str, Any]], top_k: float
-    ) -> tuple[list[dict[str, Any]], str, str]:
-        history = list(history or [])
-        question = (question or "").strip()
-        if not question:
-            return history, "", render_sources([])
-        past = [
-            Message(role=turn["role"], content=_text_of(turn["content"]))
-            for turn in history
-            if turn.get("role") in {"user", "assistant"}
-        ]
-        assistant = app.state.services.assistant
-        try:
-            response = await assistant.ask(
-                AskRequest(question=question[:4000], top_k=int(top_k), history=past[-10:])
-            )
-            reply, panel = render_answer(response), render_sources(response.sources)
-        except AnswerUnavailableError as error:
-            reply = html.escape(f"The language model is unavailable right now ({error}).")
-            panel = render_sources(error.sources)
-        history += [
-            {"role": "user", "content": html.escape(question)},
-            {"role": "assistant", "content": reply},
-        ]
-        return history, "", panel
+def question_for(title: str) -> str:
+    name, colon, _ = title.partition(":")
+    if colon and 0 < len(name.split()) <= 3:
+        return f"What is {name.strip()} and what problem does it solve?"
+    return f"What does the paper “{title.strip()}” propose?"
 
-    with gr.Blocks(title="Scholia") as demo:
-        gr.Markdown("# Scholia\nAsk the paper collection. Every claim cites its paper.")
-        with gr.Row():
-            with gr.Column(scale=3):
-                chat = gr.Chatbot(label="Conversation", height=480)
-                question = gr.Textbox(label="Question", placeholder="Ask about the papers…")
-                with gr.Row():
-                    send = gr.Button("Ask", variant="primary")
-                    top_k = gr.Slider(1, 20, value=5, step=1, label="Sources (top-k)")
-                gr.Examples(EXAMPLES, inputs=question)
-            with gr.Column(scale=2):
-                gr.Markdown("### Sources")
-                sources = gr.HTML(render_sources([]))
-        send.click(answer, [question, chat, top_k], [chat, question, sources], api_name="ask")
-        question.submit(answer, [question, chat, top_k], [chat, question, sources], api_visibility="private")
-    return demo
+
+def example_questions(app: FastAPI, count: int = 4) -> list[str]:
+    """Questions about papers in the index (evenly spread over it), computed once."""
+    cached: list[str] | None = getattr(app.state, "ui_examples", None)
+    if cached is not None:
+        return cached
+    try:
+        store = app.state.services.store
+        ids = sorted(store.paper_states())
+        picked = ids[:: max(1, len(ids) // count)][:count]
+        papers = store.papers(picked)
+        questions = [question_for(papers[paper][0]) for paper in picked if paper in papers]
+    except Exception:  # the index is down: no examples, the chat still says why
+        log.exception("could not draw example questions from the index")
+        return []
+    app.state.ui_examples = questions
+    return questions
+
+
+def history_of(chat: list[dict[str, Any]]) -> list[Message]:
+    past = []
+    for turn in chat:
+        role, text = turn.get("role"), _text_of(turn.get("content", ""))
+        if role in {"user", "assistant"} and text.strip() and not text.startswith(WARNING):
+            past.append(Message(role=role, content=text[:20_000]))
+    return past[-MAX_HISTORY_TURNS:]
 
 
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
-        return re.sub(r"<[^>]+>", "", html.unescape(content))
+        content = re.sub(r"<small class='scholia-note'>.*?</small>", "", content, flags=re.S)
+        return html.unescape(re.sub(r"<[^>]+>", "", content)).strip()
     if isinstance(content, list):
         return " ".join(
             _text_of(part.get("text", "")) for part in content if isinstance(part, dict)
         )
+    if isinstance(content, dict):
+        return _text_of(content.get("text", ""))
     return str(content)
 
 
-def mount_ui(app: FastAPI) -> None:
-    gr.mount_gradio_app(app, build_ui(app), path="/ui", footer_links=["api"])
+def failure_message(error: Exception) -> str:
+    if isinstance(error, AnswerUnavailableError):
+        what = (
+            "did not answer in time"
+            if unavailable_status(error) == 504
+            else "is not answering right now"
+        )
+        found = " The papers the search found are listed under Sources." if error.sources else ""
+        return (
+            f"{WARNING} The language model {what}, so no answer could be written.{found}"
+            f"\n\n<small class='scholia-note'>{escape_text(str(error))}</small>"
+        )
+    if isinstance(error, StoreUnavailableError | IndexMismatchError):
+        return f"{WARNING} The paper index is unavailable: {escape_text(str(error))}"
+    if isinstance(error, ValueError):
+        return f"{WARNING} {escape_text(str(error))}"
+    return f"{WARNING} Something went wrong ({type(error).__name__}); please try again."
+
+
+def build_ui(app: FastAPI) -> gr.Blocks:
+    def assistant() -> Assistant:
+        value: Assistant = app.state.services.assistant
+        return value
+
+    async def answer(
+        question: str, chat: list[dict[str, Any]] | None, top_k: float
+    ) -> AsyncIterator[tuple[Any, Any, Any]]:
+        chat = list(chat or [])
+        question = (question or "").strip()[:4000]
+        if not question:
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        past = history_of(chat)
+        chat.append({"role": "user", "content": escape_text(question)})
+        chat.append({"role": "assistant", "content": "_Searching the papers…_"})
+        yield chat, "", gr.skip()
+        panel: Any = gr.skip()
+        try:
+            request = AskRequest(question=question, top_k=int(top_k), history=past)
+            prepared = await assistant().prepare(request)
+            draft = ""
+            async for event in stream_answer(assistant(), prepared):
+                if isinstance(event, SourcesEvent):
+                    panel = render_sources(event.sources, pending=True)
+                    chat[-1]["content"] = "_Writing the answer…_"
+                elif isinstance(event, TokenEvent):
+                    draft += event.text
+                    chat[-1]["content"] = escape_text(draft) + " ▍"
+                elif isinstance(event, FinalEvent):
+                    app.state.metrics.observe_answer(event.response, "ui")
+                    chat[-1]["content"] = render_answer(event.response)
+                    panel = render_sources(event.response.sources)
+                yield chat, "", panel
+        except Exception as error:
+            if not isinstance(error, AnswerUnavailableError | StoreUnavailableError | ValueError):
+                log.exception("UI answer failed")
+            chat[-1]["content"] = failure_message(error)
+            if isinstance(error, AnswerUnavailableError):
+                panel = render_sources(error.sources)
+            yield chat, "", panel
+
+    def on_load(request: gr.Request) -> tuple[Any, Any, Any]:
+        params = request.query_params if request else {}
+        question = str(params.get("q", ""))[:4000]
+        top_k: Any = gr.skip()
+        if str(params.get("k", "")).isdigit():
+            top_k = min(20, max(1, int(str(params.get("k")))))
+        samples = [[text] for text in example_questions(app)]
+        return question or gr.skip(), gr.Dataset(samples=samples), top_k
+
+    default_k = app.state.settings.retrieval.top_k if hasattr(app.state, "settings") else 5
+    with gr.Blocks(title="Scholia") as demo:
+        gr.HTML(
+            "<h1>Scholia</h1><p>Ask the paper collection. Every claim cites its paper; "
+            "sentences the sources do not support are removed.</p>",
+            elem_id="scholia-header",
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(
+                    label="Conversation",
+                    height=440,
+                    elem_id="scholia-chat",
+                    sanitize_html=True,
+                    allow_tags=False,
+                    feedback_options=None,
+                    buttons=["copy"],
+                    latex_delimiters=[],
+                    placeholder="Answers appear here, with [n] links to their sources.",
+                )
+                with gr.Row(equal_height=True):
+                    question = gr.Textbox(
+                        show_label=False,
+                        placeholder="Ask about the papers… (follow-up questions use the conversation)",
+                        max_length=4000,
+                        scale=6,
+                        elem_id="scholia-question",
+                        autofocus=True,
+                    )
+                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="scholia-ask")
+                examples = gr.Dataset(
+                    label="Example questions from the collection",
+                    components=[question],
+                    samples=[],
+                    samples_per_page=4,
+                    elem_id="scholia-examples",
+                )
+                with gr.Row(equal_height=True):
+                    top_k = gr.Slider(
+                        1, 20, value=default_k, step=1, label="Sources to retrieve (top-k)", scale=3
+                    )
+                    clear = gr.Button("New conversation", variant="secondary", scale=1)
+            with gr.Column(scale=2):
+                sources = gr.HTML(render_sources([]), elem_id="scholia-sources")
+
+        outputs = [chat, question, sources]
+        inputs = [question, chat, top_k]
+        send.click(answer, inputs, outputs, api_name="ask", concurrency_limit=UI_CONCURRENCY)
+        question.submit(
+            answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY
+        )
+        examples.click(lambda sample: sample[0], examples, question, api_visibility="private").then(
+            answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY
+        )
+        clear.click(lambda: ([], "", render_sources([])), None, outputs, api_visibility="private")
+        demo.load(on_load, None, [question, examples, top_k], api_visibility="private").then(
+            answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY
+        )
+    return demo
+
+
+def mount_ui(app: FastAPI, api_key: str | None = None) -> None:
+    gr.mount_gradio_app(
+        app,
+        build_ui(app),
+        path="/ui",
+        footer_links=["api"],
+        run_history=False,
+        auth=check_ui_password(api_key) if api_key else None,
+        auth_message="Scholia is protected by an API key: log in with any user name and the key as password.",
+        theme=gr.themes.Soft(
+            primary_hue="indigo",
+            neutral_hue="slate",
+            font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "DejaVu Sans", "sans-serif"],
+        ),
+        css=CSS,
+    )

@@ -1,17 +1,23 @@
 """Check every sentence of a draft answer against the sources before anyone sees it.
 
-A sentence survives when a source supports it: every number in it appears in that source, and
-it is close in meaning to one of the source's sentences (MiniLM cosine) or shares most of its
-content words with the source. Citations are repaired to point at a supporting source;
-markers that point nowhere are removed. Nothing supported → the answer is a refusal.
+A sentence survives when the sources support it:
+- every number in it appears in a source that also mentions the sentence's subject (its first
+  name-like term), so one paper's figure is never credited to another;
+- it shares most of its content words with a source, or is close in meaning to one of that
+  source's sentences (MiniLM cosine, computed only when the cheap word check is not enough).
+Citations are repaired to point at the supporting sources; markers that point nowhere are
+removed. An answer whose cited sources never mention a name the question asks about does not
+answer it. Nothing supported → the answer is a refusal.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+from rapidfuzz import fuzz, process
 
 import prompts
 from assistant.pack import PackedSource
@@ -21,15 +27,24 @@ from ingest.embed import Embedder
 CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
+TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Za-z0-9]")
 DECLINE = re.compile(
     r"collection does not say|sources? (do|does) not (say|mention|contain|provide|specify)"
     r"|(is|are) not (mentioned|provided|specified|stated|given)|no information"
     r"|cannot (find|answer|determine)|not enough information|does not (say|mention|specify)",
     re.IGNORECASE,
 )
+WHICH_PAPER = re.compile(
+    r"^\s*(which|what)\s+(paper|work|study|article|method|approach|model)s?\b", re.IGNORECASE
+)
+NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
 SENTENCE_CACHE_SIZE = 200_000
+MAX_SENTENCES = 3
 STOPWORDS = frozenset(
-    ["this", "that", "with", "from", "which", "their", "there", "these", "those", "have", "been", "were", "what", "when", "where", "about", "into", "than", "then", "them", "they", "also", "such", "only", "more", "most", "other", "some", "very", "each", "both", "paper", "papers", "source", "sources", "proposes", "propose", "introduces", "introduce", "presents", "present", "uses", "using", "used"]
+    """this that with from which their there these those have been were what when where about
+    into than then them they also such only more most other some very each both paper papers
+    source sources proposes propose introduces introduce presents present uses using used
+    collection study work method approach model models""".split()  # noqa: SIM905
 )
 
 
@@ -49,6 +64,62 @@ def decline_text() -> str:
     return prompts.load("decline").strip()
 
 
+def numbers_in(text: str) -> set[str]:
+    return {number.replace(",", "").rstrip(".") for number in NUMBER.findall(text)}
+
+
+def content_words(text: str) -> set[str]:
+    return {word.casefold() for word in WORD.findall(text)} - STOPWORDS
+
+
+def names_in(text: str) -> list[str]:
+    return [name for _, name in _positioned_names(text)]
+
+
+def _positioned_names(text: str) -> list[tuple[int, str]]:
+    """Name-like terms: acronyms, CamelCase, and names with digits (MT-Bench, Mamba-2, 2080Ti)."""
+    names = []
+    for match in TOKEN.finditer(text):
+        token = match.group()
+        uppers = sum(char.isupper() for char in token)
+        has_digit = any(char.isdigit() for char in token)
+        if any(char.isalpha() for char in token) and (uppers >= 2 or (uppers and has_digit)):
+            names.append((match.start(), token))
+    return names
+
+
+class SourceFacts:
+    """What a packed source offers as evidence: its numbers, words and names."""
+
+    def __init__(self, source: PackedSource) -> None:
+        self.rank = source.rank
+        self.text = f"{source.paper.title}. {source.text}"
+        self.numbers = numbers_in(self.text)
+        self.words = content_words(self.text)
+
+    @cached_property
+    def vocabulary(self) -> set[str]:
+        return {_name_key(token) for token in TOKEN.findall(self.text)}
+
+    def mentions(self, name: str) -> bool:
+        key = _name_key(name)
+        if key in self.vocabulary:
+            return True
+        return (
+            process.extractOne(
+                key, self.vocabulary, scorer=fuzz.ratio, score_cutoff=NAME_MATCH_SCORE
+            )
+            is not None
+        )
+
+
+def missing_terms(question: str, sources: list[PackedSource]) -> list[str]:
+    """Names in the question that none of `sources` mentions (typos allowed): a question about
+    them cannot be answered from these sources."""
+    facts = [SourceFacts(source) for source in sources]
+    return [name for name in names_in(question) if not any(f.mentions(name) for f in facts)]
+
+
 class Verifier:
     def __init__(
         self, embedder: Embedder, semantic_threshold: float, lexical_threshold: float
@@ -58,59 +129,105 @@ class Verifier:
         self.lexical_threshold = lexical_threshold
         self._cache: dict[str, np.ndarray] = {}
 
-    def check(self, draft: str, sources: list[PackedSource]) -> Verdict:
-        by_rank = {source.rank: source for source in sources}
+    def check(self, draft: str, sources: list[PackedSource], question: str = "") -> Verdict:
+        facts = {source.rank: SourceFacts(source) for source in sources}
+        titles = {source.rank: source.paper.title for source in sources}
         sentences = split_sentences(draft.strip())
         if not sentences or not sources:
             return Verdict(decline_text(), [], list(range(len(sentences))), True)
 
-        source_sentences = {
-            rank: split_sentences(source.paper.title + ". " + source.text)
-            for rank, source in by_rank.items()
-        }
-        flat = [(rank, s) for rank, items in source_sentences.items() for s in items]
-        bodies = [_strip_citations(sentence) for sentence in sentences]
-        source_vectors = self._source_vectors([s for _, s in flat])
-        body_vectors = np.asarray(self.embedder.embed(bodies))
-        flat_ranks = np.asarray([rank for rank, _ in flat])
-
         kept: list[str] = []
         citations: list[int] = []
         unsupported: list[int] = []
-        decline_sentences = 0
-        for index, (sentence, body) in enumerate(zip(sentences, bodies, strict=True)):
+        declines = 0
+        for index, sentence in enumerate(sentences):
+            body = CITATION.sub("", sentence).strip()
             if is_decline(body):
-                decline_sentences += 1
+                declines += 1
                 continue
-            cited = [rank for rank in _markers(sentence) if rank in by_rank]
+            cited = [rank for rank in _markers(sentence) if rank in facts]
             if not _has_content(body):
-                if len(cited) == 1:
+                if len(cited) == 1 and WHICH_PAPER.search(question):
                     # "[2]" alone answers a which-paper question: name the paper.
-                    kept.append(f"{by_rank[cited[0]].paper.title} [{cited[0]}].")
+                    kept.append(f"{titles[cited[0]]} [{cited[0]}].")
                     citations.append(cited[0])
                 continue
-            similarity = source_vectors @ body_vectors[index]
-            supporting = {
-                rank: float(similarity[flat_ranks == rank].max())
-                for rank, source in by_rank.items()
-                if self._supports(body, source, float(similarity[flat_ranks == rank].max()))
-            }
-            if not supporting:
+            chosen = self._support(body, [facts[rank] for rank in cited or facts])
+            if chosen is None and cited:
+                # The model cited the wrong source: accept another that supports the sentence.
+                chosen = self._support(body, list(facts.values()))
+            if chosen is None:
                 unsupported.append(index)
                 continue
-            chosen = [rank for rank in cited if rank in supporting] or [
-                max(supporting, key=lambda rank: supporting[rank])
-            ]
             kept.append(body.rstrip() + " " + "".join(f"[{rank}]" for rank in chosen))
             citations.extend(chosen)
 
-        if not kept:
+        if len(kept) > MAX_SENTENCES:
+            # A model that copies whole abstracts: keep the sentences closest to the question.
+            asked = content_words(question) | numbers_in(question)
+            order = sorted(
+                range(len(kept)),
+                key=lambda i: -len(asked & (content_words(kept[i]) | numbers_in(kept[i]))),
+            )
+            keep = sorted(order[:MAX_SENTENCES])
+            kept = [kept[i] for i in keep]
+            citations = [int(n) for sentence in kept for n in re.findall(r"\[(\d+)\]", sentence)]
+
+        if not kept or (declines and not citations):
             return Verdict(decline_text(), [], unsupported, True)
-        if decline_sentences and not citations:
+        cited_sources = [source for source in sources if source.rank in set(citations)]
+        if question and not WHICH_PAPER.search(question) and missing_terms(question, cited_sources):
+            # True statements about something else (APO's AlpacaEval score, for a question
+            # about its MT-Bench score) do not answer the question.
             return Verdict(decline_text(), [], unsupported, True)
         return Verdict(" ".join(kept), sorted(set(citations)), unsupported, False)
 
-    def _source_vectors(self, sentences: list[str]) -> np.ndarray:
+    def _support(self, body: str, candidates: list[SourceFacts]) -> list[int] | None:
+        """The ranks (among `candidates`) that together support `body`, or None."""
+        wanted_words = content_words(body)
+        overlap = {
+            f.rank: len(wanted_words & f.words) / max(len(wanted_words), 1) for f in candidates
+        }
+        names = _positioned_names(body)
+        by_number: set[int] = set()
+        for match in NUMBER.finditer(body):
+            number = match.group().replace(",", "").rstrip(".")
+            # The figure must come from a source that mentions what it is about: the nearest
+            # name before it ("APO ... 28.53%" is not SPPO's 28.53%).
+            subject = next(
+                (name for start, name in reversed(names) if start <= match.start()), None
+            )
+            owners = [
+                f.rank
+                for f in candidates
+                if number in f.numbers and (subject is None or f.mentions(subject))
+            ]
+            if not owners:
+                return None  # invented, or another paper's figure
+            by_number.add(max(owners, key=lambda rank: overlap[rank]))
+        if not wanted_words:
+            return sorted(by_number) or None  # a bare value, found in the sources
+        best = max(candidates, key=lambda f: overlap[f.rank])
+        if overlap[best.rank] >= self.lexical_threshold:
+            return sorted(by_number | {best.rank})
+        if by_number:
+            union = set().union(*(f.words for f in candidates if f.rank in by_number))
+            if len(wanted_words & union) / len(wanted_words) >= self.lexical_threshold:
+                return sorted(by_number)
+        compared = [f for f in candidates if f.rank in by_number] or [best]
+        if self._similarity(body, compared) >= self.semantic_threshold:
+            return sorted(by_number | {best.rank})
+        return None
+
+    def _similarity(self, body: str, candidates: list[SourceFacts]) -> float:
+        sentences = [s for f in candidates for s in split_sentences(f.text)]
+        if not sentences:
+            return 0.0
+        vectors = self._vectors(sentences)
+        query = np.asarray(self.embedder.embed([body])[0])
+        return float((vectors @ query).max())
+
+    def _vectors(self, sentences: list[str]) -> np.ndarray:
         """Source sentences recur across questions: embed each once per process."""
         missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
         if len(self._cache) + len(missing) > SENTENCE_CACHE_SIZE:
@@ -119,32 +236,14 @@ class Verifier:
             self._cache[sentence] = np.asarray(vector)
         return np.stack([self._cache[s] for s in sentences])
 
-    def _supports(self, body: str, source: PackedSource, similarity: float) -> bool:
-        haystack = f"{source.paper.title} {source.text}"
-        source_numbers = {_normalize_number(n) for n in NUMBER.findall(haystack)}
-        if any(_normalize_number(n) not in source_numbers for n in NUMBER.findall(body)):
-            return False
-        if similarity >= self.semantic_threshold:
-            return True
-        words = {w.casefold() for w in WORD.findall(body)} - STOPWORDS
-        if not words:
-            return False
-        source_words = {w.casefold() for w in WORD.findall(haystack)}
-        return len(words & source_words) / len(words) >= self.lexical_threshold
+
+def _name_key(token: str) -> str:
+    return token.casefold().rstrip("s")
 
 
 def _markers(sentence: str) -> list[int]:
     return [int(n) for group in CITATION.findall(sentence) for n in re.split(r"[,;]", group)]
 
 
-def _strip_citations(sentence: str) -> str:
-    return CITATION.sub("", sentence).strip()
-
-
 def _has_content(body: str) -> bool:
-    words = [w for w in WORD.findall(body) if w.casefold() not in STOPWORDS]
-    return len(words) >= 2 or bool(NUMBER.search(body))
-
-
-def _normalize_number(number: str) -> str:
-    return number.replace(",", "").rstrip(".")
+    return len(content_words(body)) >= 2 or bool(NUMBER.search(body))

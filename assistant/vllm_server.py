@@ -27,13 +27,19 @@ from assistant.settings import Settings
 
 Log = Callable[[str], None]
 
-# Flags measured on the 2-core CPU machine (see docs / the report in the PR):
-# - torch.compile (vLLM's default on CPU) vs --enforce-eager: see DEFAULT_ENFORCE_EAGER.
-# - --max-num-seqs 8: the machine serves one user; a small batch keeps warm-up short and the
-#   sampler's buffers small.
-# - --disable-log-stats / --uvicorn-log-level warning: keep vllm.log readable.
+# Measured on the 2-core CPU VM (Qwen2.5-Coder-0.5B bf16, 1.1k-token prompt, busy machine):
+#   torch.compile (vLLM's CPU default): start 143-157 s with an empty cache, 118-124 s with the
+#     persistent inductor cache; decode 12.3-14.4 tok/s.
+#   --enforce-eager: start 47-58 s; decode 10.6-11.5 tok/s (~15-20 % slower), TTFT ~ the same.
+# A server runs for hours and answers many questions, so compiled is the default; tests or quick
+# development can pass enforce_eager=True. vLLM 0.32's AOT compile cache cannot be reloaded on
+# CPU ("'function' object has no attribute 'finalize_loading'": it recompiles every start), so
+# VLLM_USE_AOT_COMPILE=0 lets torch inductor's own on-disk cache (TORCHINDUCTOR_CACHE_DIR) do it.
+# --max-num-seqs 8: one user at a time; keeps the scheduler's and sampler's buffers small.
+# --disable-log-stats / --uvicorn-log-level warning: keep vllm.log readable.
 DEFAULT_ENFORCE_EAGER = False
 MAX_NUM_SEQS = 8
+STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 4000
 # Talk to localhost directly, whatever HTTP(S)_PROXY says.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -63,13 +69,13 @@ class VllmServer:
         settings: Settings,
         model_path: Path | None = None,
         *,
-        enforce_eager: bool = DEFAULT_ENFORCE_EAGER,
+        enforce_eager: bool | None = None,
         extra_args: tuple[str, ...] = (),
         log: Log = _print,
     ) -> None:
         self.settings = settings
         self.model_path = model_path if model_path is not None else model_dir(settings)
-        self.enforce_eager = enforce_eager
+        self.enforce_eager = settings.llm.enforce_eager if enforce_eager is None else enforce_eager
         self.extra_args = extra_args
         self.log_path = settings.logs_dir / "vllm.log"
         self.reused = False
@@ -126,6 +132,7 @@ class VllmServer:
             VLLM_CACHE_ROOT=str(data / "cache" / "vllm"),
             VLLM_CONFIG_ROOT=str(data / "config" / "vllm"),
             TORCHINDUCTOR_CACHE_DIR=str(data / "cache" / "torchinductor"),
+            VLLM_USE_AOT_COMPILE="0",
             VLLM_CPU_KVCACHE_SPACE=str(self.settings.llm.kv_cache_gib),
             VLLM_NO_USAGE_STATS="1",
             DO_NOT_TRACK="1",
@@ -221,7 +228,7 @@ class VllmServer:
                 next_note += 15.0
             time.sleep(1.0)
 
-    def stop(self, grace_s: float = 20.0) -> None:
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM the server's process group, then SIGKILL after `grace_s`. Idempotent."""
         proc = self._proc
         if proc is None:

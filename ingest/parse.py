@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,12 @@ from typing import Any
 MIN_ABSTRACT_CHARS = 200
 MAX_TITLE_CHARS = 300
 METADATA_SCALARS = (str, int, float, bool)
+# Metadata keys Scholia and LlamaIndex set on every chunk; a source record may not use them.
+RESERVED_METADATA = frozenset(
+    {"paper_id", "title", "chunk_index", "paper_hash", "paper_chunks"}
+    | {"_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id"}
+)
+INT64 = 2**63
 
 
 @dataclass(frozen=True)
@@ -26,7 +34,7 @@ class Paper:
     source: str = ""
     line: int = 0
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
         payload = json.dumps(
             [self.title, self.abstract, sorted(self.metadata.items())], ensure_ascii=False
@@ -89,14 +97,22 @@ def _read_pages(path: Path) -> Iterator[Paper | Rejected]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Paper | Rejected]:
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw_bytes in enumerate(handle, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                yield Rejected(str(path), number, f"not UTF-8 text ({error.reason})")
+                continue
             if not raw.strip():
                 continue
             try:
                 record = json.loads(raw)
-            except json.JSONDecodeError as error:
-                yield Rejected(str(path), number, f"invalid JSON: {error.msg}")
+            except (json.JSONDecodeError, RecursionError) as error:
+                message = (
+                    error.msg if isinstance(error, json.JSONDecodeError) else "too deeply nested"
+                )
+                yield Rejected(str(path), number, f"invalid JSON: {message}")
                 continue
             yield _paper_from_record(record, str(path), number)
 
@@ -116,8 +132,14 @@ def _paper_from_record(record: Any, source: str, line: int) -> Paper | Rejected:
     for key, value in record.items():
         if key in {"id", "title", "abstract"} or value is None:
             continue
+        if key in RESERVED_METADATA or not key or key.startswith(("$", "chroma:")):
+            return Rejected(source, line, f"field name '{key}' is reserved")
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             metadata[key] = "; ".join(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return Rejected(source, line, f"field '{key}' must be a finite number")
+        elif isinstance(value, int) and not -INT64 <= value < INT64:
+            return Rejected(source, line, f"field '{key}' is out of the 64-bit integer range")
         elif isinstance(value, METADATA_SCALARS):
             metadata[key] = value
         else:

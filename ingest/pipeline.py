@@ -1,16 +1,22 @@
 """`scholia ingest`: parse → chunk → embed → write Chroma → rebuild BM25, idempotently.
 
-A paper is written whole (its old chunks deleted first) and counts as present only when all its
-chunks are stored, so a run killed at any point is repaired by the next run.
+Two passes over the sources keep memory flat in the corpus size: the first parses every record
+into (id, content hash, place) only; the second re-reads the sources and streams the papers that
+need writing through chunk → embed → write in batches of whole papers.
+
+A paper counts as present only when all its chunks of one version are stored (every chunk
+carries the paper's hash and chunk count), so a run killed at any point is repaired by the next
+run, and a failed write leaves each paper's previous version in place.
 """
 
 from __future__ import annotations
 
 import fcntl
-import shutil
+import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +24,18 @@ from pathlib import Path
 from assistant.settings import Settings
 from ingest.chunk import Chunk, chunk_paper
 from ingest.embed import Embedder
-from ingest.keyword import KeywordIndex, fingerprint
+from ingest.keyword import KeywordIndex
 from ingest.parse import Paper, Rejected, read_papers
-from ingest.store import ChromaStore, Manifest, connect
+from ingest.store import ChromaStore, Manifest, PaperState, connect
+
+# Chunks embedded and written per batch, in units of the embedder's batch size.
+WRITE_BATCHES = 16
+# Without a terminal, one progress line at most this often (plus the first and the last).
+LOG_EVERY_S = 10.0
+# tqdm's default, but always in docs/s (tqdm flips to s/doc below one per second).
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -31,6 +46,8 @@ class IngestReport:
     removed: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     chunks_written: int = 0
+    keywords_rebuilt: bool = False
+    sync_skipped: bool = False
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -42,7 +59,20 @@ class IngestReport:
 
 
 class IngestLockedError(RuntimeError):
-    pass
+    """Another ingest holds this data directory."""
+
+
+class IngestWriteError(RuntimeError):
+    """Writing the vector or keyword index failed (disk full, server gone…)."""
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """What the first pass keeps of a paper: enough to decide and to find it again."""
+
+    content_hash: str
+    source: str
+    line: int
 
 
 def open_store(settings: Settings) -> ChromaStore:
@@ -67,38 +97,63 @@ def wanted_manifest(settings: Settings, embedder: Embedder) -> Manifest:
 
 @contextmanager
 def ingest_lock(data_dir: Path) -> Iterator[None]:
+    """An exclusive, non-blocking lock on the data directory (released when the process dies)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    with (data_dir / "ingest.lock").open("w") as handle:
+    path = data_dir / "ingest.lock"
+    with path.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
+            handle.seek(0)
+            holder = handle.read().strip()
             raise IngestLockedError(
-                "Another `scholia ingest` is running on this data directory."
+                "Another `scholia ingest` is running on this data directory"
+                + (f" (pid {holder})" if holder else "")
+                + f"; wait for it to finish (lock: {path})."
             ) from error
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
         yield
 
 
-def load_papers(paths: Sequence[Path], report: IngestReport) -> list[Paper]:
-    """Parse every source; a duplicate id keeps the first paper and rejects the later one."""
-    papers: dict[str, Paper] = {}
+def scan_sources(paths: Sequence[Path], report: IngestReport) -> dict[str, SourceRecord]:
+    """First pass: every paper's id → hash and place; a duplicate id keeps the first paper."""
+    records: dict[str, SourceRecord] = {}
     for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"No such corpus file: {path}")
         for item in read_papers(path):
             if isinstance(item, Rejected):
                 report.rejected.append(item)
-            elif item.id in papers:
-                first = papers[item.id]
+            elif item.id in records:
+                first = records[item.id]
+                where = f"line {first.line}" if first.source == item.source else str(first)
                 report.rejected.append(
-                    Rejected(
-                        item.source,
-                        item.line,
-                        f"duplicate id {item.id!r} (first at line {first.line})",
-                    )
+                    Rejected(item.source, item.line, f"duplicate id {item.id!r} (first at {where})")
                 )
             else:
-                papers[item.id] = item
-    return list(papers.values())
+                records[item.id] = SourceRecord(item.content_hash, item.source, item.line)
+    return records
+
+
+def iter_selected(paths: Sequence[Path], selected: Mapping[str, SourceRecord]) -> Iterator[Paper]:
+    """Second pass: the papers in `selected`, each at the place the first pass found it."""
+    for path in paths:
+        for item in read_papers(path):
+            if isinstance(item, Paper):
+                record = selected.get(item.id)
+                if record and (record.source, record.line) == (item.source, item.line):
+                    yield item
+
+
+def _checked_paths(paths: Sequence[Path]) -> list[Path]:
+    unique: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        unique.setdefault(path.resolve(), path)
+    missing = [str(path) for path in unique.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError("No such corpus file: " + ", ".join(missing))
+    return list(unique.values())
 
 
 def run_ingest(
@@ -108,108 +163,199 @@ def run_ingest(
     sync: bool = False,
     rebuild: bool = False,
     embedder: Embedder | None = None,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     progress: bool | None = None,
 ) -> IngestReport:
+    """Bring the index in line with `paths`. Raises FileNotFoundError, IndexMismatchError,
+    IngestLockedError, StoreUnavailableError or IngestWriteError; bad records are only reported.
+    """
     started = time.perf_counter()
     report = IngestReport()
+    sources = _checked_paths(paths)
     embedder = embedder or Embedder(settings.embedding.model_path, settings.embedding.batch_size)
     with ingest_lock(settings.data_dir):
         store = open_store(settings)
         keywords = keyword_index(settings)
         manifest = wanted_manifest(settings, embedder)
         if rebuild:
-            if store.exists():
-                store.client.delete_collection(settings.index.collection)
-            store = open_store(settings)
-            shutil.rmtree(keywords.folder, ignore_errors=True)
+            store.drop()
+            keywords.remove()
+            log(f"rebuild: deleted collection {settings.index.collection!r} and its keyword index")
         store.check_manifest(manifest)
-        store.write_manifest(manifest)
 
-        papers = load_papers(paths, report)
+        records = scan_sources(sources, report)
         for rejected in report.rejected:
             log(f"rejected {rejected}")
-        states = store.paper_states()
-        todo: list[Paper] = []
-        for paper in papers:
-            state = states.get(paper.id)
+        _guard_write(lambda: store.write_manifest(manifest), "recording the index manifest")
+        scan = store.scan()
+        todo: dict[str, SourceRecord] = {}
+        for paper_id, record in records.items():
+            state = scan.states.get(paper_id)
             if state is None:
                 report.added += 1
-                todo.append(paper)
-            elif state.content_hash != paper.content_hash or not state.complete:
+                todo[paper_id] = record
+            elif state.content_hash != record.content_hash or not state.complete:
                 report.updated += 1
-                todo.append(paper)
+                todo[paper_id] = record
             else:
                 report.unchanged += 1
 
-        _write(store, embedder, settings, todo, report, log, progress)
+        _write(store, embedder, settings, sources, todo, scan.states, report, log, progress)
 
         if sync:
-            wanted = {paper.id for paper in papers}
-            stale = sorted(set(states) - wanted)
-            store.delete_papers(stale)
-            report.removed = len(stale)
-            for paper_id in stale:
-                log(f"removed {paper_id}")
+            stale = sorted(set(scan.states) - set(records))
+            if stale and report.rejected:
+                report.sync_skipped = True
+                log(
+                    f"sync: kept {len(stale)} papers not found in the sources because "
+                    f"{len(report.rejected)} records were rejected; fix them and re-run"
+                )
+            elif stale:
+                _guard_write(lambda: store.delete_papers(stale), "removing papers")
+                report.removed = len(stale)
+                for paper_id in stale:
+                    log(f"removed {paper_id}")
 
-        _refresh_keywords(store, keywords)
+        recorded = keywords.state()
+        changed = report.chunks_written > 0 or report.removed > 0
+        if changed or recorded is None or recorded.get("fingerprint") != scan.fingerprint:
+            _guard_write(
+                lambda: keywords.build_from(store.iter_documents()),
+                f"writing the keyword index in {keywords.folder} (the previous one is unchanged)",
+            )
+            report.keywords_rebuilt = True
     report.seconds = time.perf_counter() - started
     log(report.summary())
     return report
+
+
+def _guard_write(action: Callable[[], object], what: str) -> None:
+    try:
+        action()
+    except Exception as error:
+        raise IngestWriteError(
+            f"Failed while {what}: {type(error).__name__}: {error}. Papers written before "
+            "the failure are complete and the rest of the index is as it was; fix the cause "
+            "(e.g. free disk space) and re-run `scholia ingest`."
+        ) from error
 
 
 def _write(
     store: ChromaStore,
     embedder: Embedder,
     settings: Settings,
-    papers: list[Paper],
+    sources: Sequence[Path],
+    todo: Mapping[str, SourceRecord],
+    previous: Mapping[str, PaperState],
     report: IngestReport,
-    log: Callable[[str], None],
+    log: Log,
     progress: bool | None,
 ) -> None:
-    from tqdm import tqdm
-
-    if not papers:
+    """Chunk → embed → write in batches of whole papers; a batch's write overlaps the next
+    batch's chunking and embedding (one writer thread, at most one write in flight)."""
+    if not todo:
         return
-    interactive = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=len(papers), unit="doc", desc="ingest", disable=not interactive)
-    batch: list[tuple[Paper, list[Chunk]]] = []
-    batch_chunks = 0
-    done = 0
-    for paper in papers:
-        chunks = chunk_paper(
-            paper,
-            embedder.count_tokens,
-            settings.chunking.max_tokens,
-            settings.chunking.overlap_tokens,
+    limit = settings.embedding.batch_size * WRITE_BATCHES
+    with _Progress(len(todo), progress, log) as meter, ThreadPoolExecutor(1) as writer:
+        pending: tuple[Future[int], int] | None = None
+
+        def settle() -> None:
+            nonlocal pending
+            if pending is not None:
+                future, papers = pending
+                pending = None
+                report.chunks_written += future.result()  # raises IngestWriteError
+                meter.advance(papers)
+
+        def flush(batch: list[tuple[Paper, list[Chunk]]]) -> None:
+            nonlocal pending
+            vectors = embedder.encode([chunk.text for _, chunks in batch for chunk in chunks])
+            settle()
+            what = f"writing papers {meter.done + 1}–{meter.done + len(batch)} of {meter.total}"
+
+            def write() -> int:
+                written: list[int] = []
+                _guard_write(
+                    lambda: written.append(store.write_papers(batch, vectors, previous)),
+                    what + " to Chroma",
+                )
+                return written[0]
+
+            pending = (writer.submit(write), len(batch))
+
+        batch: list[tuple[Paper, list[Chunk]]] = []
+        batch_chunks = 0
+        for paper in iter_selected(sources, todo):
+            try:
+                chunks = chunk_paper(
+                    paper,
+                    embedder.count_tokens,
+                    settings.chunking.max_tokens,
+                    settings.chunking.overlap_tokens,
+                    embedder.count_tokens_many,
+                )
+            except ValueError as error:
+                rejected = Rejected(paper.source, paper.line, str(error))
+                report.rejected.append(rejected)
+                meter.emit(f"rejected {rejected}")
+                if paper.id in previous:
+                    report.updated -= 1
+                else:
+                    report.added -= 1
+                meter.drop(1)
+                continue
+            batch.append((paper, chunks))
+            batch_chunks += len(chunks)
+            if batch_chunks >= limit:
+                flush(batch)
+                batch, batch_chunks = [], 0
+        if batch:
+            flush(batch)
+        settle()
+
+
+class _Progress:
+    """A tqdm bar (docs/s) on a terminal; otherwise a line now and then. Counts written papers."""
+
+    def __init__(self, total: int, progress: bool | None, log: Log) -> None:
+        from tqdm import tqdm
+
+        self.total = total
+        self.done = 0
+        self.interactive = sys.stderr.isatty() if progress is None else progress
+        self._log = log
+        self._bar = tqdm(
+            total=total,
+            unit="doc",
+            desc="ingest",
+            disable=not self.interactive,
+            smoothing=0.05,
+            bar_format=BAR_FORMAT,
         )
-        batch.append((paper, chunks))
-        batch_chunks += len(chunks)
-        if batch_chunks >= settings.embedding.batch_size * 4:
-            report.chunks_written += _flush(store, embedder, batch)
-            done += len(batch)
-            bar.update(len(batch))
-            if not interactive:
-                log(f"ingest: {done}/{len(papers)} papers")
-            batch, batch_chunks = [], 0
-    if batch:
-        report.chunks_written += _flush(store, embedder, batch)
-        bar.update(len(batch))
-    bar.close()
+        self._started = self._last = time.perf_counter()
 
+    def __enter__(self) -> _Progress:
+        return self
 
-def _flush(store: ChromaStore, embedder: Embedder, batch: list[tuple[Paper, list[Chunk]]]) -> int:
-    texts = [chunk.text for _, chunks in batch for chunk in chunks]
-    store.add_papers(batch, embedder.embed(texts))
-    return len(texts)
+    def __exit__(self, *_: object) -> None:
+        self._bar.close()
 
+    def emit(self, line: str) -> None:
+        (self._bar.write if self.interactive else self._log)(line)
 
-def _refresh_keywords(store: ChromaStore, keywords: KeywordIndex) -> None:
-    """Rebuild BM25 from what Chroma holds whenever the two disagree."""
-    rows = list(store.iter_chunks())
-    current = fingerprint(
-        (chunk_id for chunk_id, _, _ in rows), (str(meta["paper_hash"]) for _, _, meta in rows)
-    )
-    state = keywords.state()
-    if state is None or state.get("fingerprint") != current:
-        keywords.build([row[0] for row in rows], [row[1] for row in rows], current)
+    def drop(self, papers: int) -> None:
+        self.total -= papers
+        self._bar.total = self.total
+        self._bar.refresh()
+
+    def advance(self, papers: int) -> None:
+        first = self.done == 0
+        self.done += papers
+        self._bar.update(papers)
+        now = time.perf_counter()
+        if self.interactive:
+            return
+        if first or self.done >= self.total or now - self._last >= LOG_EVERY_S:
+            rate = self.done / max(now - self._started, 1e-9)
+            self._log(f"ingest: {self.done}/{self.total} papers, {rate:.1f} docs/s")
+            self._last = now

@@ -7,7 +7,7 @@ paper from one a killed run left half-written, and a re-run repairs it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 MANIFEST_PREFIX = "scholia_"
 GET_PAGE = 5000
+DELETE_PAGE = 500
+DEFAULT_MAX_BATCH = 1000
 
 
 class IndexMismatchError(RuntimeError):
@@ -65,13 +67,29 @@ class Manifest:
 
 @dataclass(frozen=True)
 class PaperState:
+    """What the store holds of one paper; `complete` only if one whole version is stored."""
+
     content_hash: str
     expected_chunks: int
     stored_chunks: int
+    max_index: int = -1
+    consistent: bool = True  # every stored chunk carries the same paper hash and chunk count
 
     @property
     def complete(self) -> bool:
-        return self.stored_chunks == self.expected_chunks
+        return (
+            self.consistent
+            and self.stored_chunks == self.expected_chunks
+            and self.max_index == self.expected_chunks - 1
+        )
+
+
+@dataclass(frozen=True)
+class StoreScan:
+    """Every paper's state plus the fingerprint of the chunk ids and hashes (as BM25 records)."""
+
+    states: dict[str, PaperState]
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -111,7 +129,12 @@ def connect(chroma_url: str | None, chroma_dir: Path) -> Any:
 
 
 class ChromaStore:
-    """Chunks with their embeddings; writes go through LlamaIndex's ChromaVectorStore."""
+    """Chunks with their embeddings, stored in LlamaIndex's Chroma layout (queried through it).
+
+    Writes are `upsert`s of whole papers in batches below Chroma's limit: a batch either lands
+    or not, and a paper's older chunks beyond its new count are deleted only after its new
+    chunks are in, so a failed or killed write never loses the previous version of a paper.
+    """
 
     def __init__(self, client: Any, collection_name: str) -> None:
         self.client = client
@@ -137,10 +160,19 @@ class ChromaStore:
     def exists(self) -> bool:
         return self.collection_name in {c.name for c in self.client.list_collections()}
 
+    def drop(self) -> None:
+        """Delete the collection (for `--rebuild`); the next access creates it empty."""
+        if self.exists():
+            self.client.delete_collection(self.collection_name)
+        self._collection = None
+
     def manifest(self) -> Manifest | None:
         return Manifest.from_metadata(self.collection.metadata)
 
     def write_manifest(self, manifest: Manifest) -> None:
+        """Record the manifest with the collection (a no-op when it is already there)."""
+        if self.manifest() == manifest:
+            return
         current = {
             key: value
             for key, value in (self.collection.metadata or {}).items()
@@ -151,6 +183,12 @@ class ChromaStore:
     def check_manifest(self, wanted: Manifest) -> None:
         found = self.manifest()
         if found is None:
+            if self.count() > 0:
+                raise IndexMismatchError(
+                    f"The collection {self.collection_name!r} holds data but no Scholia manifest "
+                    "(embedding model, chunking), so its vectors cannot be trusted. "
+                    "Rebuild it with `scholia ingest --rebuild`."
+                )
             return
         differences = found.differences(wanted)
         if differences:
@@ -163,23 +201,56 @@ class ChromaStore:
     def count(self) -> int:
         return int(self.collection.count())
 
-    def paper_states(self) -> dict[str, PaperState]:
+    def max_batch_size(self) -> int:
+        try:
+            return max(1, int(self.client.get_max_batch_size()))
+        except Exception:  # older servers do not report it
+            return DEFAULT_MAX_BATCH
+
+    def scan(self) -> StoreScan:
+        """One pass over the chunk metadata: each paper's state and the content fingerprint."""
+        from ingest.keyword import fingerprint
+
         counts: dict[str, int] = {}
         first: dict[str, tuple[str, int]] = {}
-        for _, _, metadata in self._iterate(include_documents=False):
+        max_index: dict[str, int] = {}
+        inconsistent: set[str] = set()
+        chunk_ids: list[str] = []
+        for chunk_id, _, metadata in self._iterate(include_documents=False):
+            chunk_ids.append(chunk_id)
             paper_id = str(metadata["paper_id"])
+            version = (str(metadata["paper_hash"]), int(metadata["paper_chunks"]))
             counts[paper_id] = counts.get(paper_id, 0) + 1
-            first.setdefault(paper_id, (str(metadata["paper_hash"]), int(metadata["paper_chunks"])))
-        return {
-            paper_id: PaperState(content_hash, expected, counts[paper_id])
+            if first.setdefault(paper_id, version) != version:
+                inconsistent.add(paper_id)
+            index = int(metadata["chunk_index"])
+            max_index[paper_id] = max(index, max_index.get(paper_id, -1))
+        states = {
+            paper_id: PaperState(
+                content_hash,
+                expected,
+                counts[paper_id],
+                max_index[paper_id],
+                paper_id not in inconsistent,
+            )
             for paper_id, (content_hash, expected) in first.items()
         }
+        hashes = [state.content_hash for state in states.values()]
+        return StoreScan(states, fingerprint(chunk_ids, hashes))
+
+    def paper_states(self) -> dict[str, PaperState]:
+        return self.scan().states
 
     def iter_chunks(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """(chunk id, chunk text, metadata) of every stored chunk, ordered by id."""
+        """(chunk id, chunk text, metadata) of every stored chunk, ordered by id (holds all)."""
         rows = list(self._iterate(include_documents=True))
         rows.sort(key=lambda row: row[0])
         yield from rows
+
+    def iter_documents(self) -> Iterator[tuple[str, str, str]]:
+        """(chunk id, chunk text, paper hash) in storage order, one page in memory at a time."""
+        for chunk_id, document, metadata in self._iterate(include_documents=True):
+            yield chunk_id, document, str(metadata.get("paper_hash", ""))
 
     def _iterate(self, include_documents: bool) -> Iterator[tuple[str, str, dict[str, Any]]]:
         include: list[Any] = ["metadatas", "documents"] if include_documents else ["metadatas"]
@@ -225,40 +296,68 @@ class ChromaStore:
         return papers
 
     def delete_papers(self, paper_ids: Sequence[str]) -> None:
-        for paper_id in paper_ids:
-            self.vector_store.delete(ref_doc_id=paper_id)
+        ids = list(paper_ids)
+        for start in range(0, len(ids), DELETE_PAGE):
+            where: Any = {"paper_id": {"$in": ids[start : start + DELETE_PAGE]}}
+            self.collection.delete(where=where)
 
-    def add_papers(
-        self, papers: Sequence[tuple[Paper, list[Chunk]]], embeddings: Sequence[list[float]]
-    ) -> None:
-        """Write the chunks of whole papers (after deleting any older version of each)."""
-        from llama_index.core.schema import BaseNode, NodeRelationship, RelatedNodeInfo, TextNode
+    def write_papers(
+        self,
+        papers: Sequence[tuple[Paper, list[Chunk]]],
+        embeddings: Any,
+        previous: Mapping[str, PaperState] | None = None,
+    ) -> int:
+        """Upsert the chunks of whole papers, then drop chunks left over from older versions.
 
-        nodes: list[BaseNode] = []
-        vectors = iter(embeddings)
+        `embeddings` holds one vector per chunk in order (a list or a 2-D array); `previous`
+        is what the store held before (from `scan`), used to find left-over chunk ids.
+        Returns the number of chunks written.
+        """
+        previous = previous or {}
+        limit = self.max_batch_size()
+        batch: list[tuple[str, str, dict[str, Any], Any]] = []
+        leftovers: list[str] = []
+        row = 0
         for paper, chunks in papers:
-            for chunk in chunks:
-                metadata: dict[str, Any] = {
-                    **paper.metadata,
-                    "paper_id": paper.id,
-                    "title": paper.title,
-                    "chunk_index": chunk.index,
-                    "paper_hash": paper.content_hash,
-                    "paper_chunks": len(chunks),
-                }
-                node = TextNode(
-                    id_=chunk.id,
-                    text=chunk.text,
-                    metadata=metadata,
-                    embedding=next(vectors),
-                    excluded_embed_metadata_keys=list(metadata),
-                    excluded_llm_metadata_keys=list(metadata),
+            records = [
+                (
+                    chunk.id,
+                    chunk.text,
+                    _chunk_metadata(paper, chunk, len(chunks)),
+                    embeddings[row + i],
                 )
-                node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=paper.id)
-                nodes.append(node)
-        self.delete_papers([paper.id for paper, _ in papers])
-        if nodes:
-            self.vector_store.add(nodes)
+                for i, chunk in enumerate(chunks)
+            ]
+            row += len(chunks)
+            if batch and len(batch) + len(records) > limit:
+                self._upsert(batch, limit)
+                batch = []
+            batch.extend(records)
+            state = previous.get(paper.id)
+            if state is not None:
+                leftovers.extend(
+                    f"{paper.id}#{index}" for index in range(len(chunks), state.max_index + 1)
+                )
+        if row != len(embeddings):
+            raise ValueError(f"{len(embeddings)} embeddings for {row} chunks")
+        self._upsert(batch, limit)
+        for start in range(0, len(leftovers), limit):
+            self.collection.delete(ids=leftovers[start : start + limit])
+        return row
+
+    def _upsert(self, records: list[tuple[str, str, dict[str, Any], Any]], limit: int) -> None:
+        """Upsert in calls of at most `limit` records (a single big paper may need several)."""
+        import numpy as np
+
+        for start in range(0, len(records), limit):
+            part = records[start : start + limit]
+            ids, documents, metadatas, vectors = zip(*part, strict=True)
+            self.collection.upsert(
+                ids=list(ids),
+                documents=list(documents),
+                metadatas=list(metadatas),
+                embeddings=np.asarray(vectors, dtype=np.float32),
+            )
 
     def query(
         self, embedding: list[float], k: int, where: dict[str, Any] | None = None
@@ -288,6 +387,31 @@ class ChromaStore:
                 )
             )
         return hits
+
+
+def _chunk_metadata(paper: Paper, chunk: Chunk, paper_chunks: int) -> dict[str, Any]:
+    """The chunk's metadata in LlamaIndex's Chroma layout (`_node_content`, `document_id`…)."""
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
+    metadata: dict[str, Any] = {
+        **paper.metadata,
+        "paper_id": paper.id,
+        "title": paper.title,
+        "chunk_index": chunk.index,
+        "paper_hash": paper.content_hash,
+        "paper_chunks": paper_chunks,
+    }
+    node = TextNode(
+        id_=chunk.id,
+        text=chunk.text,
+        metadata=metadata,
+        excluded_embed_metadata_keys=list(metadata),
+        excluded_llm_metadata_keys=list(metadata),
+    )
+    node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=paper.id)
+    stored = node_to_metadata_dict(node, remove_text=True, flat_metadata=True)
+    return {key: "" if value is None else value for key, value in stored.items()}
 
 
 def _log(value: float) -> float:

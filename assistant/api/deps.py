@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from assistant.api.metrics import Metrics
 from assistant.api.services import Services
 from assistant.pipeline import Assistant
 
@@ -19,5 +20,11 @@ def get_assistant(request: Request) -> Assistant:
     return get_services(request).assistant
 
 
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 AssistantDep = Annotated[Assistant, Depends(get_assistant)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -1,23 +1,39 @@
-"""The FastAPI app: /ask, /search, operations routes, and the Gradio UI at /ui."""
+"""The FastAPI app: /ask, /search, /v1 (OpenAI-compatible), operations routes, the UI at /ui.
+
+Access (all off-switchable through `ServerSettings`, env `SCHOLIA_SERVER_*`):
+* binds 127.0.0.1 unless told otherwise (`scholia serve --host`);
+* API key (`SCHOLIA_SERVER_API_KEY`, or `SCHOLIA_API_KEY`): `Authorization: Bearer <key>` on
+  every route except /health and the `/` redirect; the UI at /ui asks for it on a login page
+  (any user name, the key as password) and then holds a session cookie;
+* per-client token-bucket rate limit (429 + Retry-After), request body limit (413),
+  CORS closed unless `cors_origins` lists origins.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
-from assistant.api.routes import ask, health, search
+from assistant.api.errors import install_error_handlers
+from assistant.api.metrics import Metrics
+from assistant.api.middleware import install_middleware
+from assistant.api.routes import ask, health, openai_compat, search
 from assistant.api.services import Services, build_services
-from assistant.llm import LLMTimeoutError
-from assistant.pipeline import AnswerUnavailableError
 from assistant.settings import Settings, get_settings
-from ingest.store import IndexMismatchError, StoreUnavailableError
 
 log = logging.getLogger("scholia.api")
+
+
+def api_key_of(settings: Settings) -> str | None:
+    """`server.api_key` (env SCHOLIA_SERVER_API_KEY), else env SCHOLIA_API_KEY; blank = off."""
+    secret = settings.server.api_key
+    key = secret.get_secret_value() if secret is not None else os.environ.get("SCHOLIA_API_KEY")
+    return key.strip() or None if key else None
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -37,10 +53,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     if services is not None:
         app.state.services = services
+    app.state.settings = settings
+    app.state.metrics = metrics = Metrics()
+    api_key = api_key_of(settings)
     app.include_router(ask.router)
     app.include_router(search.router)
+    app.include_router(openai_compat.router)
     app.include_router(health.router)
-    _install_error_handlers(app)
+    install_error_handlers(app)
+    install_middleware(app, settings.server, metrics, api_key)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -48,46 +69,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     from assistant.ui import mount_ui
 
-    mount_ui(app)
+    mount_ui(app, api_key)
     return app
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        messages = [
-            f"{'.'.join(str(part) for part in item['loc'] if part != 'body') or 'body'}: {item['msg']}"
-            for item in error.errors()
-        ]
-        return JSONResponse(
-            {"detail": "; ".join(messages) or "invalid request", "errors": messages},
-            status_code=422,
-        )
-
-    @app.exception_handler(AnswerUnavailableError)
-    async def unavailable(_: Request, error: AnswerUnavailableError) -> JSONResponse:
-        status = 504 if isinstance(error.error, LLMTimeoutError) else 503
-        return JSONResponse(
-            {
-                "detail": str(error),
-                "sources": [source.model_dump() for source in error.sources],
-            },
-            status_code=status,
-        )
-
-    @app.exception_handler(ValueError)
-    async def bad_value(_: Request, error: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
-
-    @app.exception_handler(StoreUnavailableError)
-    async def store_down(_: Request, error: StoreUnavailableError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=503)
-
-    @app.exception_handler(IndexMismatchError)
-    async def mismatch(_: Request, error: IndexMismatchError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=503)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse({"detail": f"internal error ({type(error).__name__})"}, status_code=500)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from assistant.llm import LLM, OpenAICompatibleLLM
+import anyio
+
+from assistant.llm import LLM, ChatMessage, Completion, LLMTimeoutError, OpenAICompatibleLLM
 from assistant.pipeline import Assistant
 from assistant.retrieve import Retriever
 from assistant.settings import Settings
@@ -27,13 +30,70 @@ def llm_base_url(settings: Settings) -> str:
     return settings.llm.url or f"http://{settings.llm.host}:{settings.llm.port}/v1"
 
 
+class DeadlineLLM:
+    """Bounds every LLM call by `settings.llm.timeout_s` of wall time (→ LLMTimeoutError → 504).
+
+    The OpenAI client's own timeout is per network read; a server that keeps trickling tokens,
+    or a fake that hangs, is only stopped by this overall deadline. A stream gets the same
+    budget for all of its tokens together.
+    """
+
+    def __init__(self, inner: LLM, timeout_s: float) -> None:
+        self.inner = inner
+        self.model = inner.model
+        self.timeout_s = timeout_s
+
+    def _timeout(self) -> LLMTimeoutError:
+        return LLMTimeoutError(f"The LLM did not answer within {self.timeout_s:g} s.")
+
+    async def complete(self, messages: list[ChatMessage], max_tokens: int) -> Completion:
+        try:
+            with anyio.fail_after(self.timeout_s):
+                return await self.inner.complete(messages, max_tokens)
+        except TimeoutError as error:
+            raise self._timeout() from error
+
+    async def stream(self, messages: list[ChatMessage], max_tokens: int) -> AsyncIterator[str]:
+        deadline = anyio.current_time() + self.timeout_s
+        chunks = self.inner.stream(messages, max_tokens)
+        try:
+            while True:
+                try:
+                    # The cancel scope never spans a `yield` (unsafe in async generators).
+                    with anyio.fail_after(max(deadline - anyio.current_time(), 0)):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as error:
+                    raise self._timeout() from error
+                yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def context_window(self) -> int:
+        try:
+            with anyio.fail_after(self.timeout_s):
+                return await self.inner.context_window()
+        except TimeoutError as error:
+            raise self._timeout() from error
+
+    async def ping(self) -> bool:
+        with anyio.move_on_after(min(self.timeout_s, 10.0)):
+            return await self.inner.ping()
+        return False
+
+
 def build_services(
     settings: Settings, llm: LLM | None = None, embedder: Embedder | None = None
 ) -> Services:
     embedder = embedder or Embedder(settings.embedding.model_path, settings.embedding.batch_size)
     store = open_store(settings)
     store.check_manifest(wanted_manifest(settings, embedder))
-    llm = llm or OpenAICompatibleLLM(llm_base_url(settings), settings.llm)
+    llm = DeadlineLLM(
+        llm or OpenAICompatibleLLM(llm_base_url(settings), settings.llm), settings.llm.timeout_s
+    )
     retriever = Retriever(store, keyword_index(settings), embedder, settings.retrieval)
     verifier = Verifier(
         embedder, settings.answer.semantic_threshold, settings.answer.lexical_threshold

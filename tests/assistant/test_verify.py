@@ -68,7 +68,42 @@ def test_decline_phrase_is_a_decline(verifier: Verifier, sources: list[PackedSou
     assert verifier.check("The collection does not say.", sources).declined
 
 
-def test_bare_marker_names_the_paper(verifier: Verifier, sources: list[PackedSource]) -> None:
-    verdict = verifier.check("[2]", sources)
+def test_bare_marker_names_the_paper_only_for_which_paper_questions(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    verdict = verifier.check("[2]", sources, "Which paper pipelines GNN layers across GPUs?")
     assert verdict.answer.startswith("GNNPipe: Scaling Deep GNN Training")
     assert verdict.citations == [2]
+    assert verifier.check("[2]", sources, "What batch size did GNNPipe use?").declined
+
+
+def test_bare_value_found_in_the_cited_source_is_kept(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    verdict = verifier.check("[1] 24x", sources, "How much faster than real time is ProDiff?")
+    assert not verdict.declined and verdict.citations == [1]
+
+
+def test_numbers_from_two_sources_in_one_sentence(verifier: Verifier, sources: list[PackedSource]) -> None:
+    draft = "ProDiff needs 2 iterations while GNNPipe cuts epoch time by up to 2.45x."
+    verdict = verifier.check(draft, sources)
+    assert not verdict.declined
+    assert verdict.citations == [1, 2]
+
+
+def test_a_figure_credited_to_the_wrong_paper_is_unsupported(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    # 24x is ProDiff's figure; the ProDiff source never mentions GNNPipe.
+    verdict = verifier.check("GNNPipe runs 24x faster than real-time [1].", sources)
+    assert verdict.declined and verdict.unsupported == [0]
+
+
+def test_question_about_a_name_no_cited_source_mentions_is_declined(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    draft = "ProDiff needs only 2 iterations to synthesize mel-spectrograms [1]."
+    verdict = verifier.check(draft, sources, "How many iterations does ProDiff need on MT-Bench?")
+    assert verdict.declined
+    typo = verifier.check(draft, sources, "How many iterations does ProDif need?")
+    assert not typo.declined

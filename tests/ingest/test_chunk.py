@@ -1,3 +1,4 @@
+import itertools
 from pathlib import Path
 
 from ingest.chunk import SPECIAL_TOKENS, chunk_paper, split_sentences
@@ -27,7 +28,7 @@ def test_long_abstracts_split_with_sentence_overlap(embedder: Embedder) -> None:
     paper = Paper("p", "A title", " ".join(sentences))
     chunks = chunk_paper(paper, embedder.count_tokens, max_tokens=128, overlap_tokens=32)
     assert len(chunks) > 3
-    for previous, current in zip(chunks, chunks[1:], strict=False):
+    for previous, current in itertools.pairwise(chunks):
         previous_sentences = split_sentences(previous.passage)
         current_sentences = split_sentences(current.passage)
         # the next chunk repeats whole trailing sentences of the previous one
@@ -41,3 +42,33 @@ def test_a_sentence_longer_than_a_chunk_is_split_between_words(embedder: Embedde
     chunks = chunk_paper(paper, embedder.count_tokens, max_tokens=64, overlap_tokens=0)
     assert len(chunks) > 5
     assert all(embedder.count_tokens(c.text) + SPECIAL_TOKENS <= 64 for c in chunks)
+
+
+def test_batched_counting_gives_the_exact_chunks(corpus_path: Path, embedder: Embedder) -> None:
+    papers = [p for p in read_papers(corpus_path) if isinstance(p, Paper)]
+    papers.append(Paper("long", "T", " ".join(["word"] * 600) + ". Then a short one."))
+    calls: list[int] = []
+
+    def count_many(texts: list[str]) -> list[int]:
+        calls.append(len(texts))
+        return embedder.count_tokens_many(texts)
+
+    for max_tokens, overlap in ((256, 32), (128, 32), (96, 0)):
+        for paper in papers:
+            exact = chunk_paper(paper, embedder.count_tokens, max_tokens, overlap)
+            fast = chunk_paper(paper, embedder.count_tokens, max_tokens, overlap, count_many)
+            assert fast == exact, (paper.id, max_tokens)
+    assert len(calls) <= 2 * 3 * len(papers)  # at most two tokenizer calls per paper
+
+
+def test_a_tokenizer_whose_counts_do_not_add_up_falls_back_to_exact_packing() -> None:
+    def count(text: str) -> int:  # one token per character: joins cost an extra token
+        return len(text)
+
+    def count_many(texts: list[str]) -> list[int]:
+        return [max(len(text) - 10, 1) for text in texts]  # undercounts
+
+    paper = Paper("p", "T", " ".join(f"Sentence {i} is here." for i in range(40)))
+    chunks = chunk_paper(paper, count, 96, 16, count_many)
+    assert chunks == chunk_paper(paper, count, 96, 16)
+    assert all(len(chunk.text) + SPECIAL_TOKENS <= 96 for chunk in chunks)

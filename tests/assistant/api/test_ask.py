@@ -9,7 +9,15 @@ def test_ask_returns_a_cited_answer_with_the_contract_fields(client: TestClient)
     response = client.post("/ask", json={"question": PRODIFF_Q})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) >= {"answer", "declined", "citations", "sources", "model", "timings_ms", "usage"}
+    assert set(body) >= {
+        "answer",
+        "declined",
+        "citations",
+        "sources",
+        "model",
+        "timings_ms",
+        "usage",
+    }
     assert set(body["timings_ms"]) >= {"retrieve", "generate", "total"}
     assert set(body["usage"]) == {"prompt_tokens", "completion_tokens"}
     assert not body["declined"]
@@ -68,7 +76,9 @@ def test_history_is_condensed_before_retrieval(client: TestClient, fake_llm: Fak
 
 
 def test_search_returns_ranked_papers(client: TestClient) -> None:
-    response = client.post("/search", json={"query": "pipelined model parallelism for GNN", "top_k": 3})
+    response = client.post(
+        "/search", json={"query": "pipelined model parallelism for GNN", "top_k": 3}
+    )
     assert response.status_code == 200
     results = response.json()["results"]
     assert len(results) == 3

@@ -1,0 +1,277 @@
+"""`scholia eval …`: run a suite, compare two runs, check a gate, benchmark performance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from assistant.settings import Settings
+
+eval_app = typer.Typer(
+    help="Evaluate retrieval and answers on a question suite; compare runs; benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+class Mode(StrEnum):
+    hybrid = "hybrid"
+    dense = "dense"
+    bm25 = "bm25"
+    all = "all"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@eval_app.command("run")
+def run(
+    suite: Annotated[
+        str, typer.Argument(help="A suite file (JSON Lines), or a bundled suite name (dev).")
+    ],
+    judge_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible judge (…/v1) for the LLM-judged RAGAS metrics. Default: the answering LLM."
+        ),
+    ] = None,
+    judge_model: Annotated[
+        str | None, typer.Option(help="Judge model name. Default: the answering model.")
+    ] = None,
+    no_judge: Annotated[
+        bool, typer.Option("--no-judge", help="Answer and score without the LLM judge.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder; an existing run there is resumed.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate only the first N questions.")
+    ] = None,
+    stratify: Annotated[
+        bool, typer.Option(help="With --limit: take questions round-robin across types.")
+    ] = False,
+    types: Annotated[
+        list[str] | None, typer.Option("--type", help="Only questions of this type (repeatable).")
+    ] = None,
+    mode: Annotated[
+        Mode, typer.Option(help="Retrieval mode; `all` compares dense, bm25 and hybrid.")
+    ] = Mode.hybrid,
+    no_llm: Annotated[
+        bool, typer.Option("--no-llm", help="Retrieval metrics only: no answers, no judge.")
+    ] = False,
+    top_k: Annotated[int, typer.Option(min=1, max=20, help="Sources per /ask.")] = 5,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 when a metric misses its threshold.")
+    ] = False,
+    thresholds: Annotated[
+        Path | None, typer.Option(help="Thresholds file (default eval/thresholds.toml).")
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option(help="Discard a previous run in --out instead of resuming it.")
+    ] = False,
+    judge_max_tokens: Annotated[
+        int, typer.Option(min=64, help="Token limit of one judge reply.")
+    ] = 512,
+    judge_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds one judge call may take.")
+    ] = 300.0,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+    ] = None,
+) -> None:
+    """Evaluate a suite: retrieval metrics, answers, RAGAS scores; writes results.jsonl,
+    summary.json, report.md and plots into the run folder."""
+    from assistant.api.services import llm_base_url
+    from eval.gate import ThresholdsError, gate_passed, load_thresholds, render
+    from eval.gate import check as check_gate
+    from eval.ragas_eval import JudgeConfig
+    from eval.runner import LLMDownError, RunConfigError, RunOptions, run_suite
+    from eval.suite import SuiteError, load_suite, select
+    from ingest.embed import packaged_model_path
+
+    settings = _settings()
+    try:
+        loaded = load_suite(suite)
+        bounds = load_thresholds(thresholds) if check or thresholds else None
+    except (SuiteError, ThresholdsError) as error:
+        _fail(str(error))
+        return
+    questions = select(loaded.questions, limit, types, stratify)
+    if not questions:
+        _fail(f"no question of type {', '.join(types or [])} in {loaded.path}")
+    modes = ["dense", "bm25", "hybrid"] if mode is Mode.all else [mode.value]
+    answer_mode = settings.retrieval.mode if mode is Mode.all else mode.value
+    judge = None
+    if not no_llm and not no_judge:
+        judge = JudgeConfig(
+            url=judge_url or llm_base_url(settings),
+            model=judge_model or settings.llm.model,
+            embedding_model=settings.embedding.model_path or packaged_model_path(),
+            max_tokens=judge_max_tokens,
+            timeout_s=judge_timeout,
+        )
+    options = RunOptions(
+        modes=modes,
+        answer_mode=answer_mode,
+        answers=not no_llm,
+        judge=judge,
+        top_k=top_k,
+        progress=progress,
+    )
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        kind = "retrieval" if no_llm else "answers"
+        out = settings.data_dir / "eval-runs" / f"{loaded.name}-{mode.value}-{kind}-{stamp}"
+    typer.echo(f"run folder: {out}  (resume: the same command with --out {out})", err=True)
+    try:
+        summary = asyncio.run(run_suite(loaded, questions, settings, out, options))
+    except (RunConfigError, SuiteError) as error:
+        _fail(str(error))
+        return
+    except LLMDownError as error:
+        _fail(str(error), code=3)
+        return
+    _print_headline(summary)
+    typer.echo(f"report: {out / 'report.md'}")
+    if bounds is not None:
+        checks = check_gate(summary["metrics"], bounds)
+        typer.echo(render(checks))
+        if check and not gate_passed(checks):
+            raise typer.Exit(1)
+
+
+def _print_headline(summary: dict[str, object]) -> None:
+    metrics = summary["metrics"]
+    assert isinstance(metrics, dict)
+    retrieval = summary["retrieval"]
+    assert isinstance(retrieval, dict)
+    for mode in retrieval:
+        typer.echo(
+            f"{mode:>6}: "
+            + "  ".join(
+                f"{name} {metrics.get(f'retrieval.{mode}.{name}', float('nan')):.3f}"
+                for name in ("hit@1", "hit@3", "hit@5", "recall@5", "mrr", "ndcg@10")
+            )
+        )
+    for key in (
+        "answers.key_string_accuracy",
+        "answers.wrong_decline_rate",
+        "answers.decline_rate_unanswerable",
+        "answers.rouge_l",
+        "answers.chrf",
+        "judge.faithfulness",
+        "judge.answer_relevancy",
+        "judge.context_precision",
+        "judge.context_recall",
+        "judge.factual_correctness",
+        "judge.missing",
+    ):
+        if key in metrics:
+            typer.echo(
+                f"{key}: {metrics[key]:.3f}"
+                if "missing" not in key
+                else f"{key}: {metrics[key]:.0f} of {metrics.get('judge.attempted', 0):.0f}"
+            )
+
+
+@eval_app.command("check")
+def check_run(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    thresholds: Annotated[
+        Path | None, typer.Option(help="Thresholds file (default eval/thresholds.toml).")
+    ] = None,
+) -> None:
+    """Check a finished run against the thresholds (exit 1 on failure)."""
+    from eval.gate import ThresholdsError, check, gate_passed, load_thresholds, render
+
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        _fail(f"{run_dir} is not a finished eval run (no summary.json)")
+    try:
+        bounds = load_thresholds(thresholds)
+    except ThresholdsError as error:
+        _fail(str(error))
+        return
+    checks = check(json.loads(summary_path.read_text())["metrics"], bounds)
+    typer.echo(render(checks))
+    if not gate_passed(checks):
+        raise typer.Exit(1)
+
+
+@eval_app.command("compare")
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="The baseline run folder.")],
+    run_b: Annotated[Path, typer.Argument(help="The run to compare with it.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the comparison (Markdown) here.")
+    ] = None,
+    all_metrics: Annotated[
+        bool, typer.Option("--all-metrics", help="Per-type metrics too.")
+    ] = False,
+) -> None:
+    """What improved and what regressed from RUN_A to RUN_B, question by question."""
+    from eval.compare import RunNotFoundError, compare_runs, render
+
+    try:
+        comparison = compare_runs(run_a, run_b)
+    except RunNotFoundError as error:
+        _fail(str(error))
+        return
+    text = render(comparison, all_metrics=all_metrics)
+    typer.echo(text)
+    if out is not None:
+        out.write_text(text)
+
+
+@eval_app.command("perf")
+def perf(
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for perf.json, perf.md and perf.png.")
+    ] = None,
+    sizes: Annotated[
+        str, typer.Option(help="Ingest benchmark sizes (papers), comma-separated.")
+    ] = "50",
+    queries: Annotated[int, typer.Option(min=1, help="/search requests to time.")] = 30,
+    asks: Annotated[
+        int, typer.Option(min=0, help="/ask requests to time (0: skip; each is a full generation).")
+    ] = 3,
+    skip_ingest: Annotated[
+        bool, typer.Option("--skip-ingest", help="Leave out the ingest benchmark.")
+    ] = False,
+) -> None:
+    """Performance: ingest throughput, /search and /ask latency, each beside its raw baseline."""
+    from eval.perf import run_perf
+
+    settings = _settings()
+    if out is None:
+        out = settings.data_dir / "eval-runs" / f"perf-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    try:
+        size_list = [int(part) for part in sizes.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+        return
+    report = run_perf(
+        settings,
+        out,
+        sizes=[] if skip_ingest else size_list,
+        queries=queries,
+        asks=asks,
+        log=lambda message: typer.echo(message, err=True),
+    )
+    typer.echo((out / "perf.md").read_text())
+    if report.get("errors"):
+        sys.exit(1)

@@ -1,0 +1,112 @@
+"""One real `scholia serve` for the e2e session: it ingests, starts the packaged vLLM, serves.
+
+The converted model and vLLM's compile cache are borrowed (symlinked) from the main data
+directory that `scholia model prepare` filled; the index is built fresh in a temporary one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from assistant.settings import PROJECT_ROOT, get_settings
+
+READY_TIMEOUT_S = 1200
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    llm_url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    main = get_settings()
+    if not (main.models_dir / "qwen2.5-coder-0.5b-instruct" / "config.json").is_file():
+        pytest.fail("the packaged model is not prepared: run `scholia model prepare` (make test does)")
+    data_dir = tmp_path_factory.mktemp("e2e-data")
+    (data_dir / "cache").mkdir()
+    (data_dir / "models").symlink_to(main.models_dir)
+    (main.data_dir / "cache" / "vllm").mkdir(parents=True, exist_ok=True)
+    (data_dir / "cache" / "vllm").symlink_to(main.data_dir / "cache" / "vllm")
+    app_port, llm_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SCHOLIA_DATA_DIR": str(data_dir),
+        "SCHOLIA_LLM_PORT": str(llm_port),
+        "SCHOLIA_LLM_VLLM_PYTHON": str(main.llm.vllm_python),
+    }
+    env.pop("SCHOLIA_LLM_URL", None)
+    log = data_dir / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assistant.cli", "serve", "--port", str(app_port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = LiveServer(
+        f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{llm_port}/v1", data_dir, process, log
+    )
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        _stop(server)
+
+
+def _wait_ready(server: LiveServer) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"scholia serve exited early:\n{server.log.read_text()[-4000:]}")
+        try:
+            if httpx.get(server.url + "/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(3)
+    pytest.fail(f"scholia serve not ready in {READY_TIMEOUT_S} s:\n{server.log.read_text()[-4000:]}")
+
+
+def _stop(server: LiveServer) -> None:
+    """Ctrl-C `scholia serve`; it must take its vLLM down with it (checked, so it can fail)."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+        try:
+            server.process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=30)
+            pytest.fail("scholia serve did not stop within 90 s of SIGINT")
+    llm = urlparse(server.llm_url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((llm.hostname or "127.0.0.1", llm.port or 0)) != 0:
+                return
+        time.sleep(1)
+    pytest.fail("vLLM still listening after `scholia serve` stopped")

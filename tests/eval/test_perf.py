@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assistant.settings import Settings
+from eval.perf import describe_machine, run_perf
+from tests.eval.fake_openai import fake_openai
+
+
+def test_describe_machine() -> None:
+    machine = describe_machine()
+    assert machine["logical_cores"] >= 1
+    assert isinstance(machine["cpu_flags"], list) and isinstance(machine["gpu"], list)
+
+
+def test_perf_end_to_end_with_a_fake_llm(
+    indexed_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[list[int], Path]] = []
+
+    def run_ingest_benchmark(sizes: list[int], out_dir: Path) -> dict[str, Any]:
+        calls.append((sizes, out_dir))
+        return {"papers_per_s": 12.5, "raw_encode_papers_per_s": 20.0}
+
+    fake_module = types.ModuleType("eval.bench_ingest")
+    fake_module.run_ingest_benchmark = run_ingest_benchmark  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "eval.bench_ingest", fake_module)
+
+    with fake_openai("ProDiff runs 24 times faster than real time [1].", model="fake-llm") as llm:
+        settings = indexed_settings.model_copy(
+            update={
+                "llm": indexed_settings.llm.model_copy(update={"url": llm.url, "model": "fake-llm"})
+            }
+        )
+        report = run_perf(settings, tmp_path, sizes=[5], queries=4, asks=1, log=lambda _: None)
+        assert len(llm.requests) == 2  # /ask (streamed over HTTP), then the raw completion
+        assert all(request["stream"] for request in llm.requests)
+        # The raw baseline sends exactly the prompt the pipeline sends.
+        assert llm.requests[0]["messages"] == llm.requests[1]["messages"]
+
+    assert calls == [([5], tmp_path / "ingest")]
+    assert report["errors"] == []
+    assert report["ingest"]["papers_per_s"] == 12.5
+    search = report["search"]
+    assert search["search_http_ms"]["n"] == 4 and search["raw_chroma_ms"]["p50"] > 0
+    assert search["ratio_p50"] > 0
+    ask = report["ask"]
+    assert ask["raw_ttft_ms"]["n"] == ask["ask_ttft_ms"]["n"] == ask["ask_total_ms"]["n"] == 1
+    assert "server-sent events" in ask["ask_measured_via"]
+    assert ask["ratio_total_p50"] is not None
+    assert json.loads((tmp_path / "perf.json").read_text())["machine"]["logical_cores"] >= 1
+    text = (tmp_path / "perf.md").read_text()
+    assert "## /search" in text and "Ratio /search ÷ raw" in text and "time to first token" in text
+    assert (tmp_path / "perf.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_perf_without_llm_or_bench(indexed_settings: Settings, tmp_path: Path) -> None:
+    settings = indexed_settings.model_copy(
+        update={"llm": indexed_settings.llm.model_copy(update={"url": "http://127.0.0.1:9/v1"})}
+    )
+    report = run_perf(settings, tmp_path, sizes=[], queries=2, asks=1, log=lambda _: None)
+    assert report["ingest"] == {"skipped": "no sizes"}
+    assert "no LLM answers" in report["ask"]["skipped"]
+    assert report["search"]["search_http_ms"]["n"] == 2
+    assert "no LLM answers" in (tmp_path / "perf.md").read_text()

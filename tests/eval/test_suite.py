@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.suite import SUITES_DIR, SuiteError, load_suite, normalize_title, select
+
+GOOD = {
+    "id": "a1",
+    "type": "fact",
+    "question": "What is X?",
+    "gold_titles": ["Paper X"],
+    "key_strings": ["42"],
+    "reference": "X is 42.",
+    "tags": ["t"],
+}
+
+
+def write(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "suite.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_dev_suite_loads() -> None:
+    suite = load_suite("dev")
+    assert suite.path == SUITES_DIR / "dev.jsonl"
+    assert len(suite.questions) == 104
+    assert set(suite.types()) == {
+        "fact",
+        "which_paper",
+        "multi_paper",
+        "unanswerable",
+        "adversarial",
+    }
+    unanswerable = [q for q in suite.questions if q.type == "unanswerable"]
+    assert unanswerable and not any(q.answerable for q in unanswerable)
+    assert all(q.answerable for q in suite.questions if q.type != "unanswerable")
+
+
+def test_blank_lines_skipped_and_line_numbers_kept(tmp_path: Path) -> None:
+    path = write(tmp_path, [json.dumps(GOOD), "", json.dumps({**GOOD, "id": "a2"})])
+    suite = load_suite(path)
+    assert [q.line for q in suite.questions] == [1, 3]
+    assert suite.questions[0].gold_titles == ("Paper X",)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({**GOOD, "question": ""}), "'question' must be a non-empty string"),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "type"}), "'type' must be"),
+        (json.dumps({**GOOD, "gold_titles": "Paper X"}), "'gold_titles' must be a list"),
+        (json.dumps({**GOOD, "key_strings": [1]}), "'key_strings' must be a list"),
+        (json.dumps({**GOOD, "golds": []}), "unknown field(s) golds"),
+        (json.dumps({**GOOD, "type": "unanswerable"}), "unanswerable question cannot"),
+        (json.dumps({**GOOD, "reference": 3}), "'reference' must be a string"),
+    ],
+)
+def test_bad_line_names_file_and_line(tmp_path: Path, bad: str, message: str) -> None:
+    path = write(tmp_path, [json.dumps(GOOD), "", bad])
+    with pytest.raises(SuiteError) as error:
+        load_suite(path)
+    assert f"{path}:3:" in str(error.value)
+    assert message in str(error.value)
+
+
+def test_duplicate_id_names_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, [json.dumps(GOOD), json.dumps(GOOD)])
+    with pytest.raises(SuiteError, match=r":2: duplicate id 'a1' \(first at line 1\)"):
+        load_suite(path)
+
+
+def test_missing_and_empty_suites(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="No such suite"):
+        load_suite(tmp_path / "nope.jsonl")
+    with pytest.raises(SuiteError, match="no questions"):
+        load_suite(write(tmp_path, [""]))
+
+
+def test_gold_ids_only_is_answerable(tmp_path: Path) -> None:
+    row = {"id": "b", "type": "fact", "question": "Q?", "gold_ids": ["paper-1"]}
+    question = load_suite(write(tmp_path, [json.dumps(row)])).questions[0]
+    assert question.answerable and question.has_gold
+
+
+def test_normalize_title() -> None:
+    assert normalize_title("  ProDiff:  Progressive   FAST Diffusion! ") == normalize_title(
+        "prodiff progressive fast diffusion"
+    )
+    assert normalize_title("Über-Net") == "uber net"
+
+
+def test_select_limit_types_and_stratify() -> None:
+    questions = load_suite("dev").questions
+    assert [q.id for q in select(questions, 3)] == [q.id for q in questions[:3]]
+    assert {q.type for q in select(questions, None, ["unanswerable"])} == {"unanswerable"}
+    balanced = select(questions, 5, stratify=True)
+    assert len(balanced) == 5
+    assert len({q.type for q in balanced}) == 5

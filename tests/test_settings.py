@@ -1,0 +1,212 @@
+"""Configuration: `SCHOLIA_<SECTION>_<FIELD>` variables, the TOML file, precedence, `scholia config`.
+
+Deployments (docker-compose.yml, Kubernetes) configure Scholia by environment only, so these
+mappings are the contract they rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+from typer.testing import CliRunner
+
+from assistant.cli import app
+from assistant.settings import Settings, config_path, get_settings
+
+SECRET = "sk-test-0123456789-do-not-print"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No SCHOLIA_* from the caller (the Makefile exports SCHOLIA_DATA_DIR); a fresh cache."""
+    for name in list(os.environ):
+        if name.startswith("SCHOLIA_"):
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _config_output(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# ------------------------------------------------------------------------------ environment
+def test_endpoints_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCHOLIA_LLM_URL", "http://vllm:8000/v1")
+    monkeypatch.setenv("SCHOLIA_INDEX_CHROMA_URL", "http://chroma:8000")
+    monkeypatch.setenv("SCHOLIA_DATA_DIR", str(tmp_path / "state"))
+
+    settings = Settings()
+
+    assert settings.llm.url == "http://vllm:8000/v1"
+    assert settings.index.chroma_url == "http://chroma:8000"
+    assert settings.data_dir == tmp_path / "state"
+    assert settings.chroma_dir == tmp_path / "state" / "chroma"
+    assert settings.models_dir == tmp_path / "state" / "models"
+
+
+def test_every_deployment_knob_from_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The issue's list: LLM URL, served model, LLM API key, Chroma URL or path, embedding model
+    path, chunking, top-k; field names with underscores split only at the section."""
+    env = {
+        "SCHOLIA_LLM_MODEL": "qwen2.5-7b-instruct",
+        "SCHOLIA_LLM_API_KEY": SECRET,
+        "SCHOLIA_LLM_MAX_ANSWER_TOKENS": "512",
+        "SCHOLIA_LLM_TIMEOUT_S": "30.5",
+        "SCHOLIA_INDEX_COLLECTION": "arxiv",
+        "SCHOLIA_EMBEDDING_MODEL_PATH": str(tmp_path / "minilm"),
+        "SCHOLIA_EMBEDDING_BATCH_SIZE": "256",
+        "SCHOLIA_CHUNKING_MAX_TOKENS": "200",
+        "SCHOLIA_CHUNKING_OVERLAP_TOKENS": "16",
+        "SCHOLIA_RETRIEVAL_TOP_K": "8",
+        "SCHOLIA_RETRIEVAL_MODE": "dense",
+        "SCHOLIA_SERVER_HOST": "0.0.0.0",
+        "SCHOLIA_SERVER_PORT": "9000",
+        "SCHOLIA_SERVER_CORS_ORIGINS": '["https://a.example", "https://b.example"]',
+        "SCHOLIA_CORPUS": str(tmp_path / "papers.jsonl"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    s = Settings()
+
+    assert s.llm.model == "qwen2.5-7b-instruct"
+    assert isinstance(s.llm.api_key, SecretStr)
+    assert s.llm.api_key.get_secret_value() == SECRET
+    assert s.llm.max_answer_tokens == 512
+    assert s.llm.timeout_s == 30.5
+    assert s.index.collection == "arxiv"
+    assert s.embedding.model_path == tmp_path / "minilm"
+    assert s.embedding.batch_size == 256
+    assert (s.chunking.max_tokens, s.chunking.overlap_tokens) == (200, 16)
+    assert (s.retrieval.top_k, s.retrieval.mode) == (8, "dense")
+    assert (s.server.host, s.server.port) == ("0.0.0.0", 9000)
+    assert s.server.cors_origins == ["https://a.example", "https://b.example"]
+    assert s.corpus == tmp_path / "papers.jsonl"
+    # Untouched fields of a section keep their defaults.
+    assert s.llm.url is None
+    assert s.retrieval.rrf_k == Settings.model_fields["retrieval"].default.rrf_k
+
+
+def test_invalid_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHOLIA_RETRIEVAL_TOP_K", "0")
+    with pytest.raises(ValidationError, match="top_k"):
+        Settings()
+
+
+def test_defaults_without_environment() -> None:
+    s = Settings()
+    assert s.llm.url is None  # Scholia starts vLLM itself
+    assert s.index.chroma_url is None  # embedded Chroma under the data directory
+    assert s.server.host == "127.0.0.1"
+
+
+# ------------------------------------------------------------------------------ TOML file
+def _write_toml(path: Path, data_dir: Path) -> Path:
+    path.write_text(
+        f"""
+data_dir = "{data_dir.as_posix()}"
+
+[llm]
+url = "http://from-file:8000/v1"
+model = "model-from-file"
+api_key = "{SECRET}"
+
+[index]
+chroma_url = "http://chroma-from-file:8000"
+
+[retrieval]
+top_k = 7
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_toml_file_named_by_scholia_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = _write_toml(tmp_path / "scholia.toml", tmp_path / "file-data")
+    monkeypatch.setenv("SCHOLIA_CONFIG", str(config))
+
+    s = Settings()
+
+    assert config_path() == config
+    assert s.llm.url == "http://from-file:8000/v1"
+    assert s.llm.model == "model-from-file"
+    assert s.llm.api_key.get_secret_value() == SECRET
+    assert s.index.chroma_url == "http://chroma-from-file:8000"
+    assert s.retrieval.top_k == 7
+    assert s.data_dir == tmp_path / "file-data"
+
+
+def test_environment_overrides_file_field_by_field(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = _write_toml(tmp_path / "scholia.toml", tmp_path / "file-data")
+    monkeypatch.setenv("SCHOLIA_CONFIG", str(config))
+    monkeypatch.setenv("SCHOLIA_LLM_URL", "http://from-env:8000/v1")
+    monkeypatch.setenv("SCHOLIA_RETRIEVAL_TOP_K", "3")
+
+    s = Settings()
+
+    assert s.llm.url == "http://from-env:8000/v1"  # env wins
+    assert s.retrieval.top_k == 3
+    assert s.llm.model == "model-from-file"  # the rest of [llm] still comes from the file
+    assert s.index.chroma_url == "http://chroma-from-file:8000"
+
+
+def test_scholia_toml_in_the_data_dir_is_found(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "state"
+    data_dir.mkdir()
+    (data_dir / "scholia.toml").write_text("[retrieval]\ntop_k = 9\n", encoding="utf-8")
+    monkeypatch.setenv("SCHOLIA_DATA_DIR", str(data_dir))
+
+    assert config_path() == data_dir / "scholia.toml"
+    assert Settings().retrieval.top_k == 9
+
+
+# ------------------------------------------------------------------------------ scholia config
+def test_scholia_config_prints_effective_settings_with_secrets_masked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = _config_output(
+        monkeypatch,
+        SCHOLIA_LLM_URL="http://vllm:8000/v1",
+        SCHOLIA_INDEX_CHROMA_URL="http://chroma:8000",
+        SCHOLIA_DATA_DIR=str(tmp_path / "state"),
+        SCHOLIA_LLM_API_KEY=SECRET,
+        SCHOLIA_SERVER_API_KEY=SECRET + "-server",
+    )
+
+    assert out["llm"]["url"] == "http://vllm:8000/v1"
+    assert out["index"]["chroma_url"] == "http://chroma:8000"
+    assert Path(out["data_dir"]) == tmp_path / "state"
+    assert out["llm"]["api_key"] == "**********"
+    assert out["server"]["api_key"] == "**********"
+    result = CliRunner().invoke(app, ["config"])
+    assert SECRET not in result.output
+
+
+def test_scholia_config_masks_a_key_that_came_from_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = _write_toml(tmp_path / "scholia.toml", tmp_path / "file-data")
+    out = _config_output(monkeypatch, SCHOLIA_CONFIG=str(config))
+
+    assert out["llm"]["model"] == "model-from-file"
+    assert out["llm"]["api_key"] == "**********"
+    assert SECRET not in json.dumps(out)
