@@ -51,7 +51,10 @@ browser:
 
 test: setup browser lint typecheck
 	$(VENV)/bin/scholia model prepare
+	$(VENV)/bin/scholia ingest
 	$(VENV)/bin/pytest
+	# The retrieval gate (no LLM): dense vs BM25 vs hybrid on the dev suite, against eval/thresholds.toml.
+	$(VENV)/bin/scholia eval run dev --no-llm --mode all --check --restart --out $(SCHOLIA_DATA_DIR)/eval-runs/ci-gate
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)

@@ -19,6 +19,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
+
 from assistant.generate import answer_messages, generate_stream
 from assistant.llm import ChatMessage, LLMError
 from assistant.pack import count_tokens
@@ -77,4 +79,5 @@ async def _close(iterator: AsyncIterator[str]) -> None:
     """Close the LLM stream (so the server stops generating) when the client goes away."""
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
-        await aclose()
+        with anyio.CancelScope(shield=True):  # runs even while the request is being cancelled
+            await aclose()

@@ -37,6 +37,11 @@ DECLINE = re.compile(
 WHICH_PAPER = re.compile(
     r"^\s*(which|what)\s+(paper|work|study|article|method|approach|model)s?\b", re.IGNORECASE
 )
+QUANTITY = re.compile(
+    r"^\s*(how (many|much|fast|long|large|big|often)\b|by (how much|what (factor|margin|percentage))"
+    r"|what (percentage|fraction|speed-?up|factor)\b)",
+    re.IGNORECASE,
+)
 NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
 SENTENCE_CACHE_SIZE = 200_000
 MAX_SENTENCES = 3
@@ -146,11 +151,13 @@ class Verifier:
                 declines += 1
                 continue
             cited = [rank for rank in _markers(sentence) if rank in facts]
-            if not _has_content(body):
-                if len(cited) == 1 and WHICH_PAPER.search(question):
-                    # "[2]" alone answers a which-paper question: name the paper.
-                    kept.append(f"{titles[cited[0]]} [{cited[0]}].")
-                    citations.append(cited[0])
+            named = _restated_title(body, titles)
+            if named is not None or not _has_content(body):
+                # "[2]" alone, or a paper's title alone, answers only a which-paper question.
+                paper = named if named is not None else (cited[0] if len(cited) == 1 else None)
+                if paper is not None and WHICH_PAPER.search(question):
+                    kept.append(f"{titles[paper]} [{paper}].")
+                    citations.append(paper)
                 continue
             chosen = self._support(body, [facts[rank] for rank in cited or facts])
             if chosen is None and cited:
@@ -162,6 +169,7 @@ class Verifier:
             kept.append(body.rstrip() + " " + "".join(f"[{rank}]" for rank in chosen))
             citations.extend(chosen)
 
+        kept = list(dict.fromkeys(kept))
         if len(kept) > MAX_SENTENCES:
             # A model that copies whole abstracts: keep the sentences closest to the question.
             asked = content_words(question) | numbers_in(question)
@@ -174,6 +182,9 @@ class Verifier:
             citations = [int(n) for sentence in kept for n in re.findall(r"\[(\d+)\]", sentence)]
 
         if not kept or (declines and not citations):
+            return Verdict(decline_text(), [], unsupported, True)
+        if QUANTITY.search(question) and not any(NUMBER.search(CITATION.sub("", s)) for s in kept):
+            # Asked for a quantity, answered without one: whatever it says, it is not the answer.
             return Verdict(decline_text(), [], unsupported, True)
         cited_sources = [source for source in sources if source.rank in set(citations)]
         if question and not WHICH_PAPER.search(question) and missing_terms(question, cited_sources):
@@ -235,6 +246,17 @@ class Verifier:
         for sentence, vector in zip(missing, self.embedder.embed(missing), strict=True):
             self._cache[sentence] = np.asarray(vector)
         return np.stack([self._cache[s] for s in sentences])
+
+
+def _restated_title(body: str, titles: dict[int, str]) -> int | None:
+    """The rank whose title the sentence merely restates (no words beyond the title's)."""
+    words = content_words(body)
+    if not words:
+        return None
+    for rank, title in titles.items():
+        if words <= content_words(title) | {"paper", "titled", "called", "named"}:
+            return rank
+    return None
 
 
 def _name_key(token: str) -> str:

@@ -140,6 +140,7 @@ class ChromaStore:
         self.client = client
         self.collection_name = collection_name
         self._collection: Collection | None = None
+        self._max_batch: int | None = None
 
     @property
     def collection(self) -> Collection:
@@ -202,10 +203,13 @@ class ChromaStore:
         return int(self.collection.count())
 
     def max_batch_size(self) -> int:
-        try:
-            return max(1, int(self.client.get_max_batch_size()))
-        except Exception:  # older servers do not report it
-            return DEFAULT_MAX_BATCH
+        """The most records one Chroma call may carry (asked once per store)."""
+        if self._max_batch is None:
+            try:
+                self._max_batch = max(1, int(self.client.get_max_batch_size()))
+            except Exception:  # older servers do not report it
+                self._max_batch = DEFAULT_MAX_BATCH
+        return self._max_batch
 
     def scan(self) -> StoreScan:
         """One pass over the chunk metadata: each paper's state and the content fingerprint."""

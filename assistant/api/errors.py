@@ -32,10 +32,25 @@ def unavailable_body(error: AnswerUnavailableError) -> dict[str, object]:
 
 
 def validation_messages(error: RequestValidationError) -> list[str]:
-    return [
-        f"{'.'.join(str(part) for part in item['loc'] if part != 'body') or 'body'}: {item['msg']}"
-        for item in error.errors()
-    ]
+    messages = []
+    for item in error.errors():
+        if item.get("type") == "json_invalid":
+            position = item["loc"][-1] if item.get("loc") else "?"
+            reason = (item.get("ctx") or {}).get("error", "")
+            messages.append(f"body: invalid JSON at character {position}: {reason}".rstrip(": "))
+            continue
+        where = ".".join(str(part) for part in item["loc"] if part != "body") or "body"
+        messages.append(f"{where}: {item['msg']}")
+    return messages
+
+
+def body_error_detail(error: BaseException | None) -> str | None:
+    """FastAPI answers any body it cannot decode with a generic 400; say why."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"The request body is not valid UTF-8 ({error.reason} at byte {error.start})."
+    if isinstance(error, RecursionError):
+        return "The request body's JSON is nested too deeply."
+    return None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -60,6 +75,8 @@ def install_error_handlers(app: FastAPI) -> None:
         elif error.status_code == 400:
             count(request, "bad_request")
         detail = error.detail if isinstance(error.detail, str) else str(error.detail)
+        if error.status_code == 400:
+            detail = body_error_detail(error.__cause__) or detail
         return JSONResponse(
             {"detail": detail}, status_code=error.status_code, headers=error.headers
         )

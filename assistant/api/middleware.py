@@ -27,6 +27,8 @@ from assistant.settings import ServerSettings
 PUBLIC_PATHS = frozenset({"/health", "/"})
 UI_PREFIX = "/ui"
 MAX_TRACKED_CLIENTS = 10_000
+# Operational probes (load balancers, Prometheus) are never rate-limited.
+UNCOUNTED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
@@ -188,8 +190,10 @@ class TokenBucket:
 class RateLimitMiddleware:
     """A token bucket per client address: `burst` at once, then `per_minute` sustained.
 
-    Counted: every request except /health and the UI's page and asset loads (GET /ui/…);
-    the UI's actions (POST /ui/…: asking, logging in) count. In-process, so per worker.
+    Counted: every request except the probes (/health, /ready, /metrics) and the UI's page and
+    asset loads (GET /ui/…); the UI's actions (POST /ui/…: asking, logging in) count.
+    In-process, so per worker; keyed by the peer address, so behind a reverse proxy all clients
+    share one bucket (rate-limit at the proxy there, or set the limit to 0).
     """
 
     def __init__(self, app: ASGIApp, per_minute: float, burst: int, metrics: Metrics) -> None:
@@ -235,7 +239,7 @@ class RateLimitMiddleware:
     @staticmethod
     def _counted(scope: Scope) -> bool:
         path = str(scope.get("path", ""))
-        if path == "/health":
+        if path in UNCOUNTED_PATHS:
             return False
         if path == UI_PREFIX or path.startswith(UI_PREFIX + "/"):
             return scope.get("method") == "POST"

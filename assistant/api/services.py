@@ -70,7 +70,10 @@ class DeadlineLLM:
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
-                await aclose()
+                with anyio.CancelScope(
+                    shield=True
+                ):  # close the upstream request, even if cancelled
+                    await aclose()
 
     async def context_window(self) -> int:
         try:

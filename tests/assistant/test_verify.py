@@ -27,8 +27,12 @@ def verifier(embedder: Embedder) -> Verifier:
     return Verifier(embedder, semantic_threshold=0.6, lexical_threshold=0.7)
 
 
-def test_supported_sentence_keeps_its_citation(verifier: Verifier, sources: list[PackedSource]) -> None:
-    verdict = verifier.check("ProDiff needs only 2 iterations to synthesize mel-spectrograms [1].", sources)
+def test_supported_sentence_keeps_its_citation(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    verdict = verifier.check(
+        "ProDiff needs only 2 iterations to synthesize mel-spectrograms [1].", sources
+    )
     assert not verdict.declined
     assert verdict.citations == [1]
     assert "2 iterations" in verdict.answer
@@ -37,7 +41,9 @@ def test_supported_sentence_keeps_its_citation(verifier: Verifier, sources: list
 def test_invented_number_is_removed_and_answer_declines(
     verifier: Verifier, sources: list[PackedSource]
 ) -> None:
-    verdict = verifier.check("ProDiff needs 50 iterations to synthesize mel-spectrograms [1].", sources)
+    verdict = verifier.check(
+        "ProDiff needs 50 iterations to synthesize mel-spectrograms [1].", sources
+    )
     assert verdict.declined
     assert verdict.unsupported == [0]
     assert verdict.citations == []
@@ -84,7 +90,9 @@ def test_bare_value_found_in_the_cited_source_is_kept(
     assert not verdict.declined and verdict.citations == [1]
 
 
-def test_numbers_from_two_sources_in_one_sentence(verifier: Verifier, sources: list[PackedSource]) -> None:
+def test_numbers_from_two_sources_in_one_sentence(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
     draft = "ProDiff needs 2 iterations while GNNPipe cuts epoch time by up to 2.45x."
     verdict = verifier.check(draft, sources)
     assert not verdict.declined
@@ -107,3 +115,20 @@ def test_question_about_a_name_no_cited_source_mentions_is_declined(
     assert verdict.declined
     typo = verifier.check(draft, sources, "How many iterations does ProDif need?")
     assert not typo.declined
+
+
+def test_a_restated_title_answers_only_which_paper_questions(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    draft = "[2]. GNNPipe: Scaling Deep GNN Training [2]."
+    which = verifier.check(draft, sources, "Which paper partitions GNN layers among GPUs?")
+    assert which.answer == "GNNPipe: Scaling Deep GNN Training [2]."  # once, not twice
+    assert verifier.check(draft, sources, "What speedup does GNNPipe report?").declined
+
+
+def test_a_quantity_question_needs_a_number(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    draft = "GNNPipe reduces the per-epoch training time [2]."
+    assert verifier.check(draft, sources, "By what factor does GNNPipe cut epoch time?").declined
+    assert not verifier.check(draft, sources, "What does GNNPipe reduce?").declined

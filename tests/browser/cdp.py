@@ -87,9 +87,21 @@ class Page:
             self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
     def type(self, selector: str, text: str) -> None:
-        """Focus the field with a click, then type as a keyboard would (real input events)."""
-        self.click(selector)
-        self.send("Input.insertText", text=text)
+        """Focus the field, then type as a keyboard would (trusted input events); retried
+        once if the page was still settling and the text went elsewhere."""
+        field = f"document.querySelector({json.dumps(selector)})"
+        for _ in range(3):
+            self.eval(f"{field}.focus()")
+            self.send("Input.insertText", text=text)
+            try:
+                self.wait_for(f"{field}.value === {json.dumps(text)}", timeout=5)
+                return
+            except TimeoutError:
+                self.eval(
+                    f"(() => {{ const e = {field}; e.value = '';"
+                    " e.dispatchEvent(new Event('input', {bubbles: true})); }})()"
+                )
+        raise TimeoutError(f"could not type into {selector}")
 
     def text(self, selector: str = "body") -> str:
         return str(self.eval(f"document.querySelector({json.dumps(selector)})?.innerText ?? ''"))

@@ -77,9 +77,6 @@ def ask(page: Page, base_url: str, question: str) -> None:
     # Ready when the on-load event has filled in the example questions.
     page.wait_for("document.querySelector('#scholia-examples')?.innerText.includes('What')")
     page.type("#scholia-question textarea", question)
-    page.wait_for(
-        f"document.querySelector('#scholia-question textarea').value === {json.dumps(question)}"
-    )
     page.click("#scholia-ask")
     try:
         page.wait_for(SOURCES_DONE, timeout=90)

@@ -44,7 +44,9 @@ class LiveServer:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     main = get_settings()
     if not (main.models_dir / "qwen2.5-coder-0.5b-instruct" / "config.json").is_file():
-        pytest.fail("the packaged model is not prepared: run `scholia model prepare` (make test does)")
+        pytest.fail(
+            "the packaged model is not prepared: run `scholia model prepare` (make test does)"
+        )
     data_dir = tmp_path_factory.mktemp("e2e-data")
     (data_dir / "cache").mkdir()
     (data_dir / "models").symlink_to(main.models_dir)
@@ -89,7 +91,9 @@ def _wait_ready(server: LiveServer) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(3)
-    pytest.fail(f"scholia serve not ready in {READY_TIMEOUT_S} s:\n{server.log.read_text()[-4000:]}")
+    pytest.fail(
+        f"scholia serve not ready in {READY_TIMEOUT_S} s:\n{server.log.read_text()[-4000:]}"
+    )
 
 
 def _stop(server: LiveServer) -> None:

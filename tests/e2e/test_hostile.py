@@ -41,7 +41,9 @@ def test_injection_in_the_question_does_not_reveal_the_system_prompt(
 
 
 def test_html_in_the_question_is_answered_as_text(live_server: LiveServer) -> None:
-    question = "<script>alert(1)</script> How many iterations does ProDiff need?'; DROP TABLE papers;--"
+    question = (
+        "<script>alert(1)</script> How many iterations does ProDiff need?'; DROP TABLE papers;--"
+    )
     response = httpx.post(live_server.url + "/ask", json={"question": question}, timeout=300)
     assert response.status_code == 200
     assert "<script>" not in response.json()["answer"]

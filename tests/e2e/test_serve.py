@@ -38,7 +38,9 @@ def test_question_outside_the_collection_is_declined(live_server: LiveServer) ->
 
 def test_search_and_ready(live_server: LiveServer) -> None:
     results = httpx.post(
-        live_server.url + "/search", json={"query": "gossip learning variance", "top_k": 3}, timeout=60
+        live_server.url + "/search",
+        json={"query": "gossip learning variance", "top_k": 3},
+        timeout=60,
     ).json()["results"]
     assert results[0]["title"].startswith("Vanishing Variance Problem")
     assert httpx.get(live_server.url + "/ready", timeout=30).json()["ready"] is True

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
+from assistant.api.main import create_app
+from assistant.api.services import build_services
 from assistant.llm import ChatMessage, Completion, LLMUnavailableError
-from tests.assistant.api.conftest import AppFactory, parse_sse
+from assistant.settings import Settings
+from ingest.embed import Embedder
+from tests.assistant.api.conftest import AppFactory, configured, parse_sse
+from tests.assistant.api.live import serve
 from tests.fakes import FakeLLM
 
 PRODIFF_Q = "How many iterations does ProDiff need to synthesize high-fidelity mel-spectrograms?"
@@ -120,3 +127,37 @@ def test_llm_timeout_is_504_as_json_and_as_a_stream_error(make_client: AppFactor
     events = stream(client, {"question": PRODIFF_Q, "stream": True})
     assert [name for name, _ in events] == ["sources", "token", "error"]
     assert events[-1][1]["status"] == 504
+
+
+class Endless(FakeLLM):
+    """Writes forever until closed; records that the server closed it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed_flag = False
+
+    async def stream(self, messages: list[ChatMessage], max_tokens: int) -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "more "
+                await asyncio.sleep(0.02)
+        finally:
+            self.closed_flag = True
+
+
+def test_a_client_that_hangs_up_stops_the_generation(
+    indexed_settings: Settings, embedder: Embedder
+) -> None:
+    llm = Endless()
+    settings = configured(indexed_settings)
+    app = create_app(settings, build_services(settings, llm=llm, embedder=embedder))
+    with serve(app) as url, httpx.Client(timeout=30) as http:
+        payload = {"question": PRODIFF_Q, "stream": True}
+        with http.stream("POST", f"{url}/ask", json=payload) as response:
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("event: ")) == "event: sources"
+            assert next(line for line in lines if line.startswith("event: ")) == "event: token"
+        deadline = time.monotonic() + 10
+        while not llm.closed_flag and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert llm.closed_flag

@@ -1,0 +1,44 @@
+"""The eval harness end to end: answers from the real vLLM, judged by RAGAS with the same model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from assistant.settings import PROJECT_ROOT, Settings
+from tests.e2e.conftest import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+
+def test_llm_judged_run_on_real_vllm(
+    live_server: LiveServer, indexed_settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "judged"
+    env = {
+        **os.environ,
+        "SCHOLIA_DATA_DIR": str(indexed_settings.data_dir),
+        "SCHOLIA_LLM_URL": live_server.llm_url,
+    }
+    command = [
+        sys.executable, "-m", "assistant.cli", "eval", "run", "dev",
+        "--limit", "2", "--stratify", "--out", str(out),
+        "--judge-max-tokens", "384", "--judge-timeout", "150",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = summary["metrics"]
+    assert metrics["judge.attempted"] > 0
+    # every judged score is either present or counted as missing: nothing silently lost
+    assert any(key.startswith("judge.faithfulness") for key in metrics)
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 2
+    assert (out / "report.md").is_file() and (out / "per_type.png").is_file()
