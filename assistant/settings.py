@@ -174,6 +174,9 @@ class Settings(BaseSettings):
 def config_path() -> Path | None:
     explicit = os.environ.get("SCHOLIA_CONFIG")
     if explicit:
+        if not Path(explicit).is_file():
+            # A mistyped path must not silently run on defaults.
+            raise FileNotFoundError(f"SCHOLIA_CONFIG names {explicit}, which is not a file")
         return Path(explicit)
     data_dir = Path(os.environ.get("SCHOLIA_DATA_DIR") or _default_data_dir())
     candidate = data_dir / "scholia.toml"

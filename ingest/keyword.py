@@ -111,6 +111,8 @@ class KeywordIndex:
         for stale in self._stored_versions():
             if stale.name not in {staging.name, previous}:
                 shutil.rmtree(stale, ignore_errors=True)
+        for leftover in parent.glob(f".{name}.link-*"):  # from a build killed mid-switch
+            leftover.unlink(missing_ok=True)
         return recorded
 
     def _version(self) -> str | None:

@@ -210,3 +210,9 @@ def test_scholia_config_masks_a_key_that_came_from_the_file(
     assert out["llm"]["model"] == "model-from-file"
     assert out["llm"]["api_key"] == "**********"
     assert SECRET not in json.dumps(out)
+
+
+def test_a_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCHOLIA_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        Settings()

@@ -40,7 +40,8 @@ class LiveServer:
     log: Path
 
 
-@pytest.fixture(scope="session")
+# Package scope: vLLM (which keeps a core busy while idle on CPU) stops when tests/e2e is done.
+@pytest.fixture(scope="package")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     main = get_settings()
     if not (main.models_dir / "qwen2.5-coder-0.5b-instruct" / "config.json").is_file():
