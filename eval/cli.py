@@ -275,3 +275,60 @@ def perf(
     typer.echo((out / "perf.md").read_text())
     if report.get("errors"):
         sys.exit(1)
+
+
+@eval_app.command("concurrency")
+def concurrency(
+    app_url: Annotated[
+        str, typer.Option(help="A running Scholia (loopback), e.g. http://127.0.0.1:8000.")
+    ],
+    llm_url: Annotated[
+        str, typer.Option(help="The LLM server it uses (loopback), e.g. http://127.0.0.1:8100/v1.")
+    ],
+    levels: Annotated[
+        str, typer.Option(help="Concurrent clients per level, comma-separated.")
+    ] = "1,4,16",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for concurrency.json, concurrency.md and concurrency.png."),
+    ] = None,
+    questions: Annotated[
+        int, typer.Option(min=1, help="The first N answerable questions of the dev suite.")
+    ] = 8,
+    requests: Annotated[
+        int | None, typer.Option(min=1, help="Requests per level (default 2 × level, at least 4).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: the configured one).")
+    ] = None,
+    time_cap: Annotated[float, typer.Option(min=1, help="Seconds for the whole run.")] = 600.0,
+) -> None:
+    """/ask throughput and p50/p95 latency at each concurrency, beside the raw LLM on the same prompts."""
+    from eval.bench_concurrency import answerable_questions, run_concurrency_benchmark
+
+    settings = _settings()
+    try:
+        level_list = [int(part) for part in levels.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"--levels must be comma-separated integers, got {levels!r}")
+        return
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = settings.data_dir / "eval-runs" / f"concurrency-{stamp}"
+    try:
+        run_concurrency_benchmark(
+            app_url,
+            llm_url,
+            model or settings.llm.model,
+            answerable_questions(questions),
+            level_list,
+            out,
+            settings=settings,
+            requests_per_level=requests,
+            time_cap_s=time_cap,
+            log=lambda message: typer.echo(message, err=True),
+        )
+    except (ValueError, RuntimeError) as error:
+        _fail(str(error))
+        return
+    typer.echo((out / "concurrency.md").read_text())

@@ -14,6 +14,9 @@ from ingest.embed import Embedder
 from ingest.pipeline import run_ingest
 from tests.fakes import FakeLLM
 
+# Fixtures that start real servers (chroma run), shared by tests/ingest and tests/e2e.
+pytest_plugins = ["tests.servers"]
+
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:

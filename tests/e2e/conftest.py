@@ -21,14 +21,9 @@ import httpx
 import pytest
 
 from assistant.settings import PROJECT_ROOT, get_settings
+from tests.servers import free_port
 
 READY_TIMEOUT_S = 1200
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -27,7 +27,7 @@ def test_llm_judged_run_on_real_vllm(
     }
     command = [
         sys.executable, "-m", "assistant.cli", "eval", "run", "dev",
-        "--limit", "2", "--stratify", "--out", str(out),
+        "--limit", "3", "--stratify", "--out", str(out),
         "--judge-max-tokens", "384", "--judge-timeout", "150",
     ]  # fmt: skip
     result = subprocess.run(
@@ -40,5 +40,5 @@ def test_llm_judged_run_on_real_vllm(
     # every judged score is either present or counted as missing: nothing silently lost
     assert any(key.startswith("judge.faithfulness") for key in metrics)
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(results) == 2
+    assert len(results) == 3
     assert (out / "report.md").is_file() and (out / "per_type.png").is_file()

@@ -2,75 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ingest.embed import Embedder
 from ingest.pipeline import keyword_index, open_store
 from tests.ingest.helpers import cli_ingest, make_settings, paper_records, snapshot, write_jsonl
+from tests.servers import free_port
 
 pytestmark = pytest.mark.chroma_server
-
-
-def _chroma_cli() -> str:
-    beside = Path(sys.executable).with_name("chroma")
-    found = str(beside) if beside.is_file() else shutil.which("chroma")
-    if not found:
-        pytest.skip("the `chroma` command is not installed")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def chroma_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    home = tmp_path / "server-home"
-    home.mkdir()
-    log = (tmp_path / "chroma-server.log").open("wb")
-    command = [_chroma_cli(), "run", "--path", str(tmp_path / "server-db")]
-    server = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "HOME": str(home), "ANONYMIZED_TELEMETRY": "False"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    "chroma run did not start: " + (tmp_path / "chroma-server.log").read_text()
-                )
-            time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 def test_ingest_through_a_chroma_server_is_idempotent_and_searchable(
@@ -111,6 +52,6 @@ def test_ingest_through_a_chroma_server_is_idempotent_and_searchable(
 
 def test_an_unreachable_server_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "p.jsonl", paper_records(1))
-    result = cli_ingest("--chroma-url", f"http://127.0.0.1:{_free_port()}", source)
+    result = cli_ingest("--chroma-url", f"http://127.0.0.1:{free_port()}", source)
     assert result.exit_code == 2
     assert "unreachable" in result.stderr
