@@ -68,7 +68,7 @@ class OpenAICompatibleLLM:
         try:
             response = await self.client.chat.completions.create(
                 model=self.model,
-                messages=_as_openai(messages),
+                messages=as_openai_messages(messages),
                 max_tokens=max_tokens,
                 temperature=self.temperature,
             )
@@ -86,7 +86,7 @@ class OpenAICompatibleLLM:
         try:
             chunks = await self.client.chat.completions.create(
                 model=self.model,
-                messages=_as_openai(messages),
+                messages=as_openai_messages(messages),
                 max_tokens=max_tokens,
                 temperature=self.temperature,
                 stream=True,
@@ -122,7 +122,8 @@ class OpenAICompatibleLLM:
         return True
 
 
-def _as_openai(messages: list[ChatMessage]) -> Any:
+def as_openai_messages(messages: list[ChatMessage]) -> Any:
+    """The chat messages in the OpenAI API's wire form."""
     return [{"role": message.role, "content": message.content} for message in messages]
 
 

@@ -48,6 +48,7 @@ async def identical_prompts(services: Any, questions: list[str]) -> list[tuple[s
     LLM, built as `eval.perf.measure_ask` builds its raw baseline. Questions the pipeline would
     decline before generating are left out, since they would not reach the LLM."""
     from assistant.generate import answer_messages
+    from assistant.llm import as_openai_messages
     from assistant.schemas import AskRequest
 
     prompts = []
@@ -55,7 +56,7 @@ async def identical_prompts(services: Any, questions: list[str]) -> list[tuple[s
         prepared = await services.assistant.prepare(AskRequest(question=question))
         if prepared.confident:
             messages = answer_messages(prepared.question, prepared.packed)
-            prompts.append((question, [{"role": m.role, "content": m.content} for m in messages]))
+            prompts.append((question, as_openai_messages(messages)))
     return prompts
 
 

@@ -306,6 +306,7 @@ async def measure_ask(
     import openai
 
     from assistant.generate import answer_messages
+    from assistant.llm import as_openai_messages
     from assistant.schemas import AskRequest
 
     settings = services.settings
@@ -362,10 +363,7 @@ async def measure_ask(
         prepared = await assistant.prepare(AskRequest(question=question))  # not timed
         if not prepared.confident:
             return
-        messages: Any = [
-            {"role": m.role, "content": m.content}
-            for m in answer_messages(prepared.question, prepared.packed)
-        ]
+        messages: Any = as_openai_messages(answer_messages(prepared.question, prepared.packed))
         tick = time.perf_counter()
         first: float | None = None
         usage = None
