@@ -10,13 +10,21 @@ import anyio
 
 import prompts
 from assistant.condense import condense
+from assistant.extract import correct_premise, name_cited_methods, quote_best_sentence
 from assistant.generate import answer_messages, generate, prompt_overhead
 from assistant.llm import LLM, LLMError
 from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper, Retriever
 from assistant.schemas import AskRequest, AskResponse, Source, Timings, Usage
 from assistant.settings import Settings
-from assistant.verify import Verdict, Verifier, decline_text, is_decline, missing_terms
+from assistant.verify import (
+    Verdict,
+    Verifier,
+    decline_text,
+    is_decline,
+    missing_terms,
+    names_found,
+)
 
 
 class AnswerUnavailableError(RuntimeError):
@@ -100,7 +108,10 @@ class Assistant:
         timings.retrieve = _ms(tick)
 
         packed: list[PackedSource] = []
-        if papers and max(p.dense_score for p in papers) >= self.settings.answer.min_dense_score:
+        if papers and (
+            max(p.dense_score for p in papers) >= self.settings.answer.min_dense_score
+            or names_found(question, papers[0])
+        ):
             try:
                 window = await self.llm.context_window()
             except LLMError as error:
@@ -135,9 +146,7 @@ class Assistant:
 
     async def respond(self, prepared: Prepared, draft: str) -> AskResponse:
         tick = time.perf_counter()
-        verdict = await anyio.to_thread.run_sync(
-            lambda: self.verify(draft, prepared.packed, prepared.question)
-        )
+        verdict = await anyio.to_thread.run_sync(lambda: self.verify(draft, prepared))
         prepared.timings.verify = _ms(tick)
         sources = self.sources_of(prepared)
         cited = set(verdict.citations)
@@ -162,13 +171,25 @@ class Assistant:
             unsupported=verdict.unsupported,
         )
 
-    def verify(self, draft: str, packed: list[PackedSource], question: str) -> Verdict:
+    def verify(self, draft: str, prepared: Prepared) -> Verdict:
+        """The draft's supported sentences; else a quote from the sources; else a refusal."""
+        packed, question, settings = prepared.packed, prepared.question, self.settings.answer
         if not packed or not draft.strip():
             return Verdict(decline_text(), [], [], True)
-        if not self.settings.answer.verify:
+        if not settings.verify:
             declined = is_decline(draft)
             return Verdict(draft.strip(), [], [], declined)
-        return self.verifier.check(draft, packed, question)
+        verdict = self.verifier.check(draft, packed, question)
+        if verdict.declined and settings.extractive_fallback:
+            quoted = quote_best_sentence(
+                question, draft, packed, self.verifier, settings.fallback_min_similarity
+            )
+            if quoted is not None:
+                verdict = Verdict(quoted.answer, quoted.citations, verdict.unsupported, False)
+        verdict = correct_premise(
+            verdict, question, packed, self.verifier, settings.fallback_min_similarity
+        )
+        return name_cited_methods(verdict, packed, question)
 
     def sources_of(self, prepared: Prepared) -> list[Source]:
         if prepared.packed:

@@ -70,6 +70,20 @@ class LLMSettings(BaseModel):
     enforce_eager: bool = Field(
         default=False, description="Start vLLM ~70 s faster, decode ~15-20% slower (no compile)."
     )
+    restart_max: int = Field(
+        default=3,
+        ge=0,
+        description="Restarts of the supervised vLLM after it died unexpectedly, allowed within "
+        "`restart_window_s`; past that it stays down (/ready says so). 0: never restart it.",
+    )
+    restart_window_s: float = Field(
+        default=600.0, gt=0, description="The window (seconds) that `restart_max` counts in."
+    )
+    restart_backoff_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="Wait before restarting a dead vLLM; doubles with each restart in the window.",
+    )
 
 
 class RetrievalSettings(BaseModel):
@@ -96,6 +110,17 @@ class AnswerSettings(BaseModel):
         ge=0.0,
         le=1.0,
         description="Share of content words found in the source, instead.",
+    )
+    extractive_fallback: bool = Field(
+        default=True,
+        description="When no sentence of the draft survives verification, quote the source "
+        "sentence closest to the question instead of declining (if it is close enough).",
+    )
+    fallback_min_similarity: float = Field(
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="MiniLM cosine a quoted sentence needs with the question.",
     )
     min_dense_score: float = Field(
         default=0.2,

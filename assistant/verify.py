@@ -21,6 +21,7 @@ from rapidfuzz import fuzz, process
 
 import prompts
 from assistant.pack import PackedSource
+from assistant.retrieve import RetrievedPaper
 from ingest.chunk import split_sentences
 from ingest.embed import Embedder
 
@@ -39,7 +40,10 @@ WHICH_PAPER = re.compile(
 )
 QUANTITY = re.compile(
     r"^\s*(how (many|much|fast|long|large|big|often)\b|by (how much|what (factor|margin|percentage))"
-    r"|what (percentage|fraction|speed-?up|factor)\b)",
+    r"|what (percentage|fraction|speed-?up|factor)\b"
+    # "What learning rate / batch size / FID / win rate …": a measure, so a figure answers it
+    r"|(what|which) ([\w-]+ ){0,2}(size|rate|length|dimension\w*|count|score|accuracy|fid"
+    r"|perplexity|latency|throughput|ratio|budget)\b)",
     re.IGNORECASE,
 )
 NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
@@ -84,13 +88,31 @@ def names_in(text: str) -> list[str]:
 def _positioned_names(text: str) -> list[tuple[int, str]]:
     """Name-like terms: acronyms, CamelCase, and names with digits (MT-Bench, Mamba-2, 2080Ti)."""
     names = []
-    for match in TOKEN.finditer(text):
+    tokens = list(TOKEN.finditer(text))
+    for index, match in enumerate(tokens):
         token = match.group()
         uppers = sum(char.isupper() for char in token)
         has_digit = any(char.isdigit() for char in token)
-        if any(char.isalpha() for char in token) and (uppers >= 2 or (uppers and has_digit)):
+        name_like = any(char.isalpha() for char in token) and (
+            uppers >= 2 or (uppers and has_digit)
+        )
+        if name_like and not _shouted(tokens, index):
             names.append((match.start(), token))
     return names
+
+
+def _shouted(tokens: list[re.Match[str]], index: int) -> bool:
+    """Capitalised words in a row ("SYSTEM OVERRIDE", "DROP TABLE") are shouting, not names."""
+
+    def is_word_in_capitals(i: int) -> bool:
+        if not 0 <= i < len(tokens):
+            return False
+        token = tokens[i].group()
+        return len(token) >= 4 and token.isalpha() and token.isupper()
+
+    return is_word_in_capitals(index) and (
+        is_word_in_capitals(index - 1) or is_word_in_capitals(index + 1)
+    )
 
 
 class SourceFacts:
@@ -123,6 +145,14 @@ def missing_terms(question: str, sources: list[PackedSource]) -> list[str]:
     them cannot be answered from these sources."""
     facts = [SourceFacts(source) for source in sources]
     return [name for name in names_in(question) if not any(f.mentions(name) for f in facts)]
+
+
+def names_found(question: str, paper: RetrievedPaper) -> bool:
+    """The question names things and the paper mentions every one of them: a confident match
+    even when the embedding (English-only MiniLM) misses a question in another language."""
+    return bool(names_in(question)) and not missing_terms(
+        question, [PackedSource(1, paper, paper.text)]
+    )
 
 
 class Verifier:
@@ -232,11 +262,12 @@ class Verifier:
 
     def _similarity(self, body: str, candidates: list[SourceFacts]) -> float:
         sentences = [s for f in candidates for s in split_sentences(f.text)]
-        if not sentences:
-            return 0.0
-        vectors = self._vectors(sentences)
-        query = np.asarray(self.embedder.embed([body])[0])
-        return float((vectors @ query).max())
+        return float(self.similarities(body, sentences).max()) if sentences else 0.0
+
+    def similarities(self, text: str, sentences: list[str]) -> np.ndarray:
+        """MiniLM cosine of `text` with each sentence (unit vectors: a dot product)."""
+        query = np.asarray(self.embedder.embed([text])[0])
+        return self._vectors(sentences) @ query
 
     def _vectors(self, sentences: list[str]) -> np.ndarray:
         """Source sentences recur across questions: embed each once per process."""

@@ -3,6 +3,8 @@
 vLLM lives in its own environment (`settings.llm.vllm_python`) and runs as a child process in
 its own process group, logging to `<logs_dir>/vllm.log`. Its compile caches live under the data
 directory (`cache/vllm`, `cache/torchinductor`), so only the first start pays for compilation.
+A watchdog thread restarts the server when it dies without `stop()` (killed, crashed), with a
+backoff and a cap on restarts within a window (`settings.llm.restart_*`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +45,7 @@ DEFAULT_ENFORCE_EAGER = False
 MAX_NUM_SEQS = 8
 STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 4000
+WATCH_INTERVAL_S = 2.0
 # Talk to localhost directly, whatever HTTP(S)_PROXY says.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -72,6 +77,7 @@ class VllmServer:
         enforce_eager: bool | None = None,
         extra_args: tuple[str, ...] = (),
         log: Log = _print,
+        watch_interval_s: float = WATCH_INTERVAL_S,
     ) -> None:
         self.settings = settings
         self.model_path = model_path if model_path is not None else model_dir(settings)
@@ -83,6 +89,13 @@ class VllmServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._log_offset = 0
+        self.watch_interval_s = watch_interval_s
+        self.restarts = 0  # restarts the watchdog attempted
+        self.gave_up = False  # the watchdog hit the restart cap and stopped restarting
+        self._watchdog: threading.Thread | None = None
+        self._stopping = threading.Event()
+        # Held while the process is spawned or torn down, so a restart never races stop().
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ description
     @property
@@ -204,9 +217,10 @@ class VllmServer:
         start = time.monotonic()
         next_note = start + 15.0
         while True:
-            if self._proc is not None and self._proc.poll() is not None:
+            proc = self._proc
+            if proc is not None and proc.poll() is not None:
                 raise VllmServerError(
-                    f"vLLM exited with code {self._proc.returncode} before it was ready; "
+                    f"vLLM exited with code {proc.returncode} before it was ready; "
                     f"last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             served = self._served_models(timeout=2.0)
@@ -216,8 +230,8 @@ class VllmServer:
                 return elapsed
             if served is not None:
                 raise VllmServerError(f"{self.base_url} serves {served}, not the expected model")
-            if self._proc is None and not self.reused:
-                raise VllmServerError("wait_ready() called before start()")
+            if proc is None and not self.reused:
+                raise VllmServerError("wait_ready() called before start() or after stop()")
             if elapsed > limit:
                 raise VllmServerError(
                     f"vLLM not ready after {elapsed:.0f} s (limit {limit:.0f} s); "
@@ -229,26 +243,38 @@ class VllmServer:
             time.sleep(1.0)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM the server's process group, then SIGKILL after `grace_s`. Idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        try:
-            if proc.poll() is None:
-                self._signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    self._log(f"vLLM did not stop within {grace_s:.0f} s; killing it")
-            # Kill stragglers in the group (engine core, workers) even if the leader exited.
+        """Stop the watchdog, SIGTERM the server's process group, SIGKILL after `grace_s`.
+
+        Idempotent.
+        """
+        self._stopping.set()
+        with self._lock:
+            proc = self._proc
+            try:
+                if proc is not None and proc.poll() is None:
+                    self._signal_group(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=grace_s)
+                    except subprocess.TimeoutExpired:
+                        self._log(f"vLLM did not stop within {grace_s:.0f} s; killing it")
+            finally:
+                self._release()
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not threading.current_thread():
+            # It sees `_stopping` within a poll (≤ ~3 s in wait_ready's loop).
+            watchdog.join(timeout=30)
+
+    def _release(self) -> None:
+        """Kill what is left of the process group, reap the leader and close the log."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            # Stragglers in the group (engine core, workers) even if the leader exited.
             self._signal_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-        finally:
-            self._proc = None
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def is_running(self) -> bool:
         if self.reused:
@@ -262,6 +288,7 @@ class VllmServer:
         except BaseException:
             self.stop()
             raise
+        self.watch()
         return self
 
     def __exit__(
@@ -271,6 +298,83 @@ class VllmServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    # ------------------------------------------------------------------ watchdog
+    def watch(self) -> None:
+        """Start the watchdog thread (idempotent); not for a reused server, or restart_max 0.
+
+        Every `watch_interval_s` it checks the process; when it has exited without `stop()`,
+        it cleans up the process group and starts the server again after
+        `restart_backoff_s × 2^(restarts in the window)`. After `restart_max` restarts within
+        `restart_window_s` it gives up, so a model that crashes on start does not loop forever;
+        nothing then listens on the port and /ready keeps reporting the LLM down.
+        """
+        if self.reused or self.settings.llm.restart_max == 0:
+            return
+        if self._watchdog is not None and self._watchdog.is_alive():
+            return
+        self._stopping.clear()
+        self._watchdog = threading.Thread(target=self._watch, name="vllm-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        llm = self.settings.llm
+        recent: deque[float] = deque()  # monotonic times of the restarts within the window
+        while not self._stopping.wait(self.watch_interval_s):
+            failure = self._unexpected_exit()
+            while failure is not None:
+                now = time.monotonic()
+                while recent and now - recent[0] > llm.restart_window_s:
+                    recent.popleft()
+                if len(recent) >= llm.restart_max:
+                    self.gave_up = True
+                    self._log(
+                        f"{failure}; {len(recent)} restarts within {llm.restart_window_s:g} s "
+                        f"already (SCHOLIA_LLM_RESTART_MAX={llm.restart_max}): not restarting "
+                        "it again; the LLM stays down until Scholia is restarted. Last lines of "
+                        f"{self.log_path}:\n{self.log_tail(1000)}"
+                    )
+                    return
+                delay = llm.restart_backoff_s * 2 ** len(recent)
+                self._log(
+                    f"{failure}; restarting it in {delay:g} s (restart {len(recent) + 1} of at "
+                    f"most {llm.restart_max} within {llm.restart_window_s:g} s)"
+                )
+                if self._stopping.wait(delay):
+                    return
+                recent.append(time.monotonic())
+                failure = self._restart()
+                if self._stopping.is_set():
+                    return
+
+    def _unexpected_exit(self) -> str | None:
+        """What happened, when the process exited without `stop()`; it is then cleaned up."""
+        with self._lock:
+            proc = self._proc
+            if self._stopping.is_set() or proc is None or proc.poll() is None:
+                return None
+            self._release()
+        return f"vLLM (pid {proc.pid}) exited unexpectedly ({_exit_reason(proc.returncode)})"
+
+    def _restart(self) -> str | None:
+        """Start the server again and wait for it; None when it is ready, else what failed."""
+        with self._lock:
+            if self._stopping.is_set():
+                return None
+            self.restarts += 1
+            try:
+                self.start()
+            except VllmServerError as error:
+                return f"vLLM could not be restarted: {error}"
+        try:
+            waited = self.wait_ready()
+        except VllmServerError as error:
+            with self._lock:
+                if not self._stopping.is_set():
+                    self._release()  # exited, or hung past the start timeout: take it down
+            return f"the restarted vLLM failed: {str(error).splitlines()[0]}"
+        self._log(f"vLLM is back (restart {self.restarts}, ready after {waited:.0f} s)")
+        return None
 
     # ------------------------------------------------------------------ helpers
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
@@ -311,3 +415,10 @@ class VllmServer:
     def _signal_group(pid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
+
+
+def _exit_reason(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"

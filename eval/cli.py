@@ -332,3 +332,55 @@ def concurrency(
         _fail(str(error))
         return
     typer.echo((out / "concurrency.md").read_text())
+
+
+@eval_app.command("load")
+def load(
+    url: Annotated[
+        str, typer.Option(help="A running Scholia (loopback), e.g. http://127.0.0.1:8000.")
+    ],
+    clients: Annotated[int, typer.Option(min=3, help="Concurrent clients.")] = 32,
+    duration: Annotated[
+        float, typer.Option(min=1, help="Seconds of load (the requests in flight then finish).")
+    ] = 60.0,
+    warmup: Annotated[
+        float, typer.Option(min=0, help="The first seconds of the load, marked as warm-up.")
+    ] = 15.0,
+    pid: Annotated[
+        int | None,
+        typer.Option(help="The app's process id, for its RSS (default: the one on the port)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for load.json, load.md and load.png.")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+    ] = None,
+) -> None:
+    """Concurrent clients mixing /ask, /search and bad requests: throughput, p50/p95/p99 per
+    route, statuses, app RSS over time. Exit 1 on an unexpected answer (a 5xx other than
+    503/504, a bad request not refused as it should be, a transport error)."""
+    from eval.bench_load import run_load_test
+
+    settings = _settings()
+    if out is None:
+        out = settings.data_dir / "eval-runs" / f"load-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    try:
+        report = run_load_test(
+            url,
+            out,
+            clients=clients,
+            duration_s=duration,
+            warmup_s=warmup,
+            pid=pid,
+            settings=settings,
+            progress=sys.stderr.isatty() if progress is None else progress,
+            log=lambda message: typer.echo(message, err=True),
+        )
+    except (ValueError, RuntimeError) as error:
+        _fail(str(error))
+        return
+    typer.echo((out / "load.md").read_text())
+    if report["unexpected"]:
+        sys.exit(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ class IndexMismatchError(RuntimeError):
 
 
 class StoreUnavailableError(RuntimeError):
-    """The Chroma server cannot be reached."""
+    """The Chroma server cannot be reached (at connect time, or later: stopped, restarting)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,10 @@ class ChromaStore:
     Writes are `upsert`s of whole papers in batches below Chroma's limit: a batch either lands
     or not, and a paper's older chunks beyond its new count are deleted only after its new
     chunks are in, so a failed or killed write never loses the previous version of a paper.
+
+    Reads that find a Chroma server gone raise `StoreUnavailableError`. Nothing is cached that
+    a server restart would invalidate (the HTTP client reconnects; the collection keeps its id
+    on the same data path), so the same store works again once the server is back.
     """
 
     def __init__(self, client: Any, collection_name: str) -> None:
@@ -145,12 +150,33 @@ class ChromaStore:
     @property
     def collection(self) -> Collection:
         if self._collection is None:
-            self._collection = self.client.get_or_create_collection(
-                self.collection_name,
-                embedding_function=None,
-                configuration={"hnsw": {"space": "cosine"}},
-            )
+            with self._reaching_server():
+                self._collection = self.client.get_or_create_collection(
+                    self.collection_name,
+                    embedding_function=None,
+                    configuration={"hnsw": {"space": "cosine"}},
+                )
         return self._collection
+
+    @contextmanager
+    def _reaching_server(self) -> Iterator[None]:
+        """A network failure talking to a Chroma server → StoreUnavailableError (503, not 500)."""
+        import httpx
+
+        try:
+            yield
+        except httpx.TransportError as error:
+            raise StoreUnavailableError(f"{self.location} does not answer ({error})") from error
+
+    @property
+    def location(self) -> str:
+        """Where the index lives, for messages: the Chroma server's address, or embedded."""
+        try:
+            chroma = self.client.get_settings()
+            host, port = chroma.chroma_server_host, chroma.chroma_server_http_port
+        except AttributeError:  # a client without settings (a test double)
+            return "Chroma index"
+        return f"Chroma server at {host}:{port}" if host else "embedded Chroma index"
 
     @property
     def vector_store(self) -> ChromaVectorStore:
@@ -159,7 +185,8 @@ class ChromaStore:
         return ChromaVectorStore(chroma_collection=self.collection)
 
     def exists(self) -> bool:
-        return self.collection_name in {c.name for c in self.client.list_collections()}
+        with self._reaching_server():
+            return self.collection_name in {c.name for c in self.client.list_collections()}
 
     def drop(self) -> None:
         """Delete the collection (for `--rebuild`); the next access creates it empty."""
@@ -200,7 +227,8 @@ class ChromaStore:
             )
 
     def count(self) -> int:
-        return int(self.collection.count())
+        with self._reaching_server():
+            return int(self.collection.count())
 
     def max_batch_size(self) -> int:
         """The most records one Chroma call may carry (asked once per store)."""
@@ -260,7 +288,8 @@ class ChromaStore:
         include: list[Any] = ["metadatas", "documents"] if include_documents else ["metadatas"]
         offset = 0
         while True:
-            page = self.collection.get(include=include, limit=GET_PAGE, offset=offset)
+            with self._reaching_server():
+                page = self.collection.get(include=include, limit=GET_PAGE, offset=offset)
             ids = page["ids"]
             if not ids:
                 return
@@ -277,7 +306,8 @@ class ChromaStore:
         if not paper_ids:
             return {}
         where: Any = {"paper_id": {"$in": list(paper_ids)}}
-        page = self.collection.get(where=where, include=["metadatas", "documents"])
+        with self._reaching_server():
+            page = self.collection.get(where=where, include=["metadatas", "documents"])
         parts: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
         for document, metadata in zip(
             page["documents"] or [], page["metadatas"] or [], strict=True
@@ -370,10 +400,11 @@ class ChromaStore:
 
         if self.count() == 0:
             return []
-        result = self.vector_store.query(
-            VectorStoreQuery(query_embedding=embedding, similarity_top_k=k),
-            **({"where": where} if where else {}),
-        )
+        with self._reaching_server():
+            result = self.vector_store.query(
+                VectorStoreQuery(query_embedding=embedding, similarity_top_k=k),
+                **({"where": where} if where else {}),
+            )
         hits = []
         for node, similarity in zip(result.nodes or [], result.similarities or [], strict=True):
             metadata = dict(node.metadata)

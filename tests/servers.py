@@ -1,4 +1,4 @@
-"""Real servers that tests start on 127.0.0.1: a `chroma run` server."""
+"""Real servers that tests start on 127.0.0.1 (a `chroma run` server), and waiting for them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import httpx
 import pytest
+
+LOG_TAIL_CHARS = 4000
 
 
 def chroma_cli() -> str:
@@ -29,39 +33,93 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def chroma_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    home = tmp_path / "server-home"
-    home.mkdir()
-    log = (tmp_path / "chroma-server.log").open("wb")
-    command = [chroma_cli(), "run", "--path", str(tmp_path / "server-db")]
-    server = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "HOME": str(home), "ANONYMIZED_TELEMETRY": "False"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    "chroma run did not start: " + (tmp_path / "chroma-server.log").read_text()
-                )
-            time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
+def wait_http(
+    url: str,
+    proc: subprocess.Popen[bytes] | None,
+    log: Path | None,
+    timeout: float,
+    interval: float = 0.5,
+) -> float:
+    """Poll GET `url` until it answers 200; return the seconds waited.
+
+    Fails the test, with the tail of `log`, when `proc` exits first or `timeout` passes.
+    """
+    started = time.monotonic()
+    while True:
         try:
-            server.wait(timeout=10)
+            if httpx.get(url, timeout=5).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"exited with code {proc.returncode} before {url} answered{_tail(log)}")
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"{url} did not answer 200 within {timeout:.0f} s{_tail(log)}")
+        time.sleep(interval)
+
+
+def _tail(log: Path | None) -> str:
+    if log is None or not log.is_file():
+        return ""
+    return f"; last lines of {log}:\n{log.read_text(errors='replace')[-LOG_TAIL_CHARS:]}"
+
+
+class ChromaServer:
+    """A `chroma run` server that a test can stop and start again on the same port and data."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.path = folder / "server-db"
+        self.home = folder / "server-home"
+        self.log = folder / "chroma-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        command = [chroma_cli(), "run", "--path", str(self.path)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+                env={**os.environ, "HOME": str(self.home), "ANONYMIZED_TELEMETRY": "False"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_http(f"{self.url}/api/v2/heartbeat", self.process, self.log, timeout=60, interval=0.2)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
+    with ChromaServer(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def chroma_url(chroma_server: ChromaServer) -> str:
+    return chroma_server.url

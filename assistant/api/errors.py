@@ -94,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailableError)
     async def store_down(request: Request, error: StoreUnavailableError) -> JSONResponse:
         count(request, "store_unavailable")
-        return JSONResponse({"detail": str(error)}, status_code=503)
+        return JSONResponse({"detail": f"The index is unavailable: {error}"}, status_code=503)
 
     @app.exception_handler(IndexMismatchError)
     async def mismatch(request: Request, error: IndexMismatchError) -> JSONResponse:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -268,3 +271,110 @@ def test_timeout_reports_and_stop_escalates_to_sigkill(
     child = int(_wait_for_file(tmp_path / "child.pid"))
     server.stop(grace_s=0.5)
     assert _wait_gone(pid) and _wait_gone(child)
+
+
+# ----------------------------------------------------------------------------- watchdog
+
+
+def _restartable(settings: Settings, **limits: float) -> Settings:
+    return settings.model_copy(update={"llm": settings.llm.model_copy(update=limits)})
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {seconds} s")
+        time.sleep(0.05)
+
+
+def _said(messages: list[str], text: str) -> bool:
+    return any(text in message for message in messages)
+
+
+def _watchdog_alive() -> bool:
+    return any(t.name == "vllm-watchdog" and t.is_alive() for t in threading.enumerate())
+
+
+def test_watchdog_restarts_a_killed_server_each_time_outside_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One restart allowed per 0.5 s: the second kill comes after the first restart is ready
+    # (the fake takes 1.5 s to serve), so it is outside the window and allowed too.
+    settings = _restartable(
+        _fake_vllm(tmp_path, monkeypatch),
+        restart_max=1,
+        restart_window_s=0.5,
+        restart_backoff_s=0.1,
+    )
+    messages: list[str] = []
+    with VllmServer(settings, log=messages.append, watch_interval_s=0.05) as server:
+        pids = [server.pid]
+        for restart in (1, 2):
+            killed = pids[-1]
+            assert killed is not None
+            os.killpg(killed, signal.SIGKILL)
+            _wait_until(partial(_said, messages, f"vLLM is back (restart {restart},"))
+            assert server.is_running() and server.pid not in pids
+            pids.append(server.pid)
+        assert server.restarts == 2 and not server.gave_up
+        last = server.pid
+    assert last is not None and _wait_gone(last)
+    assert sum("exited unexpectedly (killed by SIGKILL)" in m for m in messages) == 2
+    assert (settings.logs_dir / "vllm.log").read_text().count("fake vllm starting") == 3
+
+
+def test_watchdog_backs_off_and_gives_up_after_the_restart_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _restartable(
+        _fake_vllm(tmp_path, monkeypatch),
+        restart_max=2,
+        restart_window_s=60,
+        restart_backoff_s=0.1,
+    )
+    messages: list[str] = []
+    with VllmServer(settings, log=messages.append, watch_interval_s=0.05) as server:
+        monkeypatch.setenv("FAKE_MODE", "crash")  # every later start dies at once, like a bad model
+        first = server.pid
+        assert first is not None
+        os.killpg(first, signal.SIGKILL)
+        _wait_until(lambda: server.gave_up)
+        assert not _watchdog_alive()
+        assert server.restarts == 2 and not server.is_running() and server.pid is None
+    delays = re.findall(r"restarting it in ([\d.]+) s", "\n".join(messages))
+    assert delays == ["0.1", "0.2"]  # doubles with each restart in the window
+    assert "not restarting it again" in messages[-1]
+    assert "boom in engine core" in messages[-1]  # the crash is shown, not just counted
+    assert (settings.logs_dir / "vllm.log").read_text().count("boom in engine core") == 2
+
+
+def test_stop_is_not_a_crash_and_cancels_a_pending_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _restartable(_fake_vllm(tmp_path, monkeypatch), restart_backoff_s=60)
+    messages: list[str] = []
+    with VllmServer(settings, log=messages.append, watch_interval_s=0.05) as server:
+        assert _watchdog_alive()
+    assert not _watchdog_alive()
+    assert not any("unexpectedly" in m for m in messages)
+
+    server = VllmServer(settings, log=messages.append, watch_interval_s=0.05)
+    with server:
+        pid = server.pid
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)
+        _wait_until(partial(_said, messages, "restarting it in 60 s"))
+    assert not _watchdog_alive()
+    assert server.restarts == 0 and server.pid is None
+
+
+def test_no_watchdog_when_restarts_are_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _restartable(_fake_vllm(tmp_path, monkeypatch), restart_max=0)
+    with VllmServer(settings, log=lambda _: None, watch_interval_s=0.05) as server:
+        assert not _watchdog_alive()
+        pid = server.pid
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)
+        _wait_until(lambda: not server.is_running())
+        assert server.restarts == 0

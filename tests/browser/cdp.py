@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
+from tests.servers import free_port, wait_http
+
 QUIET_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -115,25 +117,22 @@ class Page:
 @contextmanager
 def browser(executable: str) -> Iterator[Page]:
     profile = Path(tempfile.mkdtemp(prefix="scholia-chromium-"))
-    process = subprocess.Popen(
-        [
-            executable,
-            *QUIET_FLAGS,
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    log = profile.with_name(profile.name + ".log")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                executable,
+                *QUIET_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--remote-debugging-port={port}",
+                "about:blank",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("Chromium did not start")
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
+        wait_http(f"http://127.0.0.1:{port}/json/version", process, log, timeout=60, interval=0.1)
         targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
         page_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
         with connect(page_url, max_size=None, open_timeout=30) as ws:
@@ -149,3 +148,4 @@ def browser(executable: str) -> Iterator[Page]:
             process.kill()
             process.wait()
         shutil.rmtree(profile, ignore_errors=True)
+        log.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 The converted model and vLLM's compile cache are borrowed (symlinked) from the main data
 directory that `scholia model prepare` filled; the index is built fresh in a temporary one.
+`scholia_app` starts further apps (own settings, the live server's vLLM) for single tests.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 
 from assistant.settings import PROJECT_ROOT, get_settings
-from tests.servers import free_port
+from tests.servers import free_port, wait_http
 
 READY_TIMEOUT_S = 1200
+APP_READY_TIMEOUT_S = 300  # an app using a running vLLM: load the embedder, maybe ingest
 
 
 @dataclass
@@ -70,26 +72,46 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{llm_port}/v1", data_dir, process, log
     )
     try:
-        _wait_ready(server)
+        wait_http(server.url + "/ready", server.process, log, READY_TIMEOUT_S, interval=3)
         yield server
     finally:
         _stop(server)
 
 
-def _wait_ready(server: LiveServer) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"scholia serve exited early:\n{server.log.read_text()[-4000:]}")
+@dataclass
+class AppProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def scholia_app(folder: Path, env: dict[str, str]) -> Iterator[AppProcess]:
+    """`scholia serve` with `env` over this process's environment, data in `folder/data`, until
+    /ready is 200; stopped with Ctrl-C afterwards. Pass SCHOLIA_LLM_URL (the live server's vLLM)
+    so that no second vLLM starts."""
+    assert env.get("SCHOLIA_LLM_URL"), "a second vLLM does not fit on this machine"
+    port = free_port()
+    log = folder / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assistant.cli", "serve", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "SCHOLIA_DATA_DIR": str(folder / "data"), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    app = AppProcess(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_http(app.url + "/ready", process, log, APP_READY_TIMEOUT_S, interval=2)
+        yield app
+    finally:
+        process.send_signal(signal.SIGINT)
         try:
-            if httpx.get(server.url + "/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(3)
-    pytest.fail(
-        f"scholia serve not ready in {READY_TIMEOUT_S} s:\n{server.log.read_text()[-4000:]}"
-    )
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _stop(server: LiveServer) -> None:

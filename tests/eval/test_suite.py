@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from assistant.settings import BUNDLED_CORPUS
 from eval.suite import SUITES_DIR, SuiteError, load_suite, normalize_title, select
+from ingest.parse import Paper, read_papers
 
 GOOD = {
     "id": "a1",
@@ -102,3 +104,20 @@ def test_select_limit_types_and_stratify() -> None:
     balanced = select(questions, 5, stratify=True)
     assert len(balanced) == 5
     assert len({q.type for q in balanced}) == 5
+
+
+@pytest.mark.parametrize("name", ["dev", "holdout"])
+def test_bundled_suite_matches_the_bundled_corpus(name: str) -> None:
+    """Gold titles exist, and a one-paper question's key strings are in that paper's abstract."""
+    papers = {
+        normalize_title(paper.title): paper.abstract
+        for paper in read_papers(BUNDLED_CORPUS)
+        if isinstance(paper, Paper)
+    }
+    for question in load_suite(name).questions:
+        for title in question.gold_titles:
+            assert normalize_title(title) in papers, f"{question.id}: no paper {title!r}"
+        if question.type in {"fact", "which_paper"} and len(question.gold_titles) == 1:
+            abstract = papers[normalize_title(question.gold_titles[0])].casefold()
+            for key in question.key_strings:
+                assert key.casefold() in abstract, f"{question.id}: {key!r} not in its abstract"

@@ -8,8 +8,9 @@ import pytest
 
 from ingest.embed import Embedder
 from ingest.pipeline import keyword_index, open_store
+from ingest.store import StoreUnavailableError
 from tests.ingest.helpers import cli_ingest, make_settings, paper_records, snapshot, write_jsonl
-from tests.servers import free_port
+from tests.servers import ChromaServer, free_port
 
 pytestmark = pytest.mark.chroma_server
 
@@ -55,3 +56,28 @@ def test_an_unreachable_server_is_a_clear_error(data_dir: Path, tmp_path: Path) 
     result = cli_ingest("--chroma-url", f"http://127.0.0.1:{free_port()}", source)
     assert result.exit_code == 2
     assert "unreachable" in result.stderr
+
+
+def test_a_stopped_server_is_unavailable_and_the_same_store_works_once_it_is_back(
+    chroma_server: ChromaServer, data_dir: Path, tmp_path: Path, embedder: Embedder
+) -> None:
+    records = paper_records(2)
+    source = write_jsonl(tmp_path / "p.jsonl", records)
+    assert cli_ingest("--chroma-url", chroma_server.url, source).exit_code == 0
+    settings = make_settings(data_dir)
+    settings = settings.model_copy(
+        update={"index": settings.index.model_copy(update={"chroma_url": chroma_server.url})}
+    )
+    store = open_store(settings)
+    chunks = store.count()
+    query = embedder.embed_query(records[1]["title"])
+
+    chroma_server.stop()
+    address = f"Chroma server at 127.0.0.1:{chroma_server.port} does not answer"
+    for read in (store.count, lambda: store.query(query, 3), lambda: store.papers(["x"])):
+        with pytest.raises(StoreUnavailableError, match=address):
+            read()
+
+    chroma_server.start()  # same port, same data path
+    assert store.count() == chunks
+    assert store.query(query, 3)[0].title == records[1]["title"]

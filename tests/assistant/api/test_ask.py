@@ -90,3 +90,34 @@ def test_health_and_root_redirect(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     response = client.get("/", follow_redirects=False)
     assert response.status_code in {302, 307} and response.headers["location"].startswith("/ui")
+
+
+def test_a_garbled_draft_becomes_a_quote_from_the_right_paper(
+    client: TestClient, fake_llm: FakeLLM
+) -> None:
+    # What the 0.5B model often writes: the title back, no answer.
+    fake_llm.reply = (
+        "[1]. ProDiff: Progressive Fast Diffusion Model For High-Quality Text-to-Speech"
+    )
+    body = client.post("/ask", json={"question": PRODIFF_Q}).json()
+    assert not body["declined"], body["answer"]
+    assert "2 iterations" in body["answer"] and body["answer"].endswith("]")
+    cited = [s["title"] for s in body["sources"] if s["rank"] in body["citations"]]
+    assert cited and cited[0].startswith("ProDiff")
+
+
+def test_a_garbled_draft_about_a_detail_the_paper_lacks_is_still_declined(
+    client: TestClient, fake_llm: FakeLLM
+) -> None:
+    fake_llm.reply = "CrisisTransformers was pre-trained with 4096 examples."
+    question = "What batch size was used to pre-train CrisisTransformers?"
+    body = client.post("/ask", json={"question": question}).json()
+    assert body["declined"], body["answer"]
+
+
+def test_a_false_figure_in_the_question_is_corrected(client: TestClient, fake_llm: FakeLLM) -> None:
+    fake_llm.reply = "ProDiff is only 5x faster than real time [1]."
+    question = "Why is ProDiff only 5x faster than real time on a 2080Ti GPU?"
+    body = client.post("/ask", json={"question": question}).json()
+    assert not body["declined"]
+    assert "do not report 5" in body["answer"] and "24x" in body["answer"], body["answer"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -196,6 +197,37 @@ def test_an_unexpected_error_is_a_500_without_a_trace(
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error (RuntimeError)"}
     assert 'scholia_errors_total{kind="internal"} 1.0' in client.get("/metrics").text
+
+
+class UnreachableCollection:
+    """A Chroma collection whose server went away: every call is refused."""
+
+    def __getattr__(self, name: str) -> object:
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+
+        return refuse
+
+
+def test_an_unreachable_index_is_a_503_naming_the_index_not_a_500(
+    make_client: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client()
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    monkeypatch.setattr(store, "_collection", UnreachableCollection())
+    for path, payload in (
+        ("/ask", {"question": PRODIFF_Q}),
+        ("/ask", {"question": PRODIFF_Q, "stream": True}),
+        ("/search", {"query": "diffusion"}),
+    ):
+        response = client.post(path, json=payload)
+        assert response.status_code == 503, (path, payload, response.text)
+        detail = response.json()["detail"]
+        assert detail.startswith("The index is unavailable: ") and "Connection refused" in detail
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["problems"][0].startswith("index unavailable: ")
+    assert 'scholia_errors_total{kind="store_unavailable"} 3.0' in client.get("/metrics").text
 
 
 def test_metrics_count_requests_stages_tokens_and_errors(client: TestClient) -> None:
