@@ -172,7 +172,7 @@ def quote_best_sentence(
     meaning to the question, quoted with its citation, or None when none is close enough.
 
     Candidates come from the `depth` best-ranked sources that mention every name the question
-    asks about, and must share words with what is asked (see `_about_what_is_asked`); a
+    asks about, and must share words with what is asked (see `_asked_stems`); a
     question asking for a quantity needs a number. A draft that declined is taken at its word
     (the model read the sources and found nothing) unless the "question" is only a topic
     ("grokking"): then the closest sentence of the best source, under its title, is the answer.
@@ -180,15 +180,17 @@ def quote_best_sentence(
     topic = is_topic(question)
     if not sources or (is_decline(draft) and not topic):
         return None
+    wants_figure = needs_number or bool(QUANTITY.search(question))
     candidates = [
         (source, sentence)
         for source in sources[:depth]
         if not missing_terms(question, [source])
+        for asked in [_asked_stems(question, source)]
         for sentence in split_sentences(source.text)
         if topic
         or (
-            (not (needs_number or QUANTITY.search(question)) or states_a_figure(sentence))
-            and _about_what_is_asked(question, source, sentence)
+            (not wants_figure or states_a_figure(sentence))
+            and _shares_what_is_asked(asked, sentence)
         )
     ]
     if not candidates:
@@ -241,14 +243,17 @@ def is_topic(question: str) -> bool:
     return "?" not in question and len(question.split()) <= MAX_TOPIC_WORDS
 
 
-def _about_what_is_asked(question: str, source: PackedSource, sentence: str) -> bool:
-    """The sentence shares words with what the question asks, beyond the words that only pick
-    out the paper (its title, the names in the question): "How many parameters does mPLUG-2
-    have?" is not answered by a sentence that merely mentions mPLUG-2. Markup in the question
-    is not what it asks about; misspelt words ("promts") still count."""
+def _asked_stems(question: str, source: PackedSource) -> set[str]:
+    """What the question asks, beyond the words that only pick out the paper (its title, the
+    names in the question): "How many parameters does mPLUG-2 have?" asks about parameters,
+    not mPLUG-2. Markup in the question is not what it asks about."""
     question = MARKUP.sub(" ", question)
     identifying = content_words(source.paper.title) | content_words(" ".join(names_in(question)))
-    asked = _stems(content_words(question) - identifying)
+    return _stems(content_words(question) - identifying)
+
+
+def _shares_what_is_asked(asked: set[str], sentence: str) -> bool:
+    """The sentence shares enough of the asked words; misspelt ones ("promts") still count."""
     offered = _stems(content_words(sentence))
     shared = [
         stem
