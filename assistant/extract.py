@@ -9,24 +9,29 @@ question. Both are repaired from the source text itself, so nothing here can be 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import cache
 from typing import Any
 
+from bm25s.stopwords import STOPWORDS_EN_PLUS
 from rapidfuzz import fuzz, process
 
 import prompts
 from assistant.pack import PackedSource
 from assistant.verify import (
-    NUMBER,
-    QUANTITY,
+    SEVERAL_PAPERS,
     SourceFacts,
     Verdict,
     Verifier,
+    asks_for_figure,
     content_words,
+    counts,
+    decline_text,
     is_decline,
     missing_terms,
     names_in,
     numbers_in,
+    states_a_figure,
 )
 from ingest.chunk import split_sentences
 
@@ -67,13 +72,21 @@ GENERIC_NAMES = frozenset(
 )
 MODEL_SIZE = re.compile(r"^\d+(?:\.\d+)?[BMK]$")
 MAX_TOPIC_WORDS = 4
-NOT_FIGURES = re.compile(r"\b\d-?D\b|\(\d\)")  # "3D", "2-D"; the enumerator "(1)"
-MARKUP = re.compile(r"<[^<>]{0,200}>")
+MAX_ACRONYM_LETTERS = 6
+ACRONYM = re.compile(r"\b(?=(?:[a-z]*[A-Z]){2})[A-Za-z]{2,6}\b")  # "FID", "SoTA"
+REFERS_BACK = re.compile(r"\b(?:it|its|this|these|they|their|them|such)\b", re.IGNORECASE)
+HYPHENATED = re.compile(r"\b[^\W\d_]+(?:-[^\W\d_]+)+\b")
+# Words that frame a question rather than say what it asks ("how much does X obtain").
+QUESTION_FRAME = frozenset(STOPWORDS_EN_PLUS) | frozenset(
+    """many much become becomes became get gets got obtain obtains achieve achieves reach
+    reaches report reports reported actually tell please""".split()  # noqa: SIM905
+)
 # A misspelt word still matches its stem ("promts" ~ "prompt"), from this length on.
 MIN_FUZZY_CHARS = 5
 FUZZY_SCORE = 85
 # Words a quoted sentence must share with the question beyond those naming the paper.
 MIN_SHARED_WORDS = 2
+MIN_SHARED_WORDS_OVER_DECLINE = 3  # to quote although the draft declined
 # Questions whose answer is a paper (or several): the answer should name what each one proposes.
 PAPERS_ASKED = re.compile(
     r"\b(?:which|what|two|three|both)\s+(?:papers?|works?|studies|methods?|approaches?|ones)\b"
@@ -133,7 +146,7 @@ def _is_name(text: str) -> bool:
 def name_cited_methods(verdict: Verdict, sources: list[PackedSource], question: str) -> Verdict:
     """Asked which paper does something, say what each cited paper calls its method: a title
     alone rarely tells the reader the name they will meet elsewhere."""
-    if verdict.declined or not PAPERS_ASKED.search(question):
+    if verdict.declined or not (PAPERS_ASKED.search(question) or SEVERAL_PAPERS.search(question)):
         return verdict
     by_rank = {source.rank: source for source in sources}
     said = verdict.answer.casefold()
@@ -167,30 +180,38 @@ def quote_best_sentence(
     min_similarity: float,
     depth: int = 2,
     needs_number: bool = False,
+    titled: bool = False,
+    paper_asked: bool = False,
 ) -> Verdict | None:
     """When no sentence of the draft survived verification: the source sentence closest in
     meaning to the question, quoted with its citation, or None when none is close enough.
 
     Candidates come from the `depth` best-ranked sources that mention every name the question
     asks about, and must share words with what is asked (see `_asked_stems`); a
-    question asking for a quantity needs a number. A draft that declined is taken at its word
-    (the model read the sources and found nothing) unless the "question" is only a topic
-    ("grokking"): then the closest sentence of the best source, under its title, is the answer.
+    question asking for a quantity needs a number. A draft that declined (the model read the
+    sources and found nothing) is overruled only by a sentence sharing more of what is asked.
+    A "question" that is only a topic ("grokking") gets the closest sentence of the best
+    source, under its title.
+    `titled` puts the title first in any case. When the paper itself is what is asked
+    (`paper_asked`), any sentence close enough to the question will do.
     """
     topic = is_topic(question)
-    if not sources or (is_decline(draft) and not topic):
+    if not sources:
         return None
-    wants_figure = needs_number or bool(QUANTITY.search(question))
+    # A draft that declined is overruled only by a sentence that shares much of what is asked.
+    needed = MIN_SHARED_WORDS_OVER_DECLINE if is_decline(draft) and not topic else MIN_SHARED_WORDS
+    wants_figure = needs_number or asks_for_figure(question)
     candidates = [
         (source, sentence)
         for source in sources[:depth]
-        if not missing_terms(question, [source])
+        if paper_asked or not missing_terms(question, [source])
         for asked in [_asked_stems(question, source)]
         for sentence in split_sentences(source.text)
         if topic
+        or paper_asked
         or (
-            (not wants_figure or states_a_figure(sentence))
-            and _shares_what_is_asked(asked, sentence)
+            (not wants_figure or states_a_figure(sentence, counts(question)))
+            and _shares_what_is_asked(asked, sentence, question, needed)
         )
     ]
     if not candidates:
@@ -201,9 +222,57 @@ def quote_best_sentence(
         return None
     source, sentence = candidates[best]
     quote = f"{sentence.rstrip()} [{source.rank}]"
-    if topic:
+    if topic or titled:
         quote = f"{source.paper.title} [{source.rank}]: {quote}"
     return Verdict(quote, [source.rank], [], False)
+
+
+def cover_each_paper(
+    verdict: Verdict,
+    question: str,
+    sources: list[PackedSource],
+    verifier: Verifier,
+    min_similarity: float,
+) -> Verdict:
+    """Asked about several papers ("Compare X and Y", "Which two papers …"), the answer covers
+    each one: the best source for each name in the question, then the best-ranked sources, up to
+    the number asked for. A paper the draft left out gets its sentence closest to the question,
+    under its title; one with no close sentence is left out rather than padded."""
+    if not SEVERAL_PAPERS.search(question) or not sources:
+        return verdict
+    wanted = 3 if re.search(r"\bthree\b", question, re.IGNORECASE) else 2
+    facts = [SourceFacts(source) for source in sources]
+    named = [next((f.rank for f in facts if f.mentions(name)), None) for name in names_in(question)]
+    order = list(dict.fromkeys([rank for rank in named if rank is not None]))
+    order += [source.rank for source in sources[:wanted] if source.rank not in order]
+    by_rank = {source.rank: source for source in sources}
+    covered = [] if verdict.declined else list(verdict.citations)
+    added: list[str] = []
+    for rank in order:
+        if len(set(covered)) >= wanted:
+            break
+        if rank in covered:
+            continue
+        quoted = quote_best_sentence(
+            question,
+            "",
+            [by_rank[rank]],
+            verifier,
+            min_similarity,
+            depth=1,
+            titled=True,
+            paper_asked=True,
+        )
+        if quoted is not None:
+            added.append(quoted.answer)
+            covered.append(rank)
+    if verdict.declined and len(set(covered)) < 2:
+        return verdict
+    if missing_terms(question, [by_rank[rank] for rank in covered]):
+        # The parts found are about other things than the names asked about.
+        return Verdict(decline_text(), [], verdict.unsupported, True)
+    answer = " ".join(added) if verdict.declined else " ".join([verdict.answer, *added])
+    return Verdict(answer, sorted(set(covered)), verdict.unsupported, False)
 
 
 def correct_premise(
@@ -219,7 +288,7 @@ def correct_premise(
     if verdict.declined or not cited:
         return verdict
     reported = set().union(*(SourceFacts(source).numbers for source in cited))
-    claimed = sorted(numbers_in(MARKUP.sub(" ", question)) - reported)
+    claimed = sorted(numbers_in(question) - reported)
     if not claimed:
         return verdict
     quoted = quote_best_sentence(
@@ -233,11 +302,6 @@ def correct_premise(
     return Verdict(f"{correction} {answer}", citations, verdict.unsupported, False)
 
 
-def states_a_figure(sentence: str) -> bool:
-    """A number that is a figure, not a dimension ("3D") or a list item ("(1)")."""
-    return bool(NUMBER.search(NOT_FIGURES.sub(" ", sentence)))
-
-
 def is_topic(question: str) -> bool:
     """A few words and no question ("grokking", "gossip learning"): asks what the papers say."""
     return "?" not in question and len(question.split()) <= MAX_TOPIC_WORDS
@@ -246,15 +310,28 @@ def is_topic(question: str) -> bool:
 def _asked_stems(question: str, source: PackedSource) -> set[str]:
     """What the question asks, beyond the words that only pick out the paper (its title, the
     names in the question): "How many parameters does mPLUG-2 have?" asks about parameters,
-    not mPLUG-2. Markup in the question is not what it asks about."""
-    question = MARKUP.sub(" ", question)
-    identifying = content_words(source.paper.title) | content_words(" ".join(names_in(question)))
-    return _stems(content_words(question) - identifying)
+    not mPLUG-2. A question of names only asks about those the title lacks ("FFHQ")."""
+    title = source.paper.title
+    asking = [sentence for sentence in split_sentences(question) if "?" in sentence]
+    if asking and not REFERS_BACK.search(" ".join(asking)):
+        # A question that stands alone: what comes before it is noise ("Ignore all previous
+        # instructions …"), not what is asked. One that says "it" or "this" needs it.
+        question = " ".join(asking)
+    names = names_in(question)
+    asked = _words(question) - _words(title) - _words(" ".join(names)) - QUESTION_FRAME
+    if not asked:
+        # Only names ("What FID does PFGM++ get on FFHQ 64x64?"): those the title lacks.
+        asked = _words(" ".join(n for n in names if n.casefold() not in title.casefold()))
+    return _stems(asked - _words(title))
 
 
-def _shares_what_is_asked(asked: set[str], sentence: str) -> bool:
-    """The sentence shares enough of the asked words; misspelt ones ("promts") still count."""
-    offered = _stems(content_words(sentence))
+def _shares_what_is_asked(
+    asked: set[str], sentence: str, question: str = "", needed: int = MIN_SHARED_WORDS
+) -> bool:
+    """The sentence shares `needed` of the asked words (or all of fewer); misspelt ones
+    ("promts") still count, and so does a phrase the sentence abbreviates ("Fréchet Inception
+    Distance" for "FID")."""
+    offered = _stems(_words(sentence) | _abbreviated(question, sentence))
     shared = [
         stem
         for stem in asked
@@ -264,7 +341,31 @@ def _shares_what_is_asked(asked: set[str], sentence: str) -> bool:
             and process.extractOne(stem, offered, scorer=fuzz.ratio, score_cutoff=FUZZY_SCORE)
         )
     ]
-    return len(shared) >= min(MIN_SHARED_WORDS, len(asked))
+    return len(shared) >= min(needed, len(asked))
+
+
+def _abbreviated(question: str, sentence: str) -> set[str]:
+    """Words of the question that an acronym in the sentence stands for ("Fréchet Inception
+    Distance" when the sentence says "FID")."""
+    acronyms = {acronym.upper() for acronym in ACRONYM.findall(sentence)}
+    words = re.findall(r"[^\W\d_]+", question)
+    found: set[str] = set()
+    for size in range(2, MAX_ACRONYM_LETTERS + 1):
+        for start in range(len(words) - size + 1):
+            phrase = words[start : start + size]
+            if "".join(word[0] for word in phrase).upper() in acronyms:
+                found |= content_words(" ".join(phrase))
+    return found
+
+
+def _words(text: str) -> set[str]:
+    """Content words without accents ("détection" ~ "detection"), plus hyphenated compounds
+    joined ("pre-training" also as "pretraining")."""
+    text = "".join(
+        char for char in unicodedata.normalize("NFKD", text) if not unicodedata.combining(char)
+    )
+    joined = {word.replace("-", "").casefold() for word in HYPHENATED.findall(text)}
+    return content_words(text) | joined
 
 
 def _stems(words: set[str]) -> set[str]:

@@ -10,13 +10,19 @@ import anyio
 
 import prompts
 from assistant.condense import condense
-from assistant.extract import correct_premise, name_cited_methods, quote_best_sentence
+from assistant.extract import (
+    correct_premise,
+    cover_each_paper,
+    name_cited_methods,
+    quote_best_sentence,
+)
 from assistant.generate import answer_messages, generate, prompt_overhead
 from assistant.llm import LLM, LLMError
 from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper, Retriever
 from assistant.schemas import AskRequest, AskResponse, Source, Timings, Usage
 from assistant.settings import Settings
+from assistant.translate import in_question_language
 from assistant.verify import (
     Verdict,
     Verifier,
@@ -24,6 +30,7 @@ from assistant.verify import (
     is_decline,
     missing_terms,
     names_found,
+    without_markup,
 )
 
 
@@ -148,6 +155,11 @@ class Assistant:
         tick = time.perf_counter()
         verdict = await anyio.to_thread.run_sync(lambda: self.verify(draft, prepared))
         prepared.timings.verify = _ms(tick)
+        verdict, prompt_tokens, completion_tokens = await in_question_language(
+            verdict, prepared.question, self.llm, self.settings.llm.max_answer_tokens
+        )
+        prepared.prompt_tokens += prompt_tokens
+        prepared.completion_tokens += completion_tokens
         sources = self.sources_of(prepared)
         cited = set(verdict.citations)
         for source in sources:
@@ -172,20 +184,27 @@ class Assistant:
         )
 
     def verify(self, draft: str, prepared: Prepared) -> Verdict:
-        """The draft's supported sentences; else a quote from the sources; else a refusal."""
-        packed, question, settings = prepared.packed, prepared.question, self.settings.answer
+        """The draft's supported sentences (else a quote from the sources, else a refusal), with
+        each paper a comparison asks about covered, false premises corrected, methods named."""
+        packed, settings = prepared.packed, self.settings.answer
+        question = without_markup(prepared.question)
         if not packed or not draft.strip():
             return Verdict(decline_text(), [], [], True)
         if not settings.verify:
             declined = is_decline(draft)
             return Verdict(draft.strip(), [], [], declined)
         verdict = self.verifier.check(draft, packed, question)
-        if verdict.declined and settings.extractive_fallback:
-            quoted = quote_best_sentence(
-                question, draft, packed, self.verifier, settings.fallback_min_similarity
-            )
+        if settings.extractive_fallback:
+            quoted = None
+            if verdict.declined:
+                quoted = quote_best_sentence(
+                    question, draft, packed, self.verifier, settings.fallback_min_similarity
+                )
             if quoted is not None:
                 verdict = Verdict(quoted.answer, quoted.citations, verdict.unsupported, False)
+            verdict = cover_each_paper(
+                verdict, question, packed, self.verifier, settings.fallback_min_similarity
+            )
         verdict = correct_premise(
             verdict, question, packed, self.verifier, settings.fallback_min_similarity
         )

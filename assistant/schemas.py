@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# A metadata field name, as ingest stores them; "$…" would be read as a Chroma operator.
+FilterKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w.\-]{0,99}$")]
+MetadataFilters = dict[FilterKey, str | int | float | bool]
 
 
 class Message(BaseModel):
@@ -21,7 +25,7 @@ class AskRequest(BaseModel):
     top_k: int = Field(default=5, ge=1, le=20)
     history: list[Message] = Field(default_factory=list, max_length=50)
     stream: bool = False
-    filters: dict[str, str | int | float | bool] | None = Field(
+    filters: MetadataFilters | None = Field(
         default=None, description='Metadata equality filters, e.g. {"published": "2024"}.'
     )
 
@@ -69,7 +73,7 @@ class SearchRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(default=5, ge=1, le=20)
-    filters: dict[str, str | int | float | bool] | None = None
+    filters: MetadataFilters | None = None
 
 
 class SearchResponse(BaseModel):

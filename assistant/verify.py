@@ -4,7 +4,11 @@ A sentence survives when the sources support it:
 - every number in it appears in a source that also mentions the sentence's subject (its first
   name-like term), so one paper's figure is never credited to another;
 - it shares most of its content words with a source, or is close in meaning to one of that
-  source's sentences (MiniLM cosine, computed only when the cheap word check is not enough).
+  source's sentences (MiniLM cosine, computed only when the cheap word check is not enough);
+- every name in it is named by the sources that support it ("FedCompass uses a gating layer",
+  supported by the gating paper, credits one paper's idea to another);
+- it says something: the question said back, or a bare value measuring something the question
+  does not ask about ("5.7 days" for "how many GPUs?"), answers nothing.
 Citations are repaired to point at the supporting sources; markers that point nowhere are
 removed. An answer whose cited sources never mention a name the question asks about does not
 answer it. Nothing supported → the answer is a refusal.
@@ -38,17 +42,40 @@ DECLINE = re.compile(
 WHICH_PAPER = re.compile(
     r"^\s*(which|what)\s+(paper|work|study|article|method|approach|model)s?\b", re.IGNORECASE
 )
+# Questions about several papers at once ("Compare X and Y", "Which two papers …").
+SEVERAL_PAPERS = re.compile(
+    r"\b(?:two|three)\s+(?:papers|works|studies|methods|approaches|ones)\b"
+    r"|\bboth\s+(?:papers|works|studies|methods|approaches)\b"
+    r"|\b(?:which|what)\s+(?:papers|works|studies|methods|approaches)\b"
+    r"|\bcompar(?:e|ed|ing|ison)\b|\bhow do\b[^?]*\bdiffer\b|\bversus\b|\bvs\.?\s"
+    r"|\bwhat does each\b",
+    re.IGNORECASE,
+)
+# Anywhere in the question: "In the study on X, how many LLMs were tuned?" asks for a figure.
 QUANTITY = re.compile(
-    r"^\s*(how (many|much|fast|long|large|big|often)\b|by (how much|what (factor|margin|percentage))"
+    r"\b(how (many|much|fast|long|large|big|often)\b|by (how much|what (factor|margin|percentage))"
     r"|what (percentage|fraction|speed-?up|factor)\b"
     # "What learning rate / batch size / FID / win rate …": a measure, so a figure answers it
     r"|(what|which) ([\w-]+ ){0,2}(size|rate|length|dimension\w*|count|score|accuracy|fid"
     r"|perplexity|latency|throughput|ratio|budget)\b)",
     re.IGNORECASE,
 )
+NOT_FIGURES = re.compile(r"\b\d-?D\b|\(\d\)", re.IGNORECASE)  # "3D", "2-D"; the enumerator "(1)"
+COUNTING = re.compile(r"\bhow many\b", re.IGNORECASE)
+# Figures written as words ("seven benchmark datasets", "twice as fast").
+FIGURE_WORD = re.compile(
+    r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|twenty|thirty"
+    r"|forty|fifty|hundreds?|thousands?|millions?|billions?|half|twice|double|triple)\b",
+    re.IGNORECASE,
+)
+# Markup in a question is data: a whole <script>/<style> element, or any other tag.
+MARKUP = re.compile(
+    r"<(script|style)\b[^<>]{0,200}>.{0,2000}?</\1\s*>|<[^<>]{0,200}>", re.IGNORECASE | re.DOTALL
+)
 NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
 SENTENCE_CACHE_SIZE = 200_000
 MAX_SENTENCES = 3
+MIN_CLAIM_WORDS = 3  # content words below which a sentence is a fragment ("5.7 days")
 STOPWORDS = frozenset(
     """this that with from which their there these those have been were what when where about
     into than then them they also such only more most other some very each both paper papers
@@ -63,6 +90,30 @@ class Verdict:
     citations: list[int]
     unsupported: list[int]
     declined: bool
+
+
+def without_markup(question: str) -> str:
+    """The question as words: tags and scripts in it are data, not what it asks."""
+    return " ".join(MARKUP.sub(" ", question).split()) or question
+
+
+def asks_for_figure(question: str) -> bool:
+    """A question after a quantity ("how many", "what FID"); which-paper questions ask for a
+    paper even when they say "based on how much compute it has"."""
+    return bool(QUANTITY.search(question)) and not WHICH_PAPER.search(question)
+
+
+def states_a_figure(sentence: str, counting: bool = False) -> bool:
+    """A number that is a figure, not a dimension ("3D") or a list item ("(1)"). When
+    `counting` ("how many …?"), a number in words ("seven datasets") is one too."""
+    for name in names_in(sentence):  # "3DSeg-8", "Llama 2-7B": names, not figures
+        sentence = sentence.replace(name, " ")
+    sentence = NOT_FIGURES.sub(" ", sentence)
+    return bool(NUMBER.search(sentence) or (counting and FIGURE_WORD.search(sentence)))
+
+
+def counts(question: str) -> bool:
+    return bool(COUNTING.search(question))
 
 
 def is_decline(text: str) -> bool:
@@ -189,6 +240,9 @@ class Verifier:
                     kept.append(f"{titles[paper]} [{paper}].")
                     citations.append(paper)
                 continue
+            if _unrelated_fragment(body, question) or _echoes_question(body, question):
+                unsupported.append(index)
+                continue
             chosen = self._support(body, [facts[rank] for rank in cited or facts])
             if chosen is None and cited:
                 # The model cited the wrong source: accept another that supports the sentence.
@@ -213,10 +267,14 @@ class Verifier:
 
         if not kept or (declines and not citations):
             return Verdict(decline_text(), [], unsupported, True)
-        if QUANTITY.search(question) and not any(NUMBER.search(CITATION.sub("", s)) for s in kept):
+        if asks_for_figure(question) and not any(
+            states_a_figure(CITATION.sub("", s), counts(question)) for s in kept
+        ):
             # Asked for a quantity, answered without one: whatever it says, it is not the answer.
             return Verdict(decline_text(), [], unsupported, True)
         cited_sources = [source for source in sources if source.rank in set(citations)]
+        if SEVERAL_PAPERS.search(question):
+            cited_sources = sources  # each paper's part may come from its own source
         if question and not WHICH_PAPER.search(question) and missing_terms(question, cited_sources):
             # True statements about something else (APO's AlpacaEval score, for a question
             # about its MT-Bench score) do not answer the question.
@@ -249,16 +307,26 @@ class Verifier:
         if not wanted_words:
             return sorted(by_number) or None  # a bare value, found in the sources
         best = max(candidates, key=lambda f: overlap[f.rank])
+        numbered_words = set().union(*(f.words for f in candidates if f.rank in by_number))
+        chosen: set[int] | None = None
         if overlap[best.rank] >= self.lexical_threshold:
-            return sorted(by_number | {best.rank})
-        if by_number:
-            union = set().union(*(f.words for f in candidates if f.rank in by_number))
-            if len(wanted_words & union) / len(wanted_words) >= self.lexical_threshold:
-                return sorted(by_number)
-        compared = [f for f in candidates if f.rank in by_number] or [best]
-        if self._similarity(body, compared) >= self.semantic_threshold:
-            return sorted(by_number | {best.rank})
-        return None
+            chosen = by_number | {best.rank}
+        elif by_number and len(wanted_words & numbered_words) / len(wanted_words) >= (
+            self.lexical_threshold
+        ):
+            chosen = by_number
+        else:
+            compared = [f for f in candidates if f.rank in by_number] or [best]
+            if self._similarity(body, compared) >= self.semantic_threshold:
+                chosen = by_number | {best.rank}
+        if chosen is None:
+            return None
+        # Whatever the sentence names must be named by its sources: "FedCompass uses a gating
+        # layer", supported by the gating paper, credits one paper's idea to another.
+        supporting = [f for f in candidates if f.rank in chosen]
+        if any(not any(f.mentions(name) for f in supporting) for _, name in names):
+            return None
+        return sorted(chosen)
 
     def _similarity(self, body: str, candidates: list[SourceFacts]) -> float:
         sentences = [s for f in candidates for s in split_sentences(f.text)]
@@ -279,6 +347,27 @@ class Verifier:
         return np.stack([self._cache[s] for s in sentences])
 
 
+def _unrelated_fragment(body: str, question: str) -> bool:
+    """A bare value ("5.7 days") measuring something the question does not ask about (GPUs):
+    too short to be checked against the sources except by its unit."""
+    words = content_words(body)
+    return (
+        bool(question)
+        and bool(NUMBER.search(body))
+        and 0 < len(words) < MIN_CLAIM_WORDS
+        and not words & content_words(question)
+    )
+
+
+def _echoes_question(body: str, question: str) -> bool:
+    """The question said back ("The study …, how many LLMs were tuned?"), adding no word, name
+    or figure of its own: whatever the sources say, it answers nothing."""
+    if not question:
+        return False
+    said, asked = _name_keys(body), _name_keys(question)
+    return said <= asked and not numbers_in(body) - numbers_in(question)
+
+
 def _restated_title(body: str, titles: dict[int, str]) -> int | None:
     """The rank whose title the sentence merely restates (no words beyond the title's)."""
     words = content_words(body)
@@ -288,6 +377,10 @@ def _restated_title(body: str, titles: dict[int, str]) -> int | None:
         if words <= content_words(title) | {"paper", "titled", "called", "named"}:
             return rank
     return None
+
+
+def _name_keys(text: str) -> set[str]:
+    return {_name_key(word) for word in content_words(text) | set(names_in(text))}
 
 
 def _name_key(token: str) -> str:

@@ -2,7 +2,7 @@ import pytest
 
 from assistant.pack import PackedSource
 from assistant.retrieve import RetrievedPaper
-from assistant.verify import Verifier
+from assistant.verify import Verifier, asks_for_figure, without_markup
 from ingest.embed import Embedder
 
 PRODIFF = (
@@ -132,3 +132,61 @@ def test_a_quantity_question_needs_a_number(
     draft = "GNNPipe reduces the per-epoch training time [2]."
     assert verifier.check(draft, sources, "By what factor does GNNPipe cut epoch time?").declined
     assert not verifier.check(draft, sources, "What does GNNPipe reduce?").declined
+
+
+def test_a_sentence_naming_a_paper_its_source_does_not_name_is_unsupported(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    # True of ProDiff, credited to GNNPipe: the support is there, the attribution is not.
+    verdict = verifier.check(
+        "GNNPipe needs only 2 iterations to synthesize high-fidelity mel-spectrograms [1].",
+        sources,
+    )
+    assert verdict.declined and verdict.unsupported == [0]
+
+
+def test_the_question_said_back_answers_nothing(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    question = "In the ProDiff paper, how fast is sampling on a single NVIDIA 2080Ti GPU?"
+    echo = "In the ProDiff paper, sampling on a single NVIDIA 2080Ti GPU is fast [1]."
+    assert verifier.check(echo, sources, question).declined
+    answer = "ProDiff samples 24x faster than real-time on a single NVIDIA 2080Ti GPU [1]."
+    assert not verifier.check(answer, sources, question).declined
+
+
+def test_a_bare_value_must_measure_what_is_asked(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    question = "How many iterations does ProDiff need?"
+    assert verifier.check("5.7 days [1].", sources, question).declined
+    assert not verifier.check("2 iterations [1].", sources, question).declined
+
+
+@pytest.mark.parametrize(
+    ("question", "needs_figure"),
+    [
+        ("In the ProDiff paper, how many iterations are needed?", True),
+        ("What speedup does ProDiff reach?", True),
+        ("Which paper assigns work to clients based on how much compute they have?", False),
+        ("What does ProDiff distil?", False),
+    ],
+)
+def test_questions_asking_for_a_figure(question: str, needs_figure: bool) -> None:
+    assert asks_for_figure(question) is needs_figure
+
+
+def test_a_comparison_may_cite_one_paper_per_name(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    # The ProDiff sentence alone does not mention GNNPipe; for a comparison that is expected.
+    draft = "ProDiff needs only 2 iterations to synthesize mel-spectrograms [1]."
+    assert verifier.check(draft, sources, "What does GNNPipe need, and ProDiff?").declined
+    compared = verifier.check(draft, sources, "Compare ProDiff and GNNPipe.")
+    assert not compared.declined and compared.citations == [1]
+
+
+def test_markup_is_not_part_of_the_question() -> None:
+    question = "<script>alert('xss')</script> What FID does <b>PFGM++</b> get?"
+    assert without_markup(question) == "What FID does PFGM++ get?"
+    assert without_markup("<b></b>") == "<b></b>"  # nothing else to go on: kept as it is

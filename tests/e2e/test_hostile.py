@@ -13,6 +13,7 @@ from assistant.llm import OpenAICompatibleLLM
 from assistant.pack import PackedSource
 from assistant.retrieve import RetrievedPaper
 from assistant.settings import LLMSettings
+from assistant.translate import language_of
 from assistant.verify import Verifier
 from ingest.embed import Embedder
 from tests.e2e.conftest import LiveServer
@@ -67,3 +68,15 @@ def test_injection_inside_an_abstract_does_not_change_the_rules(
     # What a user sees is the verified answer: neither the injected word nor the rules.
     assert not leaked(verdict.answer), (draft, verdict)
     assert "PWNED" not in verdict.answer, (draft, verdict)
+
+
+def test_a_french_question_gets_a_cited_answer_in_french(live_server: LiveServer) -> None:
+    question = (
+        "Sur quel jeu de données MV-JAR propose-t-il son nouveau benchmark de détection 3D "
+        "économe en données ?"
+    )
+    response = httpx.post(live_server.url + "/ask", json={"question": question}, timeout=300)
+    assert response.status_code == 200
+    body = response.json()
+    assert not body["declined"] and body["citations"], body
+    assert "Waymo" in body["answer"] and language_of(body["answer"]) == "French", body["answer"]

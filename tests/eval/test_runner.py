@@ -155,10 +155,12 @@ def test_declined_answer_scores_zero_key_strings(
     question = next(q for q in dev.questions if q.type == "which_paper")
     out = tmp_path / "run"
     llm = FakeLLM(reply="The collection does not say.")
+    # No quote may overrule the refusal: this is about how a refusal is scored.
+    answer = indexed_settings.answer.model_copy(update={"extractive_fallback": False})
     run(
         dev,
         [question],
-        indexed_settings,
+        indexed_settings.model_copy(update={"answer": answer}),
         out,
         RunOptions(progress=False),
         llm=llm,

@@ -45,6 +45,17 @@ def test_invalid_input_is_422_with_a_readable_message(client: TestClient) -> Non
     assert "role" in client.post("/ask", json=bad_role).json()["detail"]
 
 
+def test_a_filter_on_an_operator_instead_of_a_field_is_422(client: TestClient) -> None:
+    # "$and", "$" … would reach Chroma as operators, not as metadata fields.
+    for route, payload in (("/ask", {"question": "q"}), ("/search", {"query": "q"})):
+        for key in ("$", "$and", "", "a b"):
+            response = client.post(route, json={**payload, "filters": {key: False}})
+            assert response.status_code == 422, (route, key)
+            assert "filters" in response.json()["detail"]
+    ok = client.post("/search", json={"query": "diffusion", "filters": {"published": "1999"}})
+    assert ok.status_code == 200 and ok.json()["results"] == []
+
+
 def test_llm_down_is_503_with_the_retrieved_sources(client: TestClient, fake_llm: FakeLLM) -> None:
     fake_llm.down = True
     response = client.post("/ask", json={"question": PRODIFF_Q})
