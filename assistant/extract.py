@@ -72,6 +72,8 @@ GENERIC_NAMES = frozenset(
 )
 MODEL_SIZE = re.compile(r"^\d+(?:\.\d+)?[BMK]$")
 MAX_TOPIC_WORDS = 4
+FIGURE_CONTEXT = 4  # words either side of a figure in the question that say what it measures
+RESOLUTION = re.compile(r"\b\d+\s*[x×]\s*\d+\b")  # "256x256" names a dataset's size
 MAX_ACRONYM_LETTERS = 6
 ACRONYM = re.compile(r"\b(?=(?:[a-z]*[A-Z]){2})[A-Za-z]{2,6}\b")  # "FID", "SoTA"
 REFERS_BACK = re.compile(r"\b(?:it|its|this|these|they|their|them|such)\b", re.IGNORECASE)
@@ -208,10 +210,9 @@ def quote_best_sentence(
         for asked in [_asked_stems(question, source)]
         for sentence in split_sentences(source.text)
         if topic
-        or paper_asked
         or (
             (not wants_figure or states_a_figure(sentence, counts(question)))
-            and _shares_what_is_asked(asked, sentence, question, needed)
+            and (paper_asked or _shares_what_is_asked(asked, sentence, question, needed))
         )
     ]
     if not candidates:
@@ -282,24 +283,83 @@ def correct_premise(
     verifier: Verifier,
     min_similarity: float,
 ) -> Verdict:
-    """A question stating a figure that the papers it is about do not report ("Why is ProDiff
-    only 5x faster…?") rests on a false premise: say so, then what they do report."""
-    cited = [source for source in sources if source.rank in verdict.citations]
-    if verdict.declined or not cited:
+    """A question stating a figure that the paper it is about does not report ("Why is ProDiff
+    only 5x faster…?") rests on a false premise: say so, then what the paper does report, and
+    which paper the figure comes from when another one reports it ("DPM-Solver's FID of 1.35"
+    is another paper's).
+
+    The paper it is about: the cited ones; for a refusal, the best source whose title has a name
+    the question uses (a refusal is kept when there is nothing to correct it with)."""
+    if verdict.declined:
+        named = [
+            source
+            for source in sources[:2]
+            if any(name.casefold() in source.paper.title.casefold() for name in names_in(question))
+        ]
+        about = named[:1]
+    else:
+        about = [source for source in sources if source.rank in verdict.citations]
+    if not about:
         return verdict
-    reported = set().union(*(SourceFacts(source).numbers for source in cited))
-    claimed = sorted(numbers_in(question) - reported)
+    reported = set().union(*(SourceFacts(source).numbers for source in about))
+    claimed = sorted(numbers_in(RESOLUTION.sub(" ", question)) - reported)
     if not claimed:
         return verdict
+    # What the paper reports instead: its figure closest to the question.
     quoted = quote_best_sentence(
-        question, "", cited, verifier, min_similarity, depth=len(cited), needs_number=True
+        question,
+        "",
+        about,
+        verifier,
+        min_similarity,
+        depth=len(about),
+        needs_number=True,
+        paper_asked=True,
     )
-    answer = quoted.answer if quoted is not None else verdict.answer
-    if quoted is not None and quoted.answer not in verdict.answer:
-        answer = f"{quoted.answer} {verdict.answer}"
-    correction = prompts.load("premise").format(figures=", ".join(claimed)).strip()
-    citations = sorted(set(verdict.citations) | set(quoted.citations if quoted else []))
-    return Verdict(f"{correction} {answer}", citations, verdict.unsupported, False)
+    others = [source for source in sources if source not in about]
+    elsewhere = [
+        (figure, other, sentence)
+        for figure in claimed
+        for other, sentence in [_reporting(figure, question, others)]
+        if other is not None
+    ]
+    if verdict.declined and quoted is None and not elsewhere:
+        return verdict
+    parts = [prompts.load("premise").format(figures=", ".join(claimed)).strip()]
+    reported_instead = [quoted.answer] if quoted is not None else []
+    if not verdict.declined and (quoted is None or quoted.answer not in verdict.answer):
+        reported_instead.append(verdict.answer)
+    if reported_instead:
+        parts += [prompts.load("premise_reported").strip(), *reported_instead]
+    citations = set() if verdict.declined else set(verdict.citations)
+    citations |= set(quoted.citations if quoted else [])
+    for figure, other, sentence in elsewhere:
+        parts.append(
+            prompts.load("premise_elsewhere")
+            .format(figure=figure, title=other.paper.title, rank=other.rank, sentence=sentence)
+            .strip()
+        )
+        citations.add(other.rank)
+    return Verdict(" ".join(parts), sorted(citations), verdict.unsupported, False)
+
+
+def _reporting(
+    figure: str, question: str, sources: list[PackedSource]
+) -> tuple[PackedSource | None, str]:
+    """The first of `sources` with a sentence stating `figure` about what the question says
+    around it ("FID of 1.35 on ImageNet": FID, ImageNet), and that sentence."""
+    tokens = question.split()
+    at = [i for i, token in enumerate(tokens) if figure in numbers_in(token)]
+    if not at:
+        return None, ""
+    around = " ".join(tokens[max(at[0] - FIGURE_CONTEXT, 0) : at[0] + FIGURE_CONTEXT + 1])
+    context = _stems(_words(around)) | {name.casefold() for name in names_in(around)}
+    for source in sources:
+        for sentence in split_sentences(source.text):
+            offered = _stems(_words(sentence)) | {n.casefold() for n in names_in(sentence)}
+            if figure in numbers_in(sentence) and len(context & offered) >= MIN_SHARED_WORDS:
+                return source, sentence.rstrip()
+    return None, ""
 
 
 def is_topic(question: str) -> bool:

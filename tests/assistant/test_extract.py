@@ -2,6 +2,7 @@ import pytest
 
 from assistant.extract import (
     _asked_stems,
+    correct_premise,
     cover_each_paper,
     is_topic,
     method_name,
@@ -247,3 +248,37 @@ def test_a_topic_gets_the_closest_sentence_under_its_title(verifier: Verifier) -
     assert quoted is not None
     assert quoted.answer.startswith(f"{PRODIFF_TITLE} [1]: ")
     assert is_topic("gossip learning") and not is_topic("What is gossip learning?")
+
+
+VAVAE_TITLE = "Reconstruction vs. Generation: Taming Optimization Dilemma in Latent Diffusion"
+VAVAE = (
+    "The integrated system achieves state-of-the-art performance on ImageNet 256x256 "
+    "generation with an FID score of 1.35. Training takes 5 days."
+)
+
+
+def test_a_figure_from_another_paper_is_attributed_to_it(verifier: Verifier) -> None:
+    sources = _sources((DPM_TITLE, DPM), (VAVAE_TITLE, VAVAE))
+    question = "How many sampling steps did DPM-Solver use to reach its FID of 1.35 on ImageNet?"
+    declined = Verdict("The collection does not say.", [], [], True)
+    corrected = correct_premise(declined, question, sources, verifier, 0.3)
+    assert not corrected.declined and corrected.citations == [1, 2]
+    assert corrected.answer.startswith("The papers do not report 1.35 as the question assumes.")
+    assert f"1.35 comes from another paper, {VAVAE_TITLE} [2]: " in corrected.answer
+    # and what DPM-Solver itself reports, from its own abstract
+    reported = corrected.answer.split("What they report: ", 1)[1].split(" [1]")[0]
+    assert reported in DPM
+
+
+def test_a_figure_elsewhere_about_something_else_is_not_attributed(verifier: Verifier) -> None:
+    # VA-VAE's "5 days" is not ProDiff's "5x faster than real time".
+    sources = _sources((PRODIFF_TITLE, PRODIFF), (VAVAE_TITLE, VAVAE))
+    question = "Why is ProDiff only 5x faster than real time on a 2080Ti GPU?"
+    answered = Verdict("ProDiff needs only 2 iterations [1].", [1], [], False)
+    corrected = correct_premise(answered, question, sources, verifier, 0.3)
+    assert corrected.answer.startswith("The papers do not report 5 as the question assumes.")
+    assert "24x faster" in corrected.answer and "another paper" not in corrected.answer
+    assert corrected.citations == [1]
+    # Nothing to correct: the verdict is left as it is.
+    true_premise = "Why is ProDiff 24x faster than real time?"
+    assert correct_premise(answered, true_premise, sources, verifier, 0.3) == answered
