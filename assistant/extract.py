@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import cache
-from typing import Any
 
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 from rapidfuzz import fuzz, process
@@ -25,13 +23,13 @@ from assistant.verify import (
     Verifier,
     asks_for_figure,
     content_words,
-    counts,
     decline_text,
+    gives_the_figure,
     is_decline,
     missing_terms,
     names_in,
     numbers_in,
-    states_a_figure,
+    stems,
 )
 from ingest.chunk import split_sentences
 
@@ -147,10 +145,21 @@ def _is_name(text: str) -> bool:
 
 def name_cited_methods(verdict: Verdict, sources: list[PackedSource], question: str) -> Verdict:
     """Asked which paper does something, say what each cited paper calls its method: a title
-    alone rarely tells the reader the name they will meet elsewhere."""
+    alone rarely tells the reader the name they will meet elsewhere. Given a topic
+    ("Boltzmann machines"), the answer opens with the titles of the papers it comes from."""
+    by_rank = {source.rank: source for source in sources}
+    if not verdict.declined and is_topic(question):
+        titled = [
+            f"{by_rank[rank].paper.title} [{rank}]"
+            for rank in verdict.citations
+            if rank in by_rank and by_rank[rank].paper.title not in verdict.answer
+        ]
+        if not titled:
+            return verdict
+        answer = f"{'; '.join(titled)}: {verdict.answer}"
+        return Verdict(answer, verdict.citations, verdict.unsupported, False)
     if verdict.declined or not (PAPERS_ASKED.search(question) or SEVERAL_PAPERS.search(question)):
         return verdict
-    by_rank = {source.rank: source for source in sources}
     said = verdict.answer.casefold()
     added: list[str] = []
     for rank in verdict.citations:
@@ -211,7 +220,7 @@ def quote_best_sentence(
         for sentence in split_sentences(source.text)
         if topic
         or (
-            (not wants_figure or states_a_figure(sentence, counts(question)))
+            (not wants_figure or gives_the_figure(sentence, question))
             and (paper_asked or _shares_what_is_asked(asked, sentence, question, needed))
         )
     ]
@@ -353,10 +362,10 @@ def _reporting(
     if not at:
         return None, ""
     around = " ".join(tokens[max(at[0] - FIGURE_CONTEXT, 0) : at[0] + FIGURE_CONTEXT + 1])
-    context = _stems(_words(around)) | {name.casefold() for name in names_in(around)}
+    context = stems(_words(around)) | {name.casefold() for name in names_in(around)}
     for source in sources:
         for sentence in split_sentences(source.text):
-            offered = _stems(_words(sentence)) | {n.casefold() for n in names_in(sentence)}
+            offered = stems(_words(sentence)) | {n.casefold() for n in names_in(sentence)}
             if figure in numbers_in(sentence) and len(context & offered) >= MIN_SHARED_WORDS:
                 return source, sentence.rstrip()
     return None, ""
@@ -382,7 +391,7 @@ def _asked_stems(question: str, source: PackedSource) -> set[str]:
     if not asked:
         # Only names ("What FID does PFGM++ get on FFHQ 64x64?"): those the title lacks.
         asked = _words(" ".join(n for n in names if n.casefold() not in title.casefold()))
-    return _stems(asked - _words(title))
+    return stems(asked - _words(title))
 
 
 def _shares_what_is_asked(
@@ -391,7 +400,7 @@ def _shares_what_is_asked(
     """The sentence shares `needed` of the asked words (or all of fewer); misspelt ones
     ("promts") still count, and so does a phrase the sentence abbreviates ("Fréchet Inception
     Distance" for "FID")."""
-    offered = _stems(_words(sentence) | _abbreviated(question, sentence))
+    offered = stems(_words(sentence) | _abbreviated(question, sentence))
     shared = [
         stem
         for stem in asked
@@ -426,14 +435,3 @@ def _words(text: str) -> set[str]:
     )
     joined = {word.replace("-", "").casefold() for word in HYPHENATED.findall(text)}
     return content_words(text) | joined
-
-
-def _stems(words: set[str]) -> set[str]:
-    return set(_stemmer().stemWords(sorted(words)))
-
-
-@cache
-def _stemmer() -> Any:
-    import Stemmer
-
-    return Stemmer.Stemmer("english")

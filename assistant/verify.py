@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
+from typing import Any
 
 import numpy as np
 from rapidfuzz import fuzz, process
@@ -62,6 +63,11 @@ QUANTITY = re.compile(
 )
 NOT_FIGURES = re.compile(r"\b\d-?D\b|\(\d\)", re.IGNORECASE)  # "3D", "2-D"; the enumerator "(1)"
 COUNTING = re.compile(r"\bhow many\b", re.IGNORECASE)
+COUNTED = re.compile(
+    r"\bhow many\s+((?:[\w-]+\s+){0,2}?[\w-]+)\s+(?:were|was|are|is|does|do|did|have|has|had"
+    r"|can|could|would|will|in|on|per)\b",
+    re.IGNORECASE,
+)
 # Figures written as words ("seven benchmark datasets", "twice as fast").
 FIGURE_WORD = re.compile(
     r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|twenty|thirty"
@@ -112,8 +118,34 @@ def states_a_figure(sentence: str, counting: bool = False) -> bool:
     return bool(NUMBER.search(sentence) or (counting and FIGURE_WORD.search(sentence)))
 
 
-def counts(question: str) -> bool:
-    return bool(COUNTING.search(question))
+def gives_the_figure(sentence: str, question: str) -> bool:
+    """The sentence states a figure of the kind asked: for "how many GPUs …?", a number of GPUs
+    (in words too: "seven datasets"), not "5.7 days" or "200,000 models"."""
+    if not states_a_figure(sentence, counting=bool(COUNTING.search(question))):
+        return False
+    counted = _counted(question)
+    return not counted or bool(counted & stems({t.casefold() for t in TOKEN.findall(sentence)}))
+
+
+def stems(words: set[str]) -> set[str]:
+    """English stems ("sampling", "samples" → "sampl")."""
+    return set(_stemmer().stemWords(sorted(words)))
+
+
+@cache
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def _counted(question: str) -> set[str]:
+    """What "how many …" counts ("V100 GPUs"); nothing for a factor ("how many times …")."""
+    match = COUNTED.search(question)
+    if match is None:
+        return set()
+    words = stems({word.casefold() for word in TOKEN.findall(match.group(1))})
+    return set() if "time" in words else words - stems({"different", "total"})
 
 
 def is_decline(text: str) -> bool:
@@ -183,6 +215,8 @@ class SourceFacts:
         key = _name_key(name)
         if key in self.vocabulary:
             return True
+        if "-" in key and " ".join(key.split("-")) in self.text.casefold():
+            return True  # "deep-BSDE" written "deep BSDE"
         return (
             process.extractOne(
                 key, self.vocabulary, scorer=fuzz.ratio, score_cutoff=NAME_MATCH_SCORE
@@ -268,7 +302,7 @@ class Verifier:
         if not kept or (declines and not citations):
             return Verdict(decline_text(), [], unsupported, True)
         if asks_for_figure(question) and not any(
-            states_a_figure(CITATION.sub("", s), counts(question)) for s in kept
+            gives_the_figure(CITATION.sub("", s), question) for s in kept
         ):
             # Asked for a quantity, answered without one: whatever it says, it is not the answer.
             return Verdict(decline_text(), [], unsupported, True)

@@ -11,7 +11,7 @@ from assistant.extract import (
 )
 from assistant.pack import PackedSource
 from assistant.retrieve import RetrievedPaper
-from assistant.verify import Verdict, Verifier, counts, states_a_figure
+from assistant.verify import Verdict, Verifier, gives_the_figure, states_a_figure
 from ingest.embed import Embedder
 
 LINGUGKD = (
@@ -193,7 +193,21 @@ def test_figures_are_not_names_or_dimensions() -> None:
     assert states_a_figure("It reaches 94.6% Dice.")
     assert not states_a_figure("Evaluations on seven benchmark datasets.")
     assert states_a_figure("Evaluations on seven benchmark datasets.", counting=True)
-    assert counts("On how many datasets was it evaluated?")
+
+
+@pytest.mark.parametrize(
+    ("sentence", "question", "gives"),
+    [
+        ("Evaluations on seven benchmark datasets.", "On how many datasets was it tested?", True),
+        ("It was trained in 5.7 days on 64 V100 GPUs.", "How many V100 GPUs were used?", True),
+        ("It was trained in 5.7 days.", "How many V100 GPUs were used?", False),
+        ("It routes among 200,000 models.", "How many parameters does it have?", False),
+        ("It runs 24x faster than real time.", "How many times quicker is it?", True),
+        ("It reaches 94.6% Dice.", "What Dice score does it reach?", True),
+    ],
+)
+def test_a_figure_of_the_kind_asked(sentence: str, question: str, gives: bool) -> None:
+    assert gives_the_figure(sentence, question) is gives
 
 
 FEDCOMPASS_TITLE = "FedCompass: Efficient Cross-Silo Federated Learning on Heterogeneous Devices"
@@ -282,3 +296,11 @@ def test_a_figure_elsewhere_about_something_else_is_not_attributed(verifier: Ver
     # Nothing to correct: the verdict is left as it is.
     true_premise = "Why is ProDiff 24x faster than real time?"
     assert correct_premise(answered, true_premise, sources, verifier, 0.3) == answered
+
+
+def test_an_answer_about_a_topic_opens_with_the_papers_it_comes_from() -> None:
+    sources = _sources((PRODIFF_TITLE, PRODIFF))
+    verdict = Verdict("ProDiff needs only 2 iterations [1].", [1], [], False)
+    named = name_cited_methods(verdict, sources, "fast speech synthesis")
+    assert named.answer == f"{PRODIFF_TITLE} [1]: ProDiff needs only 2 iterations [1]."
+    assert name_cited_methods(named, sources, "fast speech synthesis") == named  # once

@@ -2,7 +2,7 @@ import pytest
 
 from assistant.pack import PackedSource
 from assistant.retrieve import RetrievedPaper
-from assistant.verify import Verifier, asks_for_figure, without_markup
+from assistant.verify import SourceFacts, Verifier, asks_for_figure, without_markup
 from ingest.embed import Embedder
 
 PRODIFF = (
@@ -190,3 +190,11 @@ def test_markup_is_not_part_of_the_question() -> None:
     question = "<script>alert('xss')</script> What FID does <b>PFGM++</b> get?"
     assert without_markup(question) == "What FID does PFGM++ get?"
     assert without_markup("<b></b>") == "<b></b>"  # nothing else to go on: kept as it is
+
+
+def test_a_hyphenated_name_may_be_written_with_a_space() -> None:
+    paper = RetrievedPaper(
+        "xva", "Multi-Layer Deep xVA", "We use an iterative deep BSDE approach.", 1
+    )
+    facts = SourceFacts(PackedSource(1, paper, paper.text))
+    assert facts.mentions("deep-BSDE") and not facts.mentions("deep-Galerkin")
