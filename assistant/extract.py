@@ -256,10 +256,10 @@ def cover_each_paper(
     order = list(dict.fromkeys([rank for rank in named if rank is not None]))
     order += [source.rank for source in sources[:wanted] if source.rank not in order]
     by_rank = {source.rank: source for source in sources}
-    covered = [] if verdict.declined else list(verdict.citations)
+    covered: set[int] = set() if verdict.declined else set(verdict.citations)
     added: list[str] = []
     for rank in order:
-        if len(set(covered)) >= wanted:
+        if len(covered) >= wanted:
             break
         if rank in covered:
             continue
@@ -275,14 +275,14 @@ def cover_each_paper(
         )
         if quoted is not None:
             added.append(quoted.answer)
-            covered.append(rank)
-    if verdict.declined and len(set(covered)) < 2:
+            covered.add(rank)
+    if verdict.declined and len(covered) < 2:
         return verdict
-    if missing_terms(question, [by_rank[rank] for rank in covered]):
+    if missing_terms(question, [by_rank[rank] for rank in covered if rank in by_rank]):
         # The parts found are about other things than the names asked about.
         return Verdict(decline_text(), [], verdict.unsupported, True)
     answer = " ".join(added) if verdict.declined else " ".join([verdict.answer, *added])
-    return Verdict(answer, sorted(set(covered)), verdict.unsupported, False)
+    return Verdict(answer, sorted(covered), verdict.unsupported, False)
 
 
 def correct_premise(

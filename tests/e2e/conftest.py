@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 from assistant.settings import PROJECT_ROOT, get_settings
@@ -35,6 +36,14 @@ class LiveServer:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log: Path
+
+
+def ask(server: LiveServer, question: str, **extra: object) -> dict[str, object]:
+    """`POST /ask` on the live server; it must answer 200."""
+    response = httpx.post(server.url + "/ask", json={"question": question, **extra}, timeout=300)
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
 
 
 # Package scope: vLLM (which keeps a core busy while idle on CPU) stops when tests/e2e is done.

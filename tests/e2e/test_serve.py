@@ -5,18 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, ask
 
 pytestmark = pytest.mark.e2e
 
 PRODIFF_Q = "How many iterations does ProDiff need to synthesize high-fidelity mel-spectrograms?"
-
-
-def ask(server: LiveServer, question: str, **extra: object) -> dict[str, object]:
-    response = httpx.post(server.url + "/ask", json={"question": question, **extra}, timeout=300)
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
 
 
 def test_prodiff_question_is_answered_with_a_citation(live_server: LiveServer) -> None:
