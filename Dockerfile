@@ -89,12 +89,14 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8000/health', timeout=4)"]
-# Flags as assistant/vllm_server.py uses them, plus --enforce-eager: torch.compile on CPU needs a
-# C++ compiler in the image and 2-3x the start time (measured here: 118-157 s vs 47-58 s).
-ENTRYPOINT ["python", "-m", "vllm.entrypoints.openai.api_server"]
+# Flags as assistant/engine.py chooses them: bfloat16 only where the CPU has bf16 instructions
+# (emulated elsewhere, ~7x slower than float32; VLLM_CPU_DTYPE overrides), prompts prefilled in
+# 512-token steps, and --enforce-eager: torch.compile on CPU needs a C++ compiler in the image
+# and minutes at start.
+ENTRYPOINT ["/bin/sh", "-c", "dtype=${VLLM_CPU_DTYPE:-$(grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo bfloat16 || echo float32)}; exec python -m vllm.entrypoints.openai.api_server --dtype \"$dtype\" --max-num-batched-tokens 512 \"$@\"", "vllm"]
 CMD ["--model", "/var/lib/scholia/models/qwen2.5-coder-0.5b-instruct", \
      "--served-model-name", "qwen2.5-coder-0.5b-instruct", \
-     "--host", "0.0.0.0", "--port", "8000", "--max-model-len", "4096", "--dtype", "bfloat16", \
+     "--host", "0.0.0.0", "--port", "8000", "--max-model-len", "4096", \
      "--max-num-seqs", "8", "--enforce-eager", "--disable-log-stats"]
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import typer
 from assistant.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from assistant.shutdown import Shutdown
     from assistant.vllm_server import VllmServer
 
 app = typer.Typer(
@@ -100,34 +101,66 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     chroma_url: ChromaUrl = None,
 ) -> None:
-    """Run the API (/ask, /search) and the UI (/ui); starts vLLM unless SCHOLIA_LLM_URL is set."""
+    """Run the API (/ask, /search) and the UI (/ui); starts vLLM unless SCHOLIA_LLM_URL is set.
+
+    SIGINT, SIGTERM and SIGHUP stop it, and the vLLM it started, and exit 0."""
+    from assistant.shutdown import Shutdown, StopRequested
+
+    settings = _settings(chroma_url)
+    try:
+        with Shutdown() as shutdown, ExitStack() as stack:
+            _serve(settings, host, port, shutdown, stack)
+    except StopRequested as stop:
+        typer.echo(f"Scholia {stop}; everything it started is stopped.", err=True)
+
+
+def _serve(
+    settings: Settings, host: str | None, port: int | None, shutdown: Shutdown, stack: ExitStack
+) -> None:
     import uvicorn
 
     from assistant.api.main import create_app
+    from assistant.api.services import build_services
+    from assistant.engine import UnsupportedCpuError
+    from assistant.warmup import StartupSteps
     from ingest.pipeline import open_store, run_ingest
 
-    settings = _settings(chroma_url)
+    steps = StartupSteps()
     if open_store(settings).count() == 0:
         typer.echo(f"No index yet: ingesting {settings.corpus}")
-        run_ingest(settings, [settings.corpus])
-    with ExitStack() as stack:
-        if not settings.llm.url:
-            stack.enter_context(_supervised_vllm(settings))
-        uvicorn.run(
-            create_app(settings),
-            host=host or settings.server.host,
-            port=port or settings.server.port,
-            log_level="info",
-        )
+        with steps.timed("ingest_s"):
+            run_ingest(settings, [settings.corpus])
+    if settings.llm.url:
+        services = build_services(settings)
+        engine = None
+    else:
+        try:
+            with steps.timed("model_prepare_s"):
+                vllm = _supervised_vllm(settings)
+        except UnsupportedCpuError as error:
+            _fail(str(error))
+        stack.callback(vllm.stop)
+        with steps.timed("vllm_ready_s"):
+            vllm.start()
+            services = build_services(settings)  # the embedder loads while vLLM starts
+            vllm.wait_ready()
+        vllm.watch()
+        engine = vllm.profile.describe()
+    app = create_app(settings, services, warm_up=settings.llm.warm_up, engine=engine, startup=steps)
+    config = uvicorn.Config(
+        app, host=host or settings.server.host, port=port or settings.server.port, log_level="info"
+    )
+    shutdown.server = server = uvicorn.Server(config)
+    server.run()
 
 
 def _supervised_vllm(settings: Settings) -> VllmServer:
     from assistant.model_prep import prepare_model
     from assistant.vllm_server import VllmServer
 
-    model_dir = prepare_model(settings)
+    server = VllmServer(settings, prepare_model(settings))  # checks the CPU first
     typer.echo(f"Starting vLLM ({settings.llm.model}) on {settings.llm.host}:{settings.llm.port}…")
-    return VllmServer(settings, model_dir)
+    return server
 
 
 @app.command()
@@ -189,8 +222,17 @@ def search(
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective configuration (secrets masked)."""
-    typer.echo(json.dumps(get_settings().model_dump(mode="json"), indent=2))
+    """Print the effective configuration (secrets masked) and the engine choices for this CPU."""
+    from assistant.engine import UnsupportedCpuError, read_cpu, resolve_engine
+
+    settings = get_settings()
+    shown = settings.model_dump(mode="json")
+    cpu = read_cpu()
+    try:
+        shown["engine"] = resolve_engine(settings.llm, cpu).describe()
+    except UnsupportedCpuError as error:
+        shown["engine"] = {"cpu": cpu.describe(), "error": str(error)}
+    typer.echo(json.dumps(shown, indent=2))
 
 
 @model_app.command("prepare")

@@ -11,6 +11,9 @@ import openai
 
 from assistant.settings import LLMSettings
 
+# The HTTP client's own backstop; the real deadline is enforced around every call (DeadlineLLM).
+MAX_LLM_TIMEOUT_S = 1800.0
+
 
 class LLMError(RuntimeError):
     """The LLM could not produce an answer."""
@@ -60,7 +63,7 @@ class OpenAICompatibleLLM:
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=settings.api_key.get_secret_value(),
-            timeout=settings.timeout_s,
+            timeout=settings.timeout_s or MAX_LLM_TIMEOUT_S,
             max_retries=0,
         )
 

@@ -1,9 +1,27 @@
-"""Fit the retrieved papers into the model's context window, whole sentences only."""
+"""Fit the evidence for a question into the answer prompt.
+
+On CPU the time to the first token grows with the prompt, and the answer is one sentence: each
+retrieved paper keeps its title and the sentences of its abstract closest to the question (MiniLM
+cosine, shared word stems, and a bonus for a sentence holding the kind of thing asked: a figure,
+a proposed method's name), in the abstract's own order, " … " where sentences were left out.
+
+The top paper's best sentence goes in first, then each other paper's best, in rank order (a
+paper far less relevant than the top one is left out, unless the question is about several);
+the room left goes to the best remaining sentences, the top paper's first, while a lower-ranked
+paper keeps at most `MAX_SENTENCES_BELOW_TOP` until nothing else fits. A name the question asks
+about stays in whenever a retrieved paper mentions it (the pipeline declines a question whose
+names no source mentions). Whole sentences only, except the top paper's best one when even it
+does not fit alone (then it is cut between words).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
+from typing import Any
 
 import tiktoken
 
@@ -11,9 +29,30 @@ import prompts
 from assistant.retrieve import RetrievedPaper
 from ingest.chunk import split_sentences
 
-# tiktoken counts differ from the served model's tokenizer by a few percent; keep a margin.
+# tiktoken counts differ from the served model's tokenizer by a few percent; keep a margin
+# wherever a count must stay under the context window.
 TOKENIZER_MARGIN = 0.15
-ELLIPSIS = " …"
+ELLIPSIS = " …"  # after a sentence cut between words
+OMISSION = " … "  # between two kept sentences that were not adjacent in the abstract
+SOURCE_SEPARATOR = "\n\n"  # between rendered sources (as generate.answer_messages joins them)
+# A sentence's relevance: its cosine with the question, plus LEXICAL_WEIGHT × the share of the
+# question's word stems it has (MiniLM knows names and figures poorly), plus the bonuses below.
+LEXICAL_WEIGHT = 0.5
+FIGURE_BONUS = 0.3  # a quantity question, a sentence with a figure of the kind asked
+ANY_FIGURE_BONUS = 0.1  # any figure: results sentences answer more questions than background
+PROPOSAL_BONUS = 0.3  # a which-paper or several-paper question, "we propose …", "… called X"
+NAME_BONUS = 0.1  # the same questions, a name neither the question nor the title has
+# A paper whose best sentence is this much less relevant than the top paper's is left out.
+DROP_MARGIN = 0.2
+# Past the best sentences, the paper ranked r (from 0) competes with relevance − RANK_PENALTY × r;
+# for a question about several papers they compete as equals.
+RANK_PENALTY = 0.15
+MAX_SENTENCES_BELOW_TOP = 2
+WHICH = re.compile(r"\bwhich\b", re.IGNORECASE)
+WORD = re.compile(r"[^\W_]+(?:[-+.][^\W_]+)*")
+
+# MiniLM cosine of a text with each of several sentences (`Verifier.similarities`).
+Similarity = Callable[[str, list[str]], Iterable[float]]
 
 
 @cache
@@ -29,35 +68,245 @@ def count_tokens(text: str) -> int:
 class PackedSource:
     rank: int
     paper: RetrievedPaper
-    text: str  # what the model sees (possibly shortened at a sentence boundary)
+    text: str  # the sentences kept, in the abstract's order, space-joined: what the verifier reads
+    shown: str = ""  # `text` as the model sees it, " … " where sentences were left out ("": `text`)
 
     def render(self) -> str:
-        return prompts.load("source").format(rank=self.rank, title=self.paper.title, text=self.text)
+        return prompts.load("source").format(
+            rank=self.rank, title=self.paper.title, text=self.shown or self.text
+        )
 
 
-def pack(papers: list[RetrievedPaper], budget_tokens: int) -> list[PackedSource]:
-    """Sources in rank order while they fit; a source that does not fit whole keeps its leading
-    sentences and says so with an ellipsis; one that cannot keep a single sentence is dropped."""
-    budget = int(budget_tokens * (1 - TOKENIZER_MARGIN))
-    packed: list[PackedSource] = []
-    used = 0
-    for paper in papers:
-        rank = len(packed) + 1
-        whole = PackedSource(rank, paper, paper.text)
-        cost = count_tokens(whole.render())
-        if used + cost <= budget:
-            packed.append(whole)
-            used += cost
+def render_sources(sources: Sequence[PackedSource]) -> str:
+    """The sources block of the answer prompt."""
+    return SOURCE_SEPARATOR.join(source.render().strip() for source in sources)
+
+
+@dataclass(eq=False)  # compared by identity
+class _Paper:
+    paper: RetrievedPaper
+    sentences: list[str]
+    scores: list[float]
+    kept: set[int]
+    cut: str = ""  # the best sentence cut between words, when even it alone did not fit
+
+    @property
+    def best(self) -> int:
+        return max(range(len(self.sentences)), key=lambda i: (self.scores[i], -i))
+
+    def packed(self, rank: int) -> PackedSource:
+        if self.cut:
+            return PackedSource(rank, self.paper, self.cut)
+        if len(self.kept) == len(self.sentences):
+            return PackedSource(rank, self.paper, self.paper.text.strip())
+        order = sorted(self.kept)
+        shown = self.sentences[order[0]] if order else ""
+        for previous, index in pairwise(order):
+            shown += (" " if index == previous + 1 else OMISSION) + self.sentences[index]
+        text = " ".join(self.sentences[index] for index in order)
+        return PackedSource(rank, self.paper, text, shown if shown != text else "")
+
+
+def pack(
+    papers: list[RetrievedPaper],
+    budget_tokens: int,
+    question: str = "",
+    similarity: Similarity | None = None,
+) -> list[PackedSource]:
+    """The sources of the answer prompt, in rank order; their rendered block (`render_sources`)
+    costs at most `budget_tokens`. Without `question` every sentence is as relevant as the next
+    and the leading ones are kept; without `similarity` relevance is shared word stems only."""
+    entries = _score(papers, question, similarity)
+    chosen: list[_Paper] = []
+
+    def fits(candidate: list[_Paper]) -> bool:
+        block = render_sources([entry.packed(rank) for rank, entry in enumerate(candidate, 1)])
+        return count_tokens(block) <= budget_tokens
+
+    several = _asks_about_several(question)
+    # Every paper's best sentence, in rank order.
+    for entry in entries:
+        if not entry.sentences:
             continue
-        kept: list[str] = []
-        for sentence in split_sentences(paper.text):
-            trial = PackedSource(rank, paper, " ".join([*kept, sentence]) + ELLIPSIS)
-            if used + count_tokens(trial.render()) > budget:
+        if (
+            chosen
+            and not several
+            and entry.scores[entry.best] < chosen[0].scores[chosen[0].best] - DROP_MARGIN
+        ):
+            continue
+        entry.kept = {entry.best}
+        if fits([*chosen, entry]):
+            chosen.append(entry)
+        elif not chosen and _cut_to_fit(entry, fits):
+            chosen = [entry]
+        else:
+            entry.kept = set()
+    if not chosen or chosen[0].cut:
+        return [entry.packed(rank) for rank, entry in enumerate(chosen, 1)]
+    chosen = _keep_names(question, entries, chosen, fits)
+
+    # The room left: the best remaining sentences, the top paper's favoured.
+    penalty = 0.0 if several else RANK_PENALTY
+    queue = sorted(
+        (
+            (entry.scores[index] - penalty * position, -position, -index, position, index)
+            for position, entry in enumerate(chosen)
+            for index in range(len(entry.sentences))
+            if index not in entry.kept
+        ),
+        reverse=True,
+    )
+    for capped in (True, False):  # lower-ranked papers grow past their cap only once all else fits
+        for *_, position, index in queue:
+            entry = chosen[position]
+            if index in entry.kept or (
+                capped and position and len(entry.kept) >= MAX_SENTENCES_BELOW_TOP
+            ):
+                continue
+            entry.kept.add(index)
+            if not fits(chosen):
+                entry.kept.discard(index)
+    return [entry.packed(rank) for rank, entry in enumerate(chosen, 1)]
+
+
+def _score(
+    papers: list[RetrievedPaper], question: str, similarity: Similarity | None
+) -> list[_Paper]:
+    """Each paper's sentences and their relevance to the question (one embedding batch)."""
+    entries = [_Paper(paper, split_sentences(paper.text), [], set()) for paper in papers]
+    flat = [sentence for entry in entries for sentence in entry.sentences]
+    cosines = [0.0] * len(flat)
+    if question and flat and similarity is not None:
+        cosines = [float(value) for value in similarity(question, flat)]
+    asked = _stems(question)
+    evidence = _evidence(question)
+    start = 0
+    for entry in entries:
+        bonus = evidence(entry.paper)
+        for offset, sentence in enumerate(entry.sentences):
+            shared = len(asked & _stems(sentence)) / len(asked) if asked else 0.0
+            score = cosines[start + offset] + LEXICAL_WEIGHT * shared + bonus(sentence)
+            entry.scores.append(score)
+        start += len(entry.sentences)
+    return entries
+
+
+def _evidence(question: str) -> Callable[[RetrievedPaper], Callable[[str], float]]:
+    """A bonus for sentences that hold what the question asks for, not merely its topic:
+    the figure a quantity question asks for; what a paper proposes, and the names it gives,
+    when the question asks which paper or method."""
+    # Imported here: verify and extract import this module.
+    from assistant.extract import PAPERS_ASKED, STRONG_CUE, WEAK_CUE
+    from assistant.verify import (
+        SEVERAL_PAPERS,
+        asks_for_figure,
+        gives_the_figure,
+        names_in,
+        states_a_figure,
+    )
+
+    wants_figure = bool(question) and asks_for_figure(question)
+    wants_name = bool(
+        WHICH.search(question) or PAPERS_ASKED.search(question) or SEVERAL_PAPERS.search(question)
+    )
+    known = {name.casefold() for name in names_in(question)}
+
+    def for_paper(paper: RetrievedPaper) -> Callable[[str], float]:
+        titled = known | {name.casefold() for name in names_in(paper.title)}
+
+        def bonus(sentence: str) -> float:
+            value = 0.0
+            if wants_figure and gives_the_figure(sentence, question):
+                value += FIGURE_BONUS
+            elif states_a_figure(sentence):
+                value += ANY_FIGURE_BONUS
+            if wants_name:
+                if WEAK_CUE.search(sentence) or STRONG_CUE.search(sentence):
+                    value += PROPOSAL_BONUS
+                if any(n.casefold() not in titled for n in names_in(sentence)):
+                    value += NAME_BONUS
+            return value
+
+        return bonus
+
+    return for_paper
+
+
+def _keep_names(
+    question: str,
+    entries: list[_Paper],
+    chosen: list[_Paper],
+    fits: Callable[[list[_Paper]], bool],
+) -> list[_Paper]:
+    """A name the question asks about ("ProDiff", "ImageNet") that a retrieved paper mentions
+    stays in the prompt, as that paper's best sentence naming it (any, when its title names it):
+    the pipeline declines a question whose names no source mentions."""
+    from assistant.verify import SourceFacts, names_in  # imported here: verify imports this module
+
+    def mentions(entry: _Paper, text: str, name: str) -> bool:
+        return SourceFacts(PackedSource(0, entry.paper, text)).mentions(name)
+
+    for name in dict.fromkeys(names_in(question)):
+        if any(mentions(entry, entry.packed(1).text, name) for entry in chosen):
+            continue
+        for entry in entries:
+            naming = [
+                index
+                for index, sentence in enumerate(entry.sentences)
+                if index not in entry.kept and mentions(entry, sentence, name)
+            ]
+            if entry not in chosen and entry.sentences and mentions(entry, "", name):
+                naming = [entry.best]  # its title names it: the paper's best sentence will do
+            if not naming:
+                continue
+            added = max(naming, key=lambda index: (entry.scores[index], -index))
+            trial = [other for other in entries if other in chosen or other is entry]
+            entry.kept.add(added)
+            if fits(trial):
+                chosen = trial
                 break
-            kept.append(sentence)
-        if kept:
-            shortened = PackedSource(rank, paper, " ".join(kept) + ELLIPSIS)
-            packed.append(shortened)
-            used += count_tokens(shortened.render())
-        break  # later (lower-ranked) sources would not fit either
-    return packed
+            entry.kept.discard(added)
+    return chosen
+
+
+def _asks_about_several(question: str) -> bool:
+    """ "Compare X and Y", "Which two papers …": each paper's part matters as much."""
+    from assistant.verify import SEVERAL_PAPERS  # imported here: verify imports this module
+
+    return bool(SEVERAL_PAPERS.search(question))
+
+
+def _cut_to_fit(entry: _Paper, fits: Callable[[list[_Paper]], bool]) -> bool:
+    """Cut the best sentence between words to the most that fits; False if not even a word does."""
+    words = entry.sentences[entry.best].split()
+    low, high = 0, len(words) - 1  # the most words that fit, with an ellipsis after them
+    while low < high:
+        middle = (low + high + 1) // 2
+        entry.cut = " ".join(words[:middle]) + ELLIPSIS
+        if fits([entry]):
+            low = middle
+        else:
+            high = middle - 1
+    entry.cut = " ".join(words[:low]) + ELLIPSIS if low else ""
+    return bool(low)
+
+
+def _stems(text: str) -> set[str]:
+    """Content word stems of `text`, case-folded ("Sampling", "samples" → "sampl")."""
+    words = {word.casefold() for word in WORD.findall(text)}
+    parts = {part for word in words for part in re.split(r"[-+.]", word)}
+    return set(_stemmer().stemWords(sorted((words | parts) - _stopwords())))
+
+
+@cache
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@cache
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+    return frozenset(STOPWORDS_EN_PLUS) | {""}

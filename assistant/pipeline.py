@@ -18,7 +18,7 @@ from assistant.extract import (
 )
 from assistant.generate import answer_messages, generate, prompt_overhead
 from assistant.llm import LLM, LLMError
-from assistant.pack import PackedSource, pack
+from assistant.pack import TOKENIZER_MARGIN, PackedSource, pack
 from assistant.retrieve import RetrievedPaper, Retriever
 from assistant.schemas import AskRequest, AskResponse, Source, Timings, Usage
 from assistant.settings import Settings
@@ -123,8 +123,10 @@ class Assistant:
                 window = await self.llm.context_window()
             except LLMError as error:
                 raise AnswerUnavailableError(error, _sources_of(papers)) from error
-            budget = window - self.settings.llm.max_answer_tokens - prompt_overhead(question)
-            packed = pack(papers, budget)
+            room = int((window - self.settings.llm.max_answer_tokens) * (1 - TOKENIZER_MARGIN))
+            budget = min(self.settings.answer.prompt_budget_tokens, room)
+            budget -= prompt_overhead(question)  # what is left for the sources
+            packed = pack(papers, budget, question, self.verifier.similarities)
         prepared = Prepared(
             question, packed, papers, timings, usage_prompt, usage_completion, started
         )
@@ -212,7 +214,8 @@ class Assistant:
 
     def sources_of(self, prepared: Prepared) -> list[Source]:
         if prepared.packed:
-            return [_source(p.rank, p.paper, p.text) for p in prepared.packed]
+            # What the model was shown: the kept sentences, " … " where some were left out.
+            return [_source(p.rank, p.paper, p.shown or p.text) for p in prepared.packed]
         return _sources_of(prepared.papers)
 
 

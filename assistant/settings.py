@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CORPUS = PROJECT_ROOT / "data" / "papers.txt"
+DEFAULT_LLM_TIMEOUT_S = 120.0
 
 
 def _default_data_dir() -> Path:
@@ -57,7 +58,12 @@ class LLMSettings(BaseModel):
     )
     model: str = Field(default="qwen2.5-coder-0.5b-instruct", description="Served model name.")
     api_key: SecretStr = SecretStr("not-needed")
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Deadline (s) for one LLM call. Unset: derived at start from the engine's "
+        "measured prefill and decode rates (120 s until measured).",
+    )
     max_answer_tokens: int = Field(default=200, ge=16, le=4096)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     # The supervised vLLM server (used only when `url` is unset).
@@ -67,8 +73,31 @@ class LLMSettings(BaseModel):
     max_model_len: int = Field(default=4096, ge=512)
     start_timeout_s: float = Field(default=900.0, gt=0)
     kv_cache_gib: int = Field(default=1, ge=1)
-    enforce_eager: bool = Field(
-        default=False, description="Start vLLM ~70 s faster, decode ~15-20% slower (no compile)."
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto",
+        description="Weights and activations. auto: bfloat16 where the CPU has bf16 instructions "
+        "(avx512_bf16, amx_bf16), float32 elsewhere (bf16 is emulated there, ~7x slower).",
+    )
+    enforce_eager: bool | None = Field(
+        default=None,
+        description="Skip torch.compile. Unset: chosen by CPU (compiled only where it was "
+        "measured faster: AVX-512 with bf16).",
+    )
+    omp_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads vLLM computes on. Unset: all cores but one (kept for the app).",
+    )
+    max_num_batched_tokens: int = Field(
+        default=512,
+        ge=64,
+        description="Prompt tokens per engine step: longer prompts are prefilled in chunks, so "
+        "no step outlasts vLLM's execute-model timeout on a slow CPU.",
+    )
+    warm_up: bool = Field(
+        default=True,
+        description="`scholia serve` runs one question's path before it opens the port, and "
+        "measures the engine's speed.",
     )
     restart_max: int = Field(
         default=3,
@@ -84,6 +113,11 @@ class LLMSettings(BaseModel):
         ge=0.0,
         description="Wait before restarting a dead vLLM; doubles with each restart in the window.",
     )
+
+    @property
+    def deadline_s(self) -> float:
+        """The LLM deadline before the engine's speed is measured (or the one set)."""
+        return self.timeout_s if self.timeout_s is not None else DEFAULT_LLM_TIMEOUT_S
 
 
 class RetrievalSettings(BaseModel):
@@ -127,6 +161,14 @@ class AnswerSettings(BaseModel):
         ge=-1.0,
         le=1.0,
         description="Below this best cosine, decline without asking the LLM.",
+    )
+    prompt_budget_tokens: int = Field(
+        default=800,
+        ge=256,
+        le=32768,
+        description="Tokens of the whole answer prompt, system prompt included: each source keeps "
+        "its sentences closest to the question until they fill it (the context window, less "
+        "`llm.max_answer_tokens`, caps it too). Prompt tokens set the time to first token on CPU.",
     )
 
 

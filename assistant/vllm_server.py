@@ -22,26 +22,23 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from assistant.engine import CpuInfo, EngineProfile, read_cpu, resolve_engine
 from assistant.model_prep import model_dir, subprocess_env
 from assistant.settings import Settings
 
 Log = Callable[[str], None]
 
-# Measured on the 2-core CPU VM (Qwen2.5-Coder-0.5B bf16, 1.1k-token prompt, busy machine):
-#   torch.compile (vLLM's CPU default): start 143-157 s with an empty cache, 118-124 s with the
-#     persistent inductor cache; decode 12.3-14.4 tok/s.
-#   --enforce-eager: start 47-58 s; decode 10.6-11.5 tok/s (~15-20 % slower), TTFT ~ the same.
-# A server runs for hours and answers many questions, so compiled is the default; tests or quick
-# development can pass enforce_eager=True. vLLM 0.32's AOT compile cache cannot be reloaded on
-# CPU ("'function' object has no attribute 'finalize_loading'": it recompiles every start), so
-# VLLM_USE_AOT_COMPILE=0 lets torch inductor's own on-disk cache (TORCHINDUCTOR_CACHE_DIR) do it.
+# Engine choices (dtype, compiled or eager, threads, executor) follow the CPU: see engine.py.
+# vLLM 0.32's AOT compile cache cannot be reloaded on CPU ("'function' object has no attribute
+# 'finalize_loading'": it recompiles every start), so VLLM_USE_AOT_COMPILE=0 lets torch
+# inductor's own on-disk cache (TORCHINDUCTOR_CACHE_DIR) do it.
 # --max-num-seqs 8: one user at a time; keeps the scheduler's and sampler's buffers small.
 # --disable-log-stats / --uvicorn-log-level warning: keep vllm.log readable.
-DEFAULT_ENFORCE_EAGER = False
 MAX_NUM_SEQS = 8
 STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 4000
@@ -75,13 +72,17 @@ class VllmServer:
         model_path: Path | None = None,
         *,
         enforce_eager: bool | None = None,
+        cpu: CpuInfo | None = None,
         extra_args: tuple[str, ...] = (),
         log: Log = _print,
         watch_interval_s: float = WATCH_INTERVAL_S,
     ) -> None:
         self.settings = settings
         self.model_path = model_path if model_path is not None else model_dir(settings)
-        self.enforce_eager = settings.llm.enforce_eager if enforce_eager is None else enforce_eager
+        profile = resolve_engine(settings.llm, cpu if cpu is not None else read_cpu())
+        if enforce_eager is not None:
+            profile = replace(profile, enforce_eager=enforce_eager)
+        self.profile = profile
         self.extra_args = extra_args
         self.log_path = settings.logs_dir / "vllm.log"
         self.reused = False
@@ -125,16 +126,13 @@ class VllmServer:
             str(llm.port),
             "--max-model-len",
             str(llm.max_model_len),
-            "--dtype",
-            "bfloat16",
+            *self.profile.args(),
             "--max-num-seqs",
             str(MAX_NUM_SEQS),
             "--disable-log-stats",
             "--uvicorn-log-level",
             "warning",
         ]
-        if self.enforce_eager:
-            cmd.append("--enforce-eager")
         cmd.extend(self.extra_args)
         return cmd
 
@@ -146,7 +144,7 @@ class VllmServer:
             VLLM_CONFIG_ROOT=str(data / "config" / "vllm"),
             TORCHINDUCTOR_CACHE_DIR=str(data / "cache" / "torchinductor"),
             VLLM_USE_AOT_COMPILE="0",
-            VLLM_CPU_KVCACHE_SPACE=str(self.settings.llm.kv_cache_gib),
+            **self.profile.env(),
             VLLM_NO_USAGE_STATS="1",
             DO_NOT_TRACK="1",
             HF_HUB_OFFLINE="1",
@@ -206,6 +204,7 @@ class VllmServer:
             start_new_session=True,  # own process group: stop() reaches the engine workers
         )
         self._log(f"starting vLLM (pid {self._proc.pid}), log {self.log_path}")
+        self._log(describe_profile(self.profile))
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Poll `GET /v1/models` until it answers; return the seconds waited.
@@ -422,3 +421,15 @@ def _exit_reason(returncode: int | None) -> str:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-returncode).name}"
     return f"exit code {returncode}"
+
+
+def describe_profile(profile: EngineProfile) -> str:
+    """One start-up log line: the CPU found and every engine choice."""
+    cpu = profile.cpu
+    flags = ",".join(cpu.describe()["flags"]) or "none of note"
+    return (
+        f"CPU {cpu.model} ({cpu.cores} cores, {cpu.isa}, flags {flags}): dtype {profile.dtype}, "
+        f"{'eager' if profile.enforce_eager else 'compiled'}, "
+        f"{profile.omp_threads} OMP thread(s), {profile.max_num_batched_tokens} tokens/step, "
+        f"step timeout {profile.execute_timeout_s} s, KV cache {profile.kv_cache_gib} GiB"
+    )

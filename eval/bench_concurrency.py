@@ -128,7 +128,7 @@ async def _benchmark(
         raise RuntimeError("none of the questions reaches the LLM (every one would be declined)")
     max_tokens = settings.llm.max_answer_tokens
     temperature = settings.llm.temperature
-    request_timeout = settings.llm.timeout_s * 2
+    request_timeout = settings.llm.deadline_s * 2
     key = api_key_of(settings)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     raw_client = openai.AsyncOpenAI(

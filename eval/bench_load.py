@@ -371,7 +371,7 @@ def run_load_test(
     settings = settings or Settings()
     pid = pid or app_pid_for(url)
     oversize_bytes = oversize_bytes or settings.server.max_body_bytes + 1024
-    request_timeout_s = request_timeout_s or settings.llm.timeout_s + 60
+    request_timeout_s = request_timeout_s or settings.llm.deadline_s + 60
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     outcomes, rss, timing, roles = asyncio.run(

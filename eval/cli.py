@@ -92,6 +92,22 @@ def run(
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
     ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record",
+            help="Keep every LLM request and its completion in the run folder "
+            "(completions.jsonl), for --replay.",
+        ),
+    ] = False,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="Answer from the completions a --record run kept in this folder, with no LLM "
+            "server; implies --no-judge (judge calls are not recorded). A request not in the "
+            "recording stops the run (exit 2).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a suite: retrieval metrics, answers, RAGAS scores; writes results.jsonl,
     summary.json, report.md and plots into the run folder."""
@@ -99,6 +115,7 @@ def run(
     from eval.gate import ThresholdsError, gate_passed, load_thresholds, render
     from eval.gate import check as check_gate
     from eval.ragas_eval import JudgeConfig
+    from eval.replay import ReplayError
     from eval.runner import LLMDownError, RunConfigError, RunOptions, run_suite
     from eval.suite import SuiteError, load_suite, select
     from ingest.embed import packaged_model_path
@@ -115,6 +132,7 @@ def run(
         _fail(f"no question of type {', '.join(types or [])} in {loaded.path}")
     modes = ["dense", "bm25", "hybrid"] if mode is Mode.all else [mode.value]
     answer_mode = settings.retrieval.mode if mode is Mode.all else mode.value
+    no_judge = no_judge or _check_completions(record, replay, no_llm, judge_url or judge_model)
     judge = None
     if not no_llm and not no_judge:
         judge = JudgeConfig(
@@ -131,15 +149,17 @@ def run(
         judge=judge,
         top_k=top_k,
         progress=progress,
+        record=record,
+        replay=replay,
     )
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        kind = "retrieval" if no_llm else "answers"
+        kind = "retrieval" if no_llm else "replay" if replay else "answers"
         out = settings.data_dir / "eval-runs" / f"{loaded.name}-{mode.value}-{kind}-{stamp}"
     typer.echo(f"run folder: {out}  (resume: the same command with --out {out})", err=True)
     try:
         summary = asyncio.run(run_suite(loaded, questions, settings, out, options))
-    except (RunConfigError, SuiteError) as error:
+    except (RunConfigError, SuiteError, ReplayError) as error:
         _fail(str(error))
         return
     except LLMDownError as error:
@@ -152,6 +172,23 @@ def run(
         typer.echo(render(checks))
         if check and not gate_passed(checks):
             raise typer.Exit(1)
+
+
+def _check_completions(
+    record: bool, replay: Path | None, no_llm: bool, judge_asked: str | None
+) -> bool:
+    """Refuse --record/--replay combinations that cannot work; True: the judge is off."""
+    if replay is None:
+        if record and no_llm:
+            _fail("--record keeps LLM completions; with --no-llm there are none")
+        return False
+    if record:
+        _fail("--record and --replay exclude each other")
+    if no_llm:
+        _fail("--replay answers the questions; drop --no-llm")
+    if judge_asked:
+        typer.echo("note: --replay runs without the LLM judge (--no-judge)", err=True)
+    return True
 
 
 def _print_headline(summary: dict[str, object]) -> None:

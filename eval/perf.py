@@ -313,7 +313,7 @@ async def measure_ask(
     raw_client = openai.AsyncOpenAI(
         base_url=llm_url,
         api_key=settings.llm.api_key.get_secret_value(),
-        timeout=settings.llm.timeout_s,
+        timeout=settings.llm.deadline_s,
         max_retries=0,
     )
     assistant = services.assistant
@@ -347,7 +347,7 @@ async def measure_ask(
         if "in-process" not in how["ask"]:
             try:
                 ttft, total = await _sse_ask(
-                    client, f"{server_url}/ask", question, settings.llm.timeout_s * 2
+                    client, f"{server_url}/ask", question, settings.llm.deadline_s * 2
                 )
             except NotStreamingError:
                 how["ask"] = "the /ask pipeline streamed in-process (the route does not stream)"
@@ -400,6 +400,9 @@ async def measure_ask(
         "raw_completion_tokens": stats([float(t) for t in raw_tokens]),
         "raw_prompt_tokens": stats([float(t) for t in prompt_tokens]),
     }
+    totals = series["ask_total_ms"]
+    if len(totals) > 1 and totals[1] > 0:
+        result["ask_first_vs_second"] = round(totals[0] / totals[1], 2)
     decode_s = (sum(series["raw_total_ms"]) - sum(series["raw_ttft_ms"])) / 1000
     if raw_tokens and decode_s > 0:
         result["raw_decode_tokens_per_s"] = round((sum(raw_tokens) - len(raw_tokens)) / decode_s, 2)
@@ -476,6 +479,7 @@ def run_perf(
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report.setdefault("search", {"error": str(error)})
         report.setdefault("ask", {"error": str(error)})
+    report["engine"] = measure_engine(settings, log)
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     import json
 
@@ -483,6 +487,48 @@ def run_perf(
     write_plot(out_dir / "perf.png", report)
     (out_dir / "perf.md").write_text(render(report))
     return report
+
+
+def measure_engine(settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
+    """The engine choices for this CPU, its raw speed (prefill and decode tokens/s, time to the
+    first token for a short and a full-budget prompt, measured on the LLM server directly), and
+    the latest `scholia serve` start-ups, step by step (logs/startup.jsonl)."""
+    from assistant.api.services import llm_base_url
+    from assistant.engine import UnsupportedCpuError, read_cpu, resolve_engine
+    from assistant.generate import answer_messages
+    from assistant.llm import OpenAICompatibleLLM
+    from assistant.warmup import STARTUP_LOG, calibrate
+
+    result: dict[str, Any] = {}
+    try:
+        result["choices"] = resolve_engine(settings.llm, read_cpu()).describe()
+    except UnsupportedCpuError as error:
+        result["choices"] = {"error": str(error)}
+    startups = settings.logs_dir / STARTUP_LOG
+    if startups.is_file():
+        import json
+
+        lines = startups.read_text(encoding="utf-8").splitlines()
+        result["startups"] = [json.loads(line) for line in lines[-6:] if line.strip()]
+    llm = OpenAICompatibleLLM(llm_base_url(settings), settings.llm)
+    if not asyncio.run(llm.ping()):
+        result["speed"] = {"skipped": f"no LLM answers at {llm.base_url}"}
+        return result
+    from assistant.api.services import build_services
+    from assistant.schemas import AskRequest
+    from assistant.warmup import WARMUP_QUESTION
+
+    log("perf: engine speed (raw prefill and decode)")
+
+    async def speed() -> dict[str, Any]:
+        prepared = await build_services(settings).assistant.prepare(
+            AskRequest(question=WARMUP_QUESTION)
+        )
+        messages = answer_messages(prepared.question, prepared.packed)
+        return (await calibrate(llm, messages)).describe()
+
+    result["speed"] = asyncio.run(speed())
+    return result
 
 
 # ----------------------------------------------------------------------------- output
@@ -583,10 +629,35 @@ def render(report: dict[str, Any]) -> str:
         ]
     else:
         lines += [f"- {_flat(ask)}", ""]
+    lines += render_engine(report.get("engine", {}), ask)
     if report.get("errors"):
         lines += ["## Errors", ""] + [f"- {e}" for e in report["errors"]] + [""]
     lines += ["![perf](perf.png)", ""]
     return "\n".join(lines)
+
+
+def render_engine(engine: dict[str, Any], ask: dict[str, Any]) -> list[str]:
+    """The CPU, the engine choices and their reasons, raw engine speed, first vs second /ask,
+    and the latest start-ups split by step."""
+    choices = engine.get("choices", {})
+    cpu = choices.get("cpu", {})
+    lines = ["## Engine", ""]
+    if cpu:
+        lines += [
+            f"CPU {cpu.get('model')} ({cpu.get('isa')}, flags {', '.join(cpu.get('flags', []))});"
+            f" dtype {choices.get('dtype')}, "
+            f"{'eager' if choices.get('enforce_eager') else 'compiled'}, "
+            f"{choices.get('omp_threads')} OMP thread(s), "
+            f"{choices.get('max_num_batched_tokens')} tokens/step.",
+            "",
+        ]
+        lines += [f"- {key}: {why}" for key, why in choices.get("reasons", {}).items()] + [""]
+    lines += [f"Raw engine speed: {_flat(engine.get('speed', 'not measured'))}", ""]
+    if isinstance(ask, dict) and ask.get("ask_first_vs_second") is not None:
+        lines += [f"First /ask of the run ÷ second: {_fmt(ask['ask_first_vs_second'])}×", ""]
+    for entry in engine.get("startups", []):
+        lines.append(f"- start-up {_flat(entry)}")
+    return [*lines, ""]
 
 
 def _flat(value: Any) -> str:

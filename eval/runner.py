@@ -2,7 +2,9 @@
 
 Each finished question is appended to `results.jsonl` at once, so a killed run continues where it
 stopped when it is started again with the same output folder. `summary.json` and `report.md`
-are rebuilt from all of `results.jsonl` at the end of every run.
+are rebuilt from all of `results.jsonl` at the end of every run. With `record`, every LLM
+completion is kept in `completions.jsonl`; with `replay`, a run answers from such a file alone
+(see eval/replay.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from assistant.schemas import AskRequest
 from assistant.settings import Settings
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
 from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer, Sample
+from eval.replay import (
+    COMPLETIONS,
+    CompletionNotRecordedError,
+    ReplayLLM,
+    recording_path,
+    run_llm,
+)
 from eval.suite import Question, Suite, normalize_title
 from ingest.embed import Embedder
 
@@ -51,16 +60,22 @@ class RunOptions:
     judge: JudgeConfig | None = None
     top_k: int = 5
     progress: bool | None = None  # None: a bar when stderr is a terminal
+    record: bool = False  # keep every LLM completion in completions.jsonl
+    replay: Path | None = None  # answer from this run folder's completions.jsonl, no LLM server
 
     def identity(self) -> dict[str, Any]:
         """What must match for a run to be resumed into the same folder."""
-        return {
+        identity: dict[str, Any] = {
             "modes": sorted(self.modes),
             "answer_mode": self.answer_mode if self.answers else None,
             "answers": self.answers,
             "judge": bool(self.judge),
             "top_k": self.top_k,
         }
+        # Only when used, so that folders made before recording existed still resume.
+        if self.record or self.replay is not None:
+            identity["completions"] = "replay" if self.replay is not None else "record"
+        return identity
 
 
 @dataclass
@@ -72,6 +87,7 @@ class RunContext:
     catalogue: dict[str, str]  # normalised title → paper id
     scorer: NonLLMScorer | None = None
     judge: Judge | None = None
+    replay: ReplayLLM | None = None
 
 
 def sha256_of(path: Path) -> str:
@@ -108,21 +124,33 @@ def append_result(out_dir: Path, record: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+def check_completions(out_dir: Path, options: RunOptions) -> None:
+    if options.replay is None:
+        return
+    if options.record:
+        raise RunConfigError("A run either records its completions or replays them, not both.")
+    if options.judge is not None or not options.answers:
+        raise RunConfigError("A replay answers the questions, without the LLM judge (--no-judge).")
+    if recording_path(options.replay).resolve() == (out_dir / COMPLETIONS).resolve():
+        raise RunConfigError(f"{out_dir} is the recording being replayed: use another --out.")
+
+
 def prepare_out_dir(out_dir: Path, suite: Suite, options: RunOptions, restart: bool) -> None:
+    check_completions(out_dir, options)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta_path = out_dir / META
     identity = {"suite": str(suite.path.resolve()), **options.identity()}
     if restart:
-        for name in (RESULTS, META, SUMMARY):
+        for name in (RESULTS, META, SUMMARY, COMPLETIONS):
             (out_dir / name).unlink(missing_ok=True)
     if meta_path.is_file():
         previous = json.loads(meta_path.read_text())
         old = previous.get("identity", {})
         if old != identity:
             differences = ", ".join(
-                f"{key}: {old.get(key)!r} → {identity[key]!r}"
-                for key in identity
-                if old.get(key) != identity[key]
+                f"{key}: {old.get(key)!r} → {identity.get(key)!r}"
+                for key in dict.fromkeys([*identity, *old])
+                if old.get(key) != identity.get(key)
             )
             raise RunConfigError(
                 f"{out_dir} holds a run made with other settings ({differences}). "
@@ -138,6 +166,7 @@ def prepare_out_dir(out_dir: Path, suite: Suite, options: RunOptions, restart: b
         "suite_sha256": sha256_of(suite.path),
         "judge_url": options.judge.url if options.judge else None,
         "judge_model": options.judge.model if options.judge else None,
+        "replay_of": str(options.replay) if options.replay is not None else None,
         "updated": _now(),
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -318,8 +347,6 @@ async def run_suite(
     restart: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    from tqdm import tqdm
-
     from eval.report import summarize, write_report
 
     say = log or (lambda message: print(message, file=sys.stderr))
@@ -331,56 +358,8 @@ async def run_suite(
 
     started = time.perf_counter()
     if todo:
-        ctx = build_context(suite, settings, options, llm, embedder)
-        unknown = sorted(
-            {t for q in todo for t in resolve_gold(q, ctx.catalogue)[1]}, key=str.casefold
-        )
-        for title in unknown:
-            say(f"warning: gold title not in the index: {title}")
-        if options.answers and not await ctx.services.llm.ping():
-            from assistant.api.services import llm_base_url
-
-            where = f"at {llm_base_url(settings)}" if llm is None else f"({ctx.services.llm.model})"
-            raise LLMDownError(
-                f"The LLM {where} does not answer; start it (or set SCHOLIA_LLM_URL), "
-                "or run with --no-llm."
-            )
-        ctx.services.assistant.retriever.search("warm-up query", 1)  # load the model first
-        interactive = sys.stderr.isatty() if options.progress is None else options.progress
-        bar = tqdm(
-            total=len(questions),
-            initial=len(questions) - len(todo),
-            desc=suite.name,
-            unit="q",
-            disable=not interactive,
-            dynamic_ncols=True,
-        )
-        down = 0
-        step = max(1, min(10, len(todo) // 10))  # log lines when there is no bar
-        try:
-            for index, question in enumerate(todo, start=1):
-                record = await evaluate_question(question, ctx)
-                record["evaluated_at"] = _now()
-                append_result(out_dir, record)
-                bar.update(1)
-                if not interactive and (index % step == 0 or index == len(todo)):
-                    elapsed = time.perf_counter() - started
-                    eta = elapsed / index * (len(todo) - index)
-                    say(
-                        f"{suite.name}: {len(questions) - len(todo) + index}/{len(questions)} "
-                        f"questions, {elapsed:.0f} s elapsed, ETA {eta:.0f} s"
-                    )
-                unavailable = record.get("answer", {}).get("unavailable", False) or record.get(
-                    "judge_unavailable", False
-                )
-                down = down + 1 if unavailable else 0
-                if down >= MAX_LLM_DOWN:
-                    raise LLMDownError(
-                        f"The LLM or judge was unreachable on {down} questions in a row; {out_dir} "
-                        "keeps what is done; run the same command again to resume."
-                    )
-        finally:
-            bar.close()
+        ctx = await start_run(suite, todo, settings, out_dir, options, llm, embedder, say)
+        await evaluate_all(ctx, todo, len(questions), out_dir, say)
 
     records = load_results(out_dir)
     ordered = [records[q.id] for q in questions if q.id in records]
@@ -396,8 +375,90 @@ async def run_suite(
     return summary
 
 
+async def start_run(
+    suite: Suite,
+    todo: list[Question],
+    settings: Settings,
+    out_dir: Path,
+    options: RunOptions,
+    llm: LLM | None,
+    embedder: Embedder | None,
+    say: Callable[[str], None],
+) -> RunContext:
+    """The context for the questions left: the LLM checked, the embedding model loaded."""
+    from assistant.api.services import llm_base_url
+
+    record_to = out_dir / COMPLETIONS if options.record else None
+    run_with = run_llm(llm, settings.llm, llm_base_url(settings), record_to, options.replay)
+    ctx = build_context(suite, settings, options, run_with, embedder)
+    if isinstance(run_with, ReplayLLM):
+        ctx.replay = run_with
+    unknown = sorted({t for q in todo for t in resolve_gold(q, ctx.catalogue)[1]}, key=str.casefold)
+    for title in unknown:
+        say(f"warning: gold title not in the index: {title}")
+    if options.answers and not await ctx.services.llm.ping():
+        where = f"at {llm_base_url(settings)}" if llm is None else f"({ctx.services.llm.model})"
+        raise LLMDownError(
+            f"The LLM {where} does not answer; start it (or set SCHOLIA_LLM_URL), "
+            "or run with --no-llm."
+        )
+    ctx.services.assistant.retriever.search("warm-up query", 1)  # load the model first
+    return ctx
+
+
+async def evaluate_all(
+    ctx: RunContext, todo: list[Question], total: int, out_dir: Path, say: Callable[[str], None]
+) -> None:
+    """Evaluate and append each question; stop when the LLM is down or a replay misses."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    name = ctx.suite.name
+    interactive = sys.stderr.isatty() if ctx.options.progress is None else ctx.options.progress
+    bar = tqdm(
+        total=total,
+        initial=total - len(todo),
+        desc=name,
+        unit="q",
+        disable=not interactive,
+        dynamic_ncols=True,
+    )
+    down = 0
+    step = max(1, min(10, len(todo) // 10))  # log lines when there is no bar
+    try:
+        for index, question in enumerate(todo, start=1):
+            record = await evaluate_question(question, ctx)
+            if ctx.replay is not None and ctx.replay.misses:
+                raise CompletionNotRecordedError(
+                    f"question {question.id}: {ctx.replay.misses[0]}; the recording does not "
+                    "match this code, prompt or settings: record it again with --record."
+                )
+            record["evaluated_at"] = _now()
+            append_result(out_dir, record)
+            bar.update(1)
+            if not interactive and (index % step == 0 or index == len(todo)):
+                elapsed = time.perf_counter() - started
+                eta = elapsed / index * (len(todo) - index)
+                say(
+                    f"{name}: {total - len(todo) + index}/{total} "
+                    f"questions, {elapsed:.0f} s elapsed, ETA {eta:.0f} s"
+                )
+            unavailable = record.get("answer", {}).get("unavailable", False) or record.get(
+                "judge_unavailable", False
+            )
+            down = down + 1 if unavailable else 0
+            if down >= MAX_LLM_DOWN:
+                raise LLMDownError(
+                    f"The LLM or judge was unreachable on {down} questions in a row; {out_dir} "
+                    "keeps what is done; run the same command again to resume."
+                )
+    finally:
+        bar.close()
+
+
 def options_dict(options: RunOptions) -> dict[str, Any]:
     data = asdict(options)
+    data["replay"] = str(options.replay) if options.replay is not None else None
     if options.judge is not None:
         data["judge"] = {
             **asdict(options.judge),

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -25,6 +26,7 @@ from assistant.api.middleware import install_middleware
 from assistant.api.routes import ask, health, openai_compat, search
 from assistant.api.services import Services, build_services
 from assistant.settings import Settings, get_settings
+from assistant.warmup import StartupSteps, longest_prompt_tokens, warm_up_path
 
 log = logging.getLogger("scholia.api")
 
@@ -36,13 +38,30 @@ def api_key_of(settings: Settings) -> str | None:
     return key.strip() or None if key else None
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    services: Services | None = None,
+    *,
+    warm_up: bool = False,
+    engine: dict[str, Any] | None = None,
+    startup: StartupSteps | None = None,
+) -> FastAPI:
+    """The app. `warm_up`: run one question's path and measure the LLM before the port opens
+    (uvicorn binds only after the lifespan's start-up). `engine`: the supervised vLLM's settings,
+    shown by /ready."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is None:
             app.state.services = build_services(settings)
+        if engine is not None:
+            app.state.services.engine = engine
+        if warm_up:
+            steps = startup or StartupSteps()
+            with steps.timed("warm_up_s"):
+                await _warm_up(app.state.services)
+            _record_startup(app.state.services, steps)
         yield
 
     app = FastAPI(
@@ -71,3 +90,37 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     mount_ui(app, api_key)
     return app
+
+
+async def _warm_up(services: Services) -> None:
+    calibration = await warm_up_path(services.assistant)
+    if calibration is None:
+        return
+    settings = services.settings
+    longest = longest_prompt_tokens(settings, await services.llm.context_window())
+    services.llm.calibrate(calibration, longest, settings.llm.max_answer_tokens)
+    log.warning(
+        "warm-up done in %.1f s: prefill %.0f tokens/s, decode %.1f tokens/s, first token after "
+        "%.1f s for a %d-token prompt; LLM deadline %g s",
+        calibration.warmup_s,
+        calibration.prefill_tokens_s,
+        calibration.decode_tokens_s,
+        calibration.first_token_long_s,
+        calibration.long_prompt_tokens,
+        services.llm.timeout_s,
+    )
+
+
+def _record_startup(services: Services, steps: StartupSteps) -> None:
+    calibration = services.llm.calibration
+    engine = services.engine or {}
+    entry = steps.record(
+        services.settings.logs_dir,
+        {
+            "cpu": engine.get("cpu", {}).get("model"),
+            "dtype": engine.get("dtype"),
+            "enforce_eager": engine.get("enforce_eager"),
+            "measured": calibration.describe() if calibration is not None else None,
+        },
+    )
+    log.warning("start-up steps (s): %s", {k: v for k, v in entry.items() if k.endswith("_s")})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -12,6 +13,7 @@ from assistant.pipeline import Assistant
 from assistant.retrieve import Retriever
 from assistant.settings import Settings
 from assistant.verify import Verifier
+from assistant.warmup import Calibration, prompt_tokens
 from ingest.embed import Embedder
 from ingest.pipeline import keyword_index, open_store, wanted_manifest
 from ingest.store import ChromaStore
@@ -22,7 +24,9 @@ class Services:
     settings: Settings
     assistant: Assistant
     store: ChromaStore
-    llm: LLM
+    llm: DeadlineLLM
+    # What `scholia serve` chose for the vLLM it supervises (CPU, dtype, …); None otherwise.
+    engine: dict[str, Any] | None = None
 
 
 def llm_base_url(settings: Settings) -> str:
@@ -38,15 +42,42 @@ class DeadlineLLM:
     budget for all of its tokens together.
     """
 
-    def __init__(self, inner: LLM, timeout_s: float) -> None:
+    def __init__(self, inner: LLM, timeout_s: float, *, timeout_fixed: bool = True) -> None:
         self.inner = inner
         self.model = inner.model
         self.timeout_s = timeout_s
+        self.timeout_fixed = timeout_fixed
+        self.calibration: Calibration | None = None
+
+    def calibrate(
+        self, calibration: Calibration, longest_prompt_tokens: int, max_tokens: int
+    ) -> None:
+        """Know the engine's speed: refuse what cannot finish; derive the deadline if unset."""
+        self.calibration = calibration
+        if not self.timeout_fixed:
+            self.timeout_s = round(calibration.timeout_for(longest_prompt_tokens, max_tokens), 1)
 
     def _timeout(self) -> LLMTimeoutError:
         return LLMTimeoutError(f"The LLM did not answer within {self.timeout_s:g} s.")
 
+    def _check_fits(self, messages: list[ChatMessage], max_tokens: int) -> None:
+        """A request the engine cannot finish before the deadline is not sent (its engine time
+        would be wasted, and on a slow CPU a huge prefill can outlast vLLM's step timeout)."""
+        if self.calibration is None:
+            return
+        tokens = prompt_tokens(messages)
+        needed = self.calibration.seconds_for(tokens, max_tokens)
+        if needed > self.timeout_s:
+            raise LLMTimeoutError(
+                f"Not sent: a {tokens}-token prompt with up to {max_tokens} answer tokens takes "
+                f"about {needed:.0f} s on this engine (measured "
+                f"{self.calibration.prefill_tokens_s:.0f} prompt and "
+                f"{self.calibration.decode_tokens_s:.1f} answer tokens/s), over the "
+                f"{self.timeout_s:g} s deadline."
+            )
+
     async def complete(self, messages: list[ChatMessage], max_tokens: int) -> Completion:
+        self._check_fits(messages, max_tokens)
         try:
             with anyio.fail_after(self.timeout_s):
                 return await self.inner.complete(messages, max_tokens)
@@ -54,6 +85,7 @@ class DeadlineLLM:
             raise self._timeout() from error
 
     async def stream(self, messages: list[ChatMessage], max_tokens: int) -> AsyncIterator[str]:
+        self._check_fits(messages, max_tokens)
         deadline = anyio.current_time() + self.timeout_s
         chunks = self.inner.stream(messages, max_tokens)
         try:
@@ -94,11 +126,15 @@ def build_services(
     embedder = embedder or Embedder(settings.embedding.model_path, settings.embedding.batch_size)
     store = open_store(settings)
     store.check_manifest(wanted_manifest(settings, embedder))
-    llm = DeadlineLLM(
-        llm or OpenAICompatibleLLM(llm_base_url(settings), settings.llm), settings.llm.timeout_s
+    deadline_llm = DeadlineLLM(
+        llm or OpenAICompatibleLLM(llm_base_url(settings), settings.llm),
+        settings.llm.deadline_s,
+        timeout_fixed=settings.llm.timeout_s is not None,
     )
     retriever = Retriever(store, keyword_index(settings), embedder, settings.retrieval)
     verifier = Verifier(
         embedder, settings.answer.semantic_threshold, settings.answer.lexical_threshold
     )
-    return Services(settings, Assistant(retriever, llm, verifier, settings), store, llm)
+    return Services(
+        settings, Assistant(retriever, deadline_llm, verifier, settings), store, deadline_llm
+    )

@@ -19,6 +19,7 @@ import pytest
 
 from assistant.settings import LLMSettings, Settings
 from assistant.vllm_server import VllmServer, VllmServerError
+from tests.assistant.test_engine import EPYC_AVX2, EPYC_BF16
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
 
@@ -121,7 +122,7 @@ def _wait_gone(pid: int, seconds: float = 10.0) -> bool:
 
 def test_command_holds_model_name_address_and_limits(tmp_path: Path) -> None:
     settings = _settings(tmp_path, port=8123)
-    cmd = VllmServer(settings).command()
+    cmd = VllmServer(settings, cpu=EPYC_BF16).command()
     assert cmd[:3] == [str(settings.llm.vllm_python), "-m", "vllm.entrypoints.openai.api_server"]
 
     def flag(name: str) -> str:
@@ -132,10 +133,24 @@ def test_command_holds_model_name_address_and_limits(tmp_path: Path) -> None:
     assert flag("--host") == "127.0.0.1"
     assert flag("--port") == "8123"
     assert flag("--max-model-len") == "2048"
+    assert flag("--dtype") == "bfloat16"
     assert "--enforce-eager" not in cmd
-    eager = VllmServer(settings, enforce_eager=True, extra_args=("--seed", "1")).command()
+    eager = VllmServer(
+        settings, cpu=EPYC_BF16, enforce_eager=True, extra_args=("--seed", "1")
+    ).command()
     assert "--enforce-eager" in eager
     assert eager[-2:] == ["--seed", "1"]
+
+
+def test_an_avx2_only_cpu_gets_float32_eager_and_small_prefill_steps(tmp_path: Path) -> None:
+    server = VllmServer(_settings(tmp_path), cpu=EPYC_AVX2)
+    cmd = server.command()
+    assert cmd[cmd.index("--dtype") + 1] == "float32"
+    assert "--enforce-eager" in cmd
+    assert cmd[cmd.index("--max-num-batched-tokens") + 1] == "512"
+    env = server.env()
+    assert int(env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"]) >= 300
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0"
 
 
 def test_env_keeps_caches_in_the_data_dir_and_stays_offline(

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+import psutil
 import pytest
 
 from assistant.settings import PROJECT_ROOT, get_settings
@@ -57,8 +58,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     data_dir = tmp_path_factory.mktemp("e2e-data")
     (data_dir / "cache").mkdir()
     (data_dir / "models").symlink_to(main.models_dir)
-    (main.data_dir / "cache" / "vllm").mkdir(parents=True, exist_ok=True)
-    (data_dir / "cache" / "vllm").symlink_to(main.data_dir / "cache" / "vllm")
+    for cache in ("vllm", "torchinductor"):  # compile caches: only the first start pays
+        (main.data_dir / "cache" / cache).mkdir(parents=True, exist_ok=True)
+        (data_dir / "cache" / cache).symlink_to(main.data_dir / "cache" / cache)
     app_port, llm_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -106,7 +108,14 @@ def scholia_app(folder: Path, env: dict[str, str]) -> Iterator[AppProcess]:
         process = subprocess.Popen(
             [sys.executable, "-m", "assistant.cli", "serve", "--port", str(port)],
             cwd=PROJECT_ROOT,
-            env={**os.environ, "SCHOLIA_DATA_DIR": str(folder / "data"), **env},
+            # The live server warmed up and measured the engine; these apps skip it (~40 s each
+            # on a slow CPU) unless a test asks for it.
+            env={
+                **os.environ,
+                "SCHOLIA_DATA_DIR": str(folder / "data"),
+                "SCHOLIA_LLM_WARM_UP": "false",
+                **env,
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -124,20 +133,26 @@ def scholia_app(folder: Path, env: dict[str, str]) -> Iterator[AppProcess]:
 
 
 def _stop(server: LiveServer) -> None:
-    """Ctrl-C `scholia serve`; it must take its vLLM down with it (checked, so it can fail)."""
+    """SIGTERM `scholia serve` (what docker, systemd and kill send): it must exit 0 and take its
+    vLLM down with it (checked, so it can fail)."""
+    engine = psutil.Process(server.process.pid).children(recursive=True)
+    assert any("vllm" in " ".join(p.cmdline()) for p in engine), "no vLLM under scholia serve"
     if server.process.poll() is None:
-        server.process.send_signal(signal.SIGINT)
+        server.process.send_signal(signal.SIGTERM)
         try:
-            server.process.wait(timeout=90)
+            code = server.process.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait(timeout=30)
-            pytest.fail("scholia serve did not stop within 90 s of SIGINT")
+            pytest.fail("scholia serve did not stop within 90 s of SIGTERM")
+        assert code == 0, f"scholia serve exited {code} after SIGTERM"
     llm = urlparse(server.llm_url)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        left = [p.pid for p in engine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         with socket.socket() as sock:
-            if sock.connect_ex((llm.hostname or "127.0.0.1", llm.port or 0)) != 0:
-                return
+            closed = sock.connect_ex((llm.hostname or "127.0.0.1", llm.port or 0)) != 0
+        if closed and not left:
+            return
         time.sleep(1)
-    pytest.fail("vLLM still listening after `scholia serve` stopped")
+    pytest.fail(f"after `scholia serve` stopped: vLLM port open {not closed}, processes {left}")

@@ -1,4 +1,8 @@
-"""The eval harness end to end: answers from the real vLLM, judged by RAGAS with the same model."""
+"""The eval harness end to end: answers from the real vLLM, judged by RAGAS with the same model.
+
+One question: RAGAS makes ~11 judge calls of 0.6-1.8k prompt tokens for it, minutes on a 2-core
+AVX2 CPU. What is exercised here is the judged path; answer quality is measured on whole suites
+(`scholia eval run`, replayable with --record/--replay), not in this test."""
 
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ def test_llm_judged_run_on_real_vllm(
     }
     command = [
         sys.executable, "-m", "assistant.cli", "eval", "run", "dev",
-        "--limit", "3", "--stratify", "--out", str(out),
-        "--judge-max-tokens", "384", "--judge-timeout", "150",
+        "--limit", "1", "--type", "fact", "--out", str(out),
+        "--judge-max-tokens", "256", "--judge-timeout", "150",
     ]  # fmt: skip
     result = subprocess.run(
         command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800
@@ -40,5 +44,5 @@ def test_llm_judged_run_on_real_vllm(
     # every judged score is either present or counted as missing: nothing silently lost
     assert any(key.startswith("judge.faithfulness") for key in metrics)
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(results) == 3
+    assert len(results) == 1
     assert (out / "report.md").is_file() and (out / "per_type.png").is_file()

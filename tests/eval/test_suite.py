@@ -106,7 +106,7 @@ def test_select_limit_types_and_stratify() -> None:
     assert len({q.type for q in balanced}) == 5
 
 
-@pytest.mark.parametrize("name", ["dev", "holdout"])
+@pytest.mark.parametrize("name", ["dev", "holdout", "paraphrase", "frozen"])
 def test_bundled_suite_matches_the_bundled_corpus(name: str) -> None:
     """Gold titles exist, and a one-paper question's key strings are in that paper's abstract."""
     papers = {

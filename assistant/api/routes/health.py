@@ -32,7 +32,14 @@ async def ready(services: ServicesDep) -> JSONResponse:
             index["ok"] = True
     except Exception as error:
         problems.append(f"index unavailable: {error}")
-    llm: dict[str, Any] = {"ok": await services.llm.ping(), "model": services.llm.model}
+    calibration = services.llm.calibration
+    llm: dict[str, Any] = {
+        "ok": await services.llm.ping(),
+        "model": services.llm.model,
+        "deadline_s": services.llm.timeout_s,
+        "engine": services.engine,
+        "measured": calibration.describe() if calibration is not None else None,
+    }
     if not llm["ok"]:
         problems.append(f"LLM unreachable ({services.llm.model})")
     return JSONResponse(

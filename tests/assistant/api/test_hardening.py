@@ -260,7 +260,13 @@ def test_ready_says_what_is_not_ready(client: TestClient, fake_llm: FakeLLM) -> 
     body = ready.json()
     assert body["ready"] and body["problems"] == []
     assert body["checks"]["index"]["ok"] and body["checks"]["index"]["chunks"] > 0
-    assert body["checks"]["llm"] == {"ok": True, "model": "fake-llm"}
+    assert body["checks"]["llm"] == {
+        "ok": True,
+        "model": "fake-llm",
+        "deadline_s": 120.0,
+        "engine": None,  # no supervised vLLM
+        "measured": None,  # no warm-up
+    }
     fake_llm.down = True
     down = client.get("/ready")
     assert down.status_code == 503
