@@ -213,10 +213,17 @@ class Assistant:
         return name_cited_methods(verdict, packed, question)
 
     def sources_of(self, prepared: Prepared) -> list[Source]:
-        if prepared.packed:
-            # What the model was shown: the kept sentences, " … " where some were left out.
-            return [_source(p.rank, p.paper, p.shown or p.text) for p in prepared.packed]
-        return _sources_of(prepared.papers)
+        """Every retrieved paper: first those in the prompt, with what the model was shown (the
+        kept sentences, " … " where some were left out) under the ranks its citations use; then
+        the ones the prompt budget left out, whole."""
+        if not prepared.packed:
+            return _sources_of(prepared.papers)
+        shown = [_source(p.rank, p.paper, p.shown or p.text) for p in prepared.packed]
+        in_prompt = {p.paper.id for p in prepared.packed}
+        left_out = [paper for paper in prepared.papers if paper.id not in in_prompt]
+        return shown + [
+            _source(rank, paper, paper.text) for rank, paper in enumerate(left_out, len(shown) + 1)
+        ]
 
 
 def _sources_of(papers: list[RetrievedPaper]) -> list[Source]:

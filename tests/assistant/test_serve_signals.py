@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import pytest
 
 from assistant.model_prep import model_dir, write_marker
 from assistant.settings import PROJECT_ROOT, Settings
-from tests.assistant.test_vllm_server import FAKE_SERVER
+from tests.assistant.test_vllm_server import fake_vllm_python
 from tests.servers import free_port, wait_http
 
 STOP_TIMEOUT_S = 60
@@ -38,6 +38,9 @@ class Serve:
     log: Path
 
 
+StartServe = Callable[..., Serve]
+
+
 @pytest.fixture
 def serve_env(tmp_path: Path, indexed_settings: Settings) -> dict[str, str]:
     """A data dir with the bundled corpus indexed and a (stand-in) converted model."""
@@ -48,12 +51,7 @@ def serve_env(tmp_path: Path, indexed_settings: Settings) -> dict[str, str]:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     write_marker(folder, 0.0)
-    script = tmp_path / "fake_vllm.py"
-    script.write_text(FAKE_SERVER)
-    python = tmp_path / "venv" / "bin" / "python"
-    python.parent.mkdir(parents=True)
-    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
-    python.chmod(0o755)
+    python = fake_vllm_python(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHOLIA_")}
     return {
         **env,
@@ -65,7 +63,7 @@ def serve_env(tmp_path: Path, indexed_settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_serve(serve_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+def start_serve(serve_env: dict[str, str], tmp_path: Path) -> Iterator[StartServe]:
     started: list[Serve] = []
 
     def start(**extra: str) -> Serve:
@@ -130,14 +128,14 @@ def _port_closed(port: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stop_signal_while_serving_stops_vllm_and_exits_0(
-    start_serve, sig: signal.Signals
-) -> None:  # type: ignore[no-untyped-def]
+    start_serve: StartServe, sig: signal.Signals
+) -> None:
     serve = start_serve()
     wait_http(serve.url + "/health", serve.process, serve.log, timeout=180)
     _stop_and_check(serve, sig)
 
 
-def test_a_stop_signal_while_vllm_starts_stops_it_too(start_serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_stop_signal_while_vllm_starts_stops_it_too(start_serve: StartServe) -> None:
     serve = start_serve(FAKE_DELAY="60")
     deadline = time.monotonic() + 120
     while not serve.child_pid_file.exists():  # the engine is up, its HTTP server not yet

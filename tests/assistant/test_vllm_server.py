@@ -72,14 +72,19 @@ def _settings(tmp_path: Path, port: int = 8100, python: Path | None = None) -> S
     )
 
 
-def _fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str = "serve") -> Settings:
+def fake_vllm_python(tmp_path: Path) -> Path:
+    """A stand-in for the vLLM venv's python that runs FAKE_SERVER."""
     script = tmp_path / "fake_vllm.py"
     script.write_text(FAKE_SERVER)
     python = tmp_path / "venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
     python.chmod(0o755)
-    settings = _settings(tmp_path, port=_free_port(), python=python)
+    return python
+
+
+def _fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str = "serve") -> Settings:
+    settings = _settings(tmp_path, port=_free_port(), python=fake_vllm_python(tmp_path))
     model = settings.models_dir / MODEL
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")

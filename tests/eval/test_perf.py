@@ -39,10 +39,13 @@ def test_perf_end_to_end_with_a_fake_llm(
             }
         )
         report = run_perf(settings, tmp_path, sizes=[5], queries=4, asks=1, log=lambda _: None)
-        assert len(llm.requests) == 2  # /ask (streamed over HTTP), then the raw completion
+        # /ask (streamed over HTTP), the raw completion; then the engine's speed: a full-size
+        # prompt and a short one that asks for answer tokens.
+        assert len(llm.requests) == 4
         assert all(request["stream"] for request in llm.requests)
         # The raw baseline sends exactly the prompt the pipeline sends.
         assert llm.requests[0]["messages"] == llm.requests[1]["messages"]
+        assert llm.requests[3]["max_tokens"] > llm.requests[2]["max_tokens"]
 
     assert calls == [([5], tmp_path / "ingest")]
     assert report["errors"] == []
@@ -57,6 +60,13 @@ def test_perf_end_to_end_with_a_fake_llm(
     assert json.loads((tmp_path / "perf.json").read_text())["machine"]["logical_cores"] >= 1
     text = (tmp_path / "perf.md").read_text()
     assert "## /search" in text and "Ratio /search ÷ raw" in text and "time to first token" in text
+    engine = report["engine"]
+    assert engine["choices"]["cpu"]["model"] and engine["choices"]["dtype"] in {
+        "float32",
+        "bfloat16",
+    }
+    assert engine["speed"]["prefill_tokens_s"] > 0 and engine["speed"]["decode_tokens_s"] > 0
+    assert "## Engine" in text and "Raw engine speed" in text
     assert (tmp_path / "perf.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -69,3 +79,4 @@ def test_perf_without_llm_or_bench(indexed_settings: Settings, tmp_path: Path) -
     assert "no LLM answers" in report["ask"]["skipped"]
     assert report["search"]["search_http_ms"]["n"] == 2
     assert "no LLM answers" in (tmp_path / "perf.md").read_text()
+    assert "no LLM answers" in report["engine"]["speed"]["skipped"]
