@@ -21,6 +21,14 @@ eval_app = typer.Typer(
 )
 
 
+class JudgeMetric(StrEnum):
+    faithfulness = "faithfulness"
+    answer_relevancy = "answer_relevancy"
+    context_precision = "context_precision"
+    context_recall = "context_recall"
+    factual_correctness = "factual_correctness"
+
+
 class Mode(StrEnum):
     hybrid = "hybrid"
     dense = "dense"
@@ -88,6 +96,14 @@ def run(
     judge_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds one judge call may take.")
     ] = 300.0,
+    judge_metrics: Annotated[
+        list[JudgeMetric] | None,
+        typer.Option(
+            "--judge-metric",
+            help="Only this LLM-judged metric (repeatable; default all five). Each costs one "
+            "to several judge calls per question: minutes on a slow CPU.",
+        ),
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
@@ -141,6 +157,7 @@ def run(
             embedding_model=settings.embedding.model_path or packaged_model_path(),
             max_tokens=judge_max_tokens,
             timeout_s=judge_timeout,
+            metrics=tuple(metric.value for metric in judge_metrics or ()),
         )
     options = RunOptions(
         modes=modes,

@@ -109,6 +109,7 @@ class JudgeConfig:
     max_tokens: int = 512
     timeout_s: float = 300.0
     retries: int = 2  # instructor's re-asks after a reply that does not validate
+    metrics: tuple[str, ...] = ()  # the judged metrics to run (eval.cli.JudgeMetric); empty: all
     api_key: str = "x"
 
 
@@ -176,7 +177,8 @@ class Judge:
             calls["factual_correctness"] = lambda: self.factual_correctness.ascore(
                 response=sample.response, reference=sample.reference
             )
-        return calls
+        wanted = self.config.metrics
+        return {name: call for name, call in calls.items() if not wanted or name in wanted}
 
     async def judge(self, sample: Sample) -> JudgeOutcome:
         outcome = JudgeOutcome()
