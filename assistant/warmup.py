@@ -112,14 +112,16 @@ def _varied(message: ChatMessage) -> ChatMessage:
 
 
 async def warm_up_path(assistant: Any) -> Calibration | None:
-    """Run the question path once and measure the engine; None (logged) if the LLM fails."""
+    """Run the question path once and measure the engine; None (logged) if the LLM fails: the
+    app starts all the same, and /ready says the LLM is down."""
     from assistant.llm import LLMError
+    from assistant.pipeline import AnswerUnavailableError
 
-    prepared = await assistant.prepare(AskRequest(question=WARMUP_QUESTION))
-    messages = answer_messages(prepared.question, prepared.packed)
     try:
+        prepared = await assistant.prepare(AskRequest(question=WARMUP_QUESTION))
+        messages = answer_messages(prepared.question, prepared.packed)
         calibration = await calibrate(assistant.llm, messages)
-    except LLMError as error:
+    except (LLMError, AnswerUnavailableError) as error:
         log.warning("warm-up: the LLM failed (%s); answers will show whether it recovers", error)
         return None
     if prepared.packed:  # the verifier's first sentence, too

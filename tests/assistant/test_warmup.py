@@ -92,3 +92,15 @@ def test_serve_warms_up_measures_and_refuses_what_cannot_finish(
         assert llm.requests == sent
     entry = json.loads((tmp_path / "logs" / STARTUP_LOG).read_text().splitlines()[-1])
     assert entry["warm_up_s"] > 0 and entry["measured"]["prefill_tokens_s"] > 0
+
+
+def test_an_unreachable_llm_at_start_is_logged_not_fatal(
+    indexed_settings: Settings, embedder: Embedder
+) -> None:
+    llm = FakeLLM()
+    llm.down = True
+    services = build_services(indexed_settings, llm=llm, embedder=embedder)
+    with TestClient(create_app(indexed_settings, services, warm_up=True)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["llm"]["measured"] is None
+        assert client.get("/health").status_code == 200
