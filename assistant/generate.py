@@ -19,9 +19,18 @@ def answer_messages(question: str, sources: list[PackedSource]) -> list[ChatMess
     ]
 
 
+# Counted prompt tokens per chat message beyond its text (role markers).
+MESSAGE_OVERHEAD_TOKENS = 8
+
+
+def prompt_tokens(messages: list[ChatMessage]) -> int:
+    """Tokens a chat prompt costs (tiktoken's count, plus the role markers)."""
+    return sum(count_tokens(message.content) + MESSAGE_OVERHEAD_TOKENS for message in messages)
+
+
 def prompt_overhead(question: str) -> int:
     """Tokens the prompt costs before any source is added."""
-    return sum(count_tokens(message.content) + 8 for message in answer_messages(question, []))
+    return prompt_tokens(answer_messages(question, []))
 
 
 async def generate(llm: LLM, messages: list[ChatMessage], max_tokens: int) -> Completion:

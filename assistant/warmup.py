@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.generate import answer_messages
+from assistant.generate import answer_messages, prompt_tokens
 from assistant.llm import LLM, MAX_LLM_TIMEOUT_S, ChatMessage
-from assistant.pack import count_tokens
 from assistant.schemas import AskRequest
 from assistant.settings import Settings
 
@@ -37,8 +36,6 @@ DECODE_TOKENS = 10
 SAFETY = 2.0
 FIXED_ALLOWANCE_S = 10.0
 MIN_TIMEOUT_S = 30.0
-# Counted prompt tokens per chat message beyond its text (role markers).
-MESSAGE_OVERHEAD_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -62,10 +59,6 @@ class Calibration:
 
     def describe(self) -> dict[str, Any]:
         return {key: round(value, 3) for key, value in asdict(self).items()}
-
-
-def prompt_tokens(messages: list[ChatMessage]) -> int:
-    return sum(count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
 async def timed_stream(

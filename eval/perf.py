@@ -76,21 +76,13 @@ def describe_machine() -> dict[str, Any]:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     except (ImportError, OSError):
         pass
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        text = cpuinfo.read_text(errors="replace")
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        flags: set[str] = set()
-        for line in text.splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-        info["cpu_flags"] = [flag for flag in CPU_FLAGS if flag in flags]
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
+    from assistant.engine import read_cpu
+
+    cpu = read_cpu()
+    info["cpu"] = (
+        cpu.model if cpu.model != "unknown" else platform.processor() or platform.machine()
+    )
+    info["cpu_flags"] = [flag for flag in CPU_FLAGS if flag in cpu.flags]
     info["gpu"] = _gpus()
     try:
         import torch

@@ -8,12 +8,13 @@ from typing import Any
 
 import anyio
 
+from assistant.generate import prompt_tokens
 from assistant.llm import LLM, ChatMessage, Completion, LLMTimeoutError, OpenAICompatibleLLM
 from assistant.pipeline import Assistant
 from assistant.retrieve import Retriever
 from assistant.settings import Settings
 from assistant.verify import Verifier
-from assistant.warmup import Calibration, prompt_tokens
+from assistant.warmup import Calibration
 from ingest.embed import Embedder
 from ingest.pipeline import keyword_index, open_store, wanted_manifest
 from ingest.store import ChromaStore

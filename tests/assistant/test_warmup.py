@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 
 from assistant.api.main import create_app
 from assistant.api.services import build_services
+from assistant.generate import prompt_tokens
 from assistant.llm import ChatMessage, Completion
 from assistant.settings import Settings
-from assistant.warmup import STARTUP_LOG, Calibration, calibrate, prompt_tokens
+from assistant.warmup import STARTUP_LOG, Calibration, calibrate
 from ingest.embed import Embedder
 from tests.assistant.api.conftest import configured
 from tests.fakes import FakeLLM
