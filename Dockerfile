@@ -97,7 +97,8 @@ ENTRYPOINT ["/bin/sh", "-c", "dtype=${VLLM_CPU_DTYPE:-$(grep -qwE 'avx512_bf16|a
 CMD ["--model", "/var/lib/scholia/models/qwen2.5-coder-0.5b-instruct", \
      "--served-model-name", "qwen2.5-coder-0.5b-instruct", \
      "--host", "0.0.0.0", "--port", "8000", "--max-model-len", "4096", \
-     "--max-num-seqs", "8", "--enforce-eager", "--disable-log-stats"]
+     "--max-num-seqs", "8", "--enforce-eager", "--disable-log-stats", \
+     "--structured-outputs-config", "{\"backend\": \"xgrammar\", \"disable_any_whitespace\": true}"]
 
 # ---------------------------------------------------------------------------------------------
 # The app (default target).

@@ -27,6 +27,10 @@ class LLMTimeoutError(LLMError):
     """The server took longer than the configured timeout."""
 
 
+# A JSON schema the reply must follow (vLLM structured outputs, through `response_format`).
+JsonSchema = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class ChatMessage:
     role: str
@@ -44,9 +48,13 @@ class Completion:
 class LLM(Protocol):
     model: str
 
-    async def complete(self, messages: list[ChatMessage], max_tokens: int) -> Completion: ...
+    async def complete(
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
+    ) -> Completion: ...
 
-    def stream(self, messages: list[ChatMessage], max_tokens: int) -> AsyncIterator[str]: ...
+    def stream(
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
+    ) -> AsyncIterator[str]: ...
 
     async def context_window(self) -> int: ...
 
@@ -67,13 +75,16 @@ class OpenAICompatibleLLM:
             max_retries=0,
         )
 
-    async def complete(self, messages: list[ChatMessage], max_tokens: int) -> Completion:
+    async def complete(
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
+    ) -> Completion:
         try:
             response = await self.client.chat.completions.create(
                 model=self.model,
                 messages=as_openai_messages(messages),
                 max_tokens=max_tokens,
                 temperature=self.temperature,
+                **_constrained(schema),
             )
         except Exception as error:
             raise _translate(error) from error
@@ -85,7 +96,9 @@ class OpenAICompatibleLLM:
             model=response.model or self.model,
         )
 
-    async def stream(self, messages: list[ChatMessage], max_tokens: int) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
+    ) -> AsyncIterator[str]:
         try:
             chunks = await self.client.chat.completions.create(
                 model=self.model,
@@ -93,6 +106,7 @@ class OpenAICompatibleLLM:
                 max_tokens=max_tokens,
                 temperature=self.temperature,
                 stream=True,
+                **_constrained(schema),
             )
             async for chunk in chunks:
                 if chunk.choices and chunk.choices[0].delta.content:
@@ -123,6 +137,15 @@ class OpenAICompatibleLLM:
         except Exception:
             return False
         return True
+
+
+def _constrained(schema: JsonSchema | None) -> dict[str, Any]:
+    """The request fields that make vLLM follow `schema` (vLLM 0.32 reads `structured_outputs`
+    or `response_format`; it silently ignores the old `guided_json`). The server is started
+    with `disable_any_whitespace`: JSON whitespace would cost answer tokens."""
+    if schema is None:
+        return {}
+    return {"extra_body": {"structured_outputs": {"json": schema}}}
 
 
 def as_openai_messages(messages: list[ChatMessage]) -> Any:

@@ -21,11 +21,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
-from typing import Any
 
 import tiktoken
 
 import prompts
+from assistant.analyse import (
+    Asks,
+    QuestionAnalysis,
+    analyse,
+    gives_the_figure,
+    names_in,
+    numbers_in,
+    stems,
+)
+from assistant.analyse import (
+    mentions as text_mentions,
+)
 from assistant.retrieve import RetrievedPaper
 from ingest.chunk import split_sentences
 
@@ -48,9 +59,13 @@ DROP_MARGIN = 0.2
 # for a question about several papers they compete as equals.
 RANK_PENALTY = 0.15
 MAX_SENTENCES_BELOW_TOP = 2
-WHICH = re.compile(r"\bwhich\b", re.IGNORECASE)
 WORD = re.compile(r"[^\W_]+(?:[-+.][^\W_]+)*")
-
+# "we propose …", "a method called X": where a paper says what it contributes.
+PROPOSES = re.compile(
+    r"\b(?:we|this paper|this work|our)\s+(?:\w+\s+)?(?:propose|introduce|present|develop)\w*"
+    r"|\b(?:call(?:ed)?|named|dubbed|termed|coined)\s",
+    re.IGNORECASE,
+)
 # MiniLM cosine of a text with each of several sentences (`Verifier.similarities`).
 Similarity = Callable[[str, list[str]], Iterable[float]]
 
@@ -69,12 +84,26 @@ class PackedSource:
     rank: int
     paper: RetrievedPaper
     text: str  # the sentences kept, in the abstract's order, space-joined: what the verifier reads
-    shown: str = ""  # `text` as the model sees it, " … " where sentences were left out ("": `text`)
+    shown: str = ""  # `text` for a reader, " … " where sentences were left out ("": `text`)
+    sentences: tuple[str, ...] = ()  # the evidence, numbered from 1 ("": `text` split)
+    ranked: tuple[int, ...] = ()  # evidence numbers, most relevant to the question first
+
+    @property
+    def by_relevance(self) -> list[str]:
+        """The evidence ids, most relevant to the question first (as packing scored them)."""
+        keys = list(self.evidence)
+        order = [n for n in self.ranked if 0 < n <= len(keys)] or range(1, len(keys) + 1)
+        return [keys[n - 1] for n in order]
+
+    @property
+    def evidence(self) -> dict[str, str]:
+        """Each kept sentence under its id, "2.3" for this (rank 2) source's third."""
+        sentences = self.sentences or tuple(split_sentences(self.text))
+        return {f"{self.rank}.{index}": s for index, s in enumerate(sentences, start=1)}
 
     def render(self) -> str:
-        return prompts.load("source").format(
-            rank=self.rank, title=self.paper.title, text=self.shown or self.text
-        )
+        lines = "\n".join(f"[{key}] {sentence}" for key, sentence in self.evidence.items())
+        return prompts.load("source").format(rank=self.rank, title=self.paper.title, text=lines)
 
 
 def render_sources(sources: Sequence[PackedSource]) -> str:
@@ -96,34 +125,41 @@ class _Paper:
 
     def packed(self, rank: int) -> PackedSource:
         if self.cut:
-            return PackedSource(rank, self.paper, self.cut)
-        if len(self.kept) == len(self.sentences):
-            return PackedSource(rank, self.paper, self.paper.text.strip())
+            return PackedSource(rank, self.paper, self.cut, sentences=(self.cut,), ranked=(1,))
         order = sorted(self.kept)
+        kept = tuple(self.sentences[index] for index in order)
+        # The kept sentences' numbers (from 1), most relevant first.
+        ranked = tuple(
+            sorted(range(1, len(order) + 1), key=lambda n: (-self.scores[order[n - 1]], n))
+        )
+        if len(self.kept) == len(self.sentences):
+            text = self.paper.text.strip()
+            return PackedSource(rank, self.paper, text, sentences=kept, ranked=ranked)
         shown = self.sentences[order[0]] if order else ""
         for previous, index in pairwise(order):
             shown += (" " if index == previous + 1 else OMISSION) + self.sentences[index]
-        text = " ".join(self.sentences[index] for index in order)
-        return PackedSource(rank, self.paper, text, shown if shown != text else "")
+        text = " ".join(kept)
+        return PackedSource(rank, self.paper, text, shown if shown != text else "", kept, ranked)
 
 
 def pack(
     papers: list[RetrievedPaper],
     budget_tokens: int,
-    question: str = "",
+    question: QuestionAnalysis | str = "",
     similarity: Similarity | None = None,
 ) -> list[PackedSource]:
     """The sources of the answer prompt, in rank order; their rendered block (`render_sources`)
     costs at most `budget_tokens`. Without `question` every sentence is as relevant as the next
     and the leading ones are kept; without `similarity` relevance is shared word stems only."""
-    entries = _score(papers, question, similarity)
+    analysis = analyse(question) if isinstance(question, str) else question
+    entries = _score(papers, analysis, similarity)
     chosen: list[_Paper] = []
 
     def fits(candidate: list[_Paper]) -> bool:
         block = render_sources([entry.packed(rank) for rank, entry in enumerate(candidate, 1)])
         return count_tokens(block) <= budget_tokens
 
-    several = _asks_about_several(question)
+    several = analysis.asks == Asks.COMPARISON
     # Every paper's best sentence, in rank order.
     for entry in entries:
         if not entry.sentences:
@@ -143,7 +179,7 @@ def pack(
             entry.kept = set()
     if not chosen or chosen[0].cut:
         return [entry.packed(rank) for rank, entry in enumerate(chosen, 1)]
-    chosen = _keep_names(question, entries, chosen, fits)
+    chosen = _keep_names(analysis, entries, chosen, fits)
 
     # The room left: the best remaining sentences, the top paper's favoured.
     penalty = 0.0 if several else RANK_PENALTY
@@ -170,16 +206,16 @@ def pack(
 
 
 def _score(
-    papers: list[RetrievedPaper], question: str, similarity: Similarity | None
+    papers: list[RetrievedPaper], analysis: QuestionAnalysis, similarity: Similarity | None
 ) -> list[_Paper]:
     """Each paper's sentences and their relevance to the question (one embedding batch)."""
     entries = [_Paper(paper, split_sentences(paper.text), [], set()) for paper in papers]
     flat = [sentence for entry in entries for sentence in entry.sentences]
     cosines = [0.0] * len(flat)
-    if question and flat and similarity is not None:
-        cosines = [float(value) for value in similarity(question, flat)]
-    asked = _stems(question)
-    evidence = _evidence(question)
+    if analysis.text and flat and similarity is not None:
+        cosines = [float(value) for value in similarity(analysis.text, flat)]
+    asked = _stems(analysis.text)
+    evidence = _evidence(analysis)
     start = 0
     for entry in entries:
         bonus = evidence(entry.paper)
@@ -191,37 +227,24 @@ def _score(
     return entries
 
 
-def _evidence(question: str) -> Callable[[RetrievedPaper], Callable[[str], float]]:
+def _evidence(analysis: QuestionAnalysis) -> Callable[[RetrievedPaper], Callable[[str], float]]:
     """A bonus for sentences that hold what the question asks for, not merely its topic:
     the figure a quantity question asks for; what a paper proposes, and the names it gives,
-    when the question asks which paper or method."""
-    # Imported here: verify and extract import this module.
-    from assistant.extract import PAPERS_ASKED, STRONG_CUE, WEAK_CUE
-    from assistant.verify import (
-        SEVERAL_PAPERS,
-        asks_for_figure,
-        gives_the_figure,
-        names_in,
-        states_a_figure,
-    )
-
-    wants_figure = bool(question) and asks_for_figure(question)
-    wants_name = bool(
-        WHICH.search(question) or PAPERS_ASKED.search(question) or SEVERAL_PAPERS.search(question)
-    )
-    known = {name.casefold() for name in names_in(question)}
+    when the question asks which paper or about several."""
+    wants_name = analysis.asks in (Asks.WHICH_PAPER, Asks.COMPARISON)
+    known = {name.casefold() for name in analysis.names}
 
     def for_paper(paper: RetrievedPaper) -> Callable[[str], float]:
         titled = known | {name.casefold() for name in names_in(paper.title)}
 
         def bonus(sentence: str) -> float:
             value = 0.0
-            if wants_figure and gives_the_figure(sentence, question):
+            if analysis.wants_figure and gives_the_figure(sentence, analysis):
                 value += FIGURE_BONUS
-            elif states_a_figure(sentence):
+            elif numbers_in(sentence):
                 value += ANY_FIGURE_BONUS
             if wants_name:
-                if WEAK_CUE.search(sentence) or STRONG_CUE.search(sentence):
+                if PROPOSES.search(sentence):
                     value += PROPOSAL_BONUS
                 if any(n.casefold() not in titled for n in names_in(sentence)):
                     value += NAME_BONUS
@@ -233,7 +256,7 @@ def _evidence(question: str) -> Callable[[RetrievedPaper], Callable[[str], float
 
 
 def _keep_names(
-    question: str,
+    analysis: QuestionAnalysis,
     entries: list[_Paper],
     chosen: list[_Paper],
     fits: Callable[[list[_Paper]], bool],
@@ -241,12 +264,11 @@ def _keep_names(
     """A name the question asks about ("ProDiff", "ImageNet") that a retrieved paper mentions
     stays in the prompt, as that paper's best sentence naming it (any, when its title names it):
     the pipeline declines a question whose names no source mentions."""
-    from assistant.verify import SourceFacts, names_in  # imported here: verify imports this module
 
     def mentions(entry: _Paper, text: str, name: str) -> bool:
-        return SourceFacts(PackedSource(0, entry.paper, text)).mentions(name)
+        return text_mentions(f"{entry.paper.title}. {text}", name)
 
-    for name in dict.fromkeys(names_in(question)):
+    for name in analysis.names:
         if any(mentions(entry, entry.packed(1).text, name) for entry in chosen):
             continue
         for entry in entries:
@@ -269,13 +291,6 @@ def _keep_names(
     return chosen
 
 
-def _asks_about_several(question: str) -> bool:
-    """ "Compare X and Y", "Which two papers …": each paper's part matters as much."""
-    from assistant.verify import SEVERAL_PAPERS  # imported here: verify imports this module
-
-    return bool(SEVERAL_PAPERS.search(question))
-
-
 def _cut_to_fit(entry: _Paper, fits: Callable[[list[_Paper]], bool]) -> bool:
     """Cut the best sentence between words to the most that fits; False if not even a word does."""
     words = entry.sentences[entry.best].split()
@@ -295,14 +310,7 @@ def _stems(text: str) -> set[str]:
     """Content word stems of `text`, case-folded ("Sampling", "samples" → "sampl")."""
     words = {word.casefold() for word in WORD.findall(text)}
     parts = {part for word in words for part in re.split(r"[-+.]", word)}
-    return set(_stemmer().stemWords(sorted((words | parts) - _stopwords())))
-
-
-@cache
-def _stemmer() -> Any:
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
+    return stems((words | parts) - _stopwords())
 
 
 @cache

@@ -4,34 +4,27 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
 import prompts
+from assistant.analyse import QuestionAnalysis, analyse, mentions
 from assistant.condense import condense
-from assistant.extract import (
-    correct_premise,
-    cover_each_paper,
-    name_cited_methods,
-    quote_best_sentence,
+from assistant.generate import (
+    answer_messages,
+    answer_schema,
+    generate,
+    prompt_overhead,
+    read_draft,
 )
-from assistant.generate import answer_messages, generate, prompt_overhead
-from assistant.llm import LLM, LLMError
+from assistant.llm import LLM, JsonSchema, LLMError
 from assistant.pack import TOKENIZER_MARGIN, PackedSource, pack
 from assistant.retrieve import RetrievedPaper, Retriever
-from assistant.schemas import AskRequest, AskResponse, Source, Timings, Usage
+from assistant.schemas import AskRequest, AskResponse, EvidenceSentence, Source, Timings, Usage
 from assistant.settings import Settings
-from assistant.translate import in_question_language
-from assistant.verify import (
-    Verdict,
-    Verifier,
-    decline_text,
-    is_decline,
-    missing_terms,
-    names_found,
-    without_markup,
-)
+from assistant.translate import in_question_language, translate
+from assistant.verify import Draft, Verdict, Verifier, decline_text
 
 
 class AnswerUnavailableError(RuntimeError):
@@ -48,6 +41,7 @@ class Prepared:
     """Everything decided before generation: the question, the sources and the prompt."""
 
     question: str
+    analysis: QuestionAnalysis
     packed: list[PackedSource]
     papers: list[RetrievedPaper]
     timings: Timings
@@ -108,16 +102,19 @@ class Assistant:
             question = clean_question(question)
         timings.condense = _ms(tick)
 
+        analysis, english_tokens = await self._analyse(question)
+        usage_prompt += english_tokens[0]
+        usage_completion += english_tokens[1]
         tick = time.perf_counter()
         papers = await anyio.to_thread.run_sync(
-            lambda: self.retriever.search(question, request.top_k, filters=request.filters)
+            lambda: self.retriever.search(analysis.text, request.top_k, filters=request.filters)
         )
         timings.retrieve = _ms(tick)
 
         packed: list[PackedSource] = []
         if papers and (
             max(p.dense_score for p in papers) >= self.settings.answer.min_dense_score
-            or names_found(question, papers[0])
+            or _names_found(analysis, papers[0])
         ):
             try:
                 window = await self.llm.context_window()
@@ -125,14 +122,34 @@ class Assistant:
                 raise AnswerUnavailableError(error, _sources_of(papers)) from error
             room = int((window - self.settings.llm.max_answer_tokens) * (1 - TOKENIZER_MARGIN))
             budget = min(self.settings.answer.prompt_budget_tokens, room)
-            budget -= prompt_overhead(question)  # what is left for the sources
-            packed = pack(papers, budget, question, self.verifier.similarities)
+            budget -= prompt_overhead(analysis.text)  # what is left for the sources
+            packed = pack(papers, budget, analysis, self.verifier.similarities)
         prepared = Prepared(
-            question, packed, papers, timings, usage_prompt, usage_completion, started
+            question, analysis, packed, papers, timings, usage_prompt, usage_completion, started
         )
         if packed and self.settings.answer.verify:
-            prepared.missing = missing_terms(question, packed)
+            texts = [f"{p.paper.title}. {p.text}" for p in packed]
+            prepared.missing = [
+                name for name in analysis.names if not any(mentions(t, name) for t in texts)
+            ]
         return prepared
+
+    async def _analyse(self, question: str) -> tuple[QuestionAnalysis, tuple[int, int]]:
+        """The question analysed; one in another language through its English rendering (the
+        papers are English), keeping the language it was asked in."""
+        analysis = analyse(question)
+        if analysis.language == "English":
+            return analysis, (0, 0)
+        english = await translate(
+            analysis.text, "English", self.llm, self.settings.llm.max_answer_tokens
+        )
+        if english is None:
+            return analysis, (0, 0)
+        rendered = replace(analyse(english.text), language=analysis.language)
+        return rendered, (english.prompt_tokens, english.completion_tokens)
+
+    def schema(self, prepared: Prepared) -> JsonSchema | None:
+        return answer_schema(prepared.packed) if self.settings.answer.structured_output else None
 
     async def ask(self, request: AskRequest) -> AskResponse:
         prepared = await self.prepare(request)
@@ -142,8 +159,9 @@ class Assistant:
             try:
                 completion = await generate(
                     self.llm,
-                    answer_messages(prepared.question, prepared.packed),
+                    answer_messages(prepared.analysis.text, prepared.packed),
                     self.settings.llm.max_answer_tokens,
+                    self.schema(prepared),
                 )
             except LLMError as error:
                 raise AnswerUnavailableError(error, self.sources_of(prepared)) from error
@@ -153,12 +171,16 @@ class Assistant:
             draft = completion.text
         return await self.respond(prepared, draft)
 
-    async def respond(self, prepared: Prepared, draft: str) -> AskResponse:
+    async def respond(self, prepared: Prepared, reply: str) -> AskResponse:
         tick = time.perf_counter()
+        draft = read_draft(reply, prepared.packed)
         verdict = await anyio.to_thread.run_sync(lambda: self.verify(draft, prepared))
         prepared.timings.verify = _ms(tick)
+        if verdict.declined:
+            answer = _decline_with_closest(prepared.papers, prepared.missing)
+            verdict = replace(verdict, answer=answer)
         verdict, prompt_tokens, completion_tokens = await in_question_language(
-            verdict, prepared.question, self.llm, self.settings.llm.max_answer_tokens
+            verdict, prepared.analysis.language, self.llm, self.settings.llm.max_answer_tokens
         )
         prepared.prompt_tokens += prompt_tokens
         prepared.completion_tokens += completion_tokens
@@ -167,12 +189,10 @@ class Assistant:
         for source in sources:
             source.cited = source.rank in cited
         sources.sort(key=lambda source: (not source.cited, source.rank))
-        answer = verdict.answer
-        if verdict.declined:
-            answer = _decline_with_closest(prepared.papers, prepared.missing)
+        evidence = {key: s for p in prepared.packed for key, s in p.evidence.items()}
         prepared.timings.total = _ms(prepared.started)
         return AskResponse(
-            answer=answer,
+            answer=verdict.answer,
             declined=verdict.declined,
             citations=verdict.citations,
             sources=sources,
@@ -183,34 +203,22 @@ class Assistant:
             ),
             question=prepared.question,
             unsupported=verdict.unsupported,
+            evidence=[
+                EvidenceSentence(id=key, rank=int(key.split(".")[0]), text=evidence[key])
+                for key in verdict.evidence
+                if key in evidence
+            ],
         )
 
-    def verify(self, draft: str, prepared: Prepared) -> Verdict:
-        """The draft's supported sentences (else a quote from the sources, else a refusal), with
-        each paper a comparison asks about covered, false premises corrected, methods named."""
-        packed, settings = prepared.packed, self.settings.answer
-        question = without_markup(prepared.question)
-        if not packed or not draft.strip():
+    def verify(self, draft: Draft, prepared: Prepared) -> Verdict:
+        """The draft's supported claims, checked by the verifier's steps; without verification,
+        the claims as written."""
+        if not prepared.confident:
             return Verdict(decline_text(), [], [], True)
-        if not settings.verify:
-            declined = is_decline(draft)
-            return Verdict(draft.strip(), [], [], declined)
-        verdict = self.verifier.check(draft, packed, question)
-        if settings.extractive_fallback:
-            quoted = None
-            if verdict.declined:
-                quoted = quote_best_sentence(
-                    question, draft, packed, self.verifier, settings.fallback_min_similarity
-                )
-            if quoted is not None:
-                verdict = Verdict(quoted.answer, quoted.citations, verdict.unsupported, False)
-            verdict = cover_each_paper(
-                verdict, question, packed, self.verifier, settings.fallback_min_similarity
-            )
-        verdict = correct_premise(
-            verdict, question, packed, self.verifier, settings.fallback_min_similarity
-        )
-        return name_cited_methods(verdict, packed, question)
+        if not self.settings.answer.verify:
+            text = " ".join(claim.text for claim in draft.claims)
+            return Verdict(text or decline_text(), [], [], draft.declined)
+        return self.verifier.verify(draft, prepared.analysis, prepared.packed)
 
     def sources_of(self, prepared: Prepared) -> list[Source]:
         """Every retrieved paper: first those in the prompt, with what the model was shown (the
@@ -239,6 +247,13 @@ def _source(rank: int, paper: RetrievedPaper, text: str) -> Source:
         score=round(paper.score, 6),
         metadata=paper.metadata,
     )
+
+
+def _names_found(analysis: QuestionAnalysis, paper: RetrievedPaper) -> bool:
+    """The question names things and the paper mentions every one of them: a confident match
+    even when the embedding (English-only MiniLM) misses a question in another language."""
+    text = f"{paper.title}. {paper.text}"
+    return bool(analysis.names) and all(mentions(text, name) for name in analysis.names)
 
 
 def _decline_with_closest(papers: list[RetrievedPaper], missing: list[str]) -> str:

@@ -40,6 +40,12 @@ class Source(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class EvidenceSentence(BaseModel):
+    id: str = Field(description='"2.3": the third evidence sentence of source 2.')
+    rank: int
+    text: str
+
+
 class Timings(BaseModel):
     retrieve: float = 0.0
     generate: float = 0.0
@@ -64,7 +70,11 @@ class AskResponse(BaseModel):
     question: str = Field(description="The standalone question that was answered.")
     unsupported: list[int] = Field(
         default_factory=list,
-        description="Indices of draft-answer sentences removed because the sources did not support them.",
+        description="Indices of draft-answer claims removed because the sources did not support them.",
+    )
+    evidence: list[EvidenceSentence] = Field(
+        default_factory=list,
+        description="The source sentences the answer rests on (highlighted in the UI).",
     )
 
 

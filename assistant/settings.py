@@ -156,6 +156,33 @@ class AnswerSettings(BaseModel):
         le=1.0,
         description="MiniLM cosine a quoted sentence needs with the question.",
     )
+    answer_min_similarity: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="MiniLM cosine with the question that the evidence an answer rests on needs "
+        "(its closest sentence): below it the answer is true but about something else.",
+    )
+    measure_min_similarity: float = Field(
+        default=0.45,
+        ge=0.0,
+        le=1.0,
+        description="A figure question asks for a measure (GPUs, batch size); a sentence whose "
+        "figure is not named as that measure still answers if its MiniLM cosine with the "
+        "question reaches this (the measure said in other words).",
+    )
+    decline_override_similarity: float = Field(
+        default=0.55,
+        ge=0.0,
+        le=1.0,
+        description="When the model declines (or none of its claims holds), the best source's "
+        "sentence closest to the question is quoted if its MiniLM cosine reaches this.",
+    )
+    structured_output: bool = Field(
+        default=True,
+        description="Constrain the model's reply to JSON claims citing evidence ids (vLLM "
+        "structured outputs); off for a server without them (free text is parsed instead).",
+    )
     min_dense_score: float = Field(
         default=0.2,
         ge=-1.0,

@@ -4,7 +4,7 @@
 ordinary errors before anything is streamed. Then:
 
 1. `SourcesEvent`: the sources the answer will be written from (none marked cited yet);
-2. `TokenEvent`s: the DRAFT, token by token, straight from the LLM;
+2. `TokenEvent`s: the DRAFT's claims as the LLM writes them (the text inside its JSON reply);
 3. `FinalEvent`: `Assistant.respond()`'s verified `AskResponse`, the same object `POST /ask`
    returns. Verification may drop unsupported sentences or decline, so the final answer can
    differ from the concatenated draft tokens: the final object is the authority.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from assistant.generate import answer_messages, generate_stream
+from assistant.generate import answer_messages, claims_text, generate_stream
 from assistant.llm import ChatMessage, LLMError
 from assistant.pack import count_tokens
 from assistant.pipeline import AnswerUnavailableError, Assistant, Prepared
@@ -53,13 +53,22 @@ async def stream_answer(assistant: Assistant, prepared: Prepared) -> AsyncIterat
     yield SourcesEvent(prepared.question, assistant.sources_of(prepared))
     parts: list[str] = []
     if prepared.confident:
-        messages = answer_messages(prepared.question, prepared.packed)
+        messages = answer_messages(prepared.analysis.text, prepared.packed)
         started = time.perf_counter()
-        tokens = generate_stream(assistant.llm, messages, assistant.settings.llm.max_answer_tokens)
+        tokens = generate_stream(
+            assistant.llm,
+            messages,
+            assistant.settings.llm.max_answer_tokens,
+            assistant.schema(prepared),
+        )
+        shown = ""
         try:
             async for token in tokens:
                 parts.append(token)
-                yield TokenEvent(token)
+                text = claims_text("".join(parts))
+                if len(text) > len(shown) and text.startswith(shown):
+                    yield TokenEvent(text[len(shown) :])
+                    shown = text
         except LLMError as error:
             raise AnswerUnavailableError(error, assistant.sources_of(prepared)) from error
         finally:

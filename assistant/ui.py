@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from assistant.api.errors import unavailable_status
 from assistant.api.middleware import check_ui_password
 from assistant.pipeline import AnswerUnavailableError, Assistant
-from assistant.schemas import AskRequest, AskResponse, Message, Source
+from assistant.schemas import AskRequest, AskResponse, EvidenceSentence, Message, Source
 from assistant.stream import FinalEvent, SourcesEvent, TokenEvent, stream_answer
 from ingest.store import IndexMismatchError, StoreUnavailableError
 
@@ -62,6 +62,7 @@ CSS = """
 .scholia-passage { margin: 0; font-size: 0.85rem; line-height: 1.45; max-height: 9.5em;
   overflow-y: auto; }
 .scholia-cite { text-decoration: none; font-weight: 600; }
+mark.scholia-evidence { background: var(--color-accent-soft); color: inherit; padding: 0 0.1em; }
 .scholia-note { color: var(--body-text-color-subdued); }
 """
 
@@ -71,7 +72,19 @@ def escape_text(text: str) -> str:
     return text.translate(SYNTAX)
 
 
-def render_sources(sources: list[Source], pending: bool = False) -> str:
+def highlight(text: str, sentences: list[str]) -> str:
+    """`text` escaped, with each of `sentences` in it marked: the evidence the answer used."""
+    marked = html.escape(text)
+    for sentence in sentences:
+        quoted = html.escape(sentence.strip())
+        if quoted and quoted in marked:
+            marked = marked.replace(quoted, f"<mark class='scholia-evidence'>{quoted}</mark>", 1)
+    return marked
+
+
+def render_sources(
+    sources: list[Source], pending: bool = False, evidence: list[EvidenceSentence] | None = None
+) -> str:
     heading = "<h3 class='scholia-heading'>Sources</h3>"
     if not sources:
         return (
@@ -85,6 +98,9 @@ def render_sources(sources: list[Source], pending: bool = False) -> str:
         else f"{len(sources)} sources retrieved · {cited} cited"
     )
     items = [f"<div class='scholia-panel-head'>{head}</div>"]
+    used: dict[int, list[str]] = {}
+    for sentence in evidence or []:
+        used.setdefault(sentence.rank, []).append(sentence.text)
     for source in sources:
         badge = (
             "<span class='scholia-badge cited'>★ cited</span>"
@@ -98,7 +114,8 @@ def render_sources(sources: list[Source], pending: bool = False) -> str:
             f" id='source-{source.rank}'>"
             f"<h4>[{source.rank}] {html.escape(source.title)}</h4>"
             f"<div class='scholia-meta'>{badge}<span>score {source.score:.4f}</span>{extra}</div>"
-            f"<p class='scholia-passage'>{html.escape(source.text)}</p></div>"
+            f"<p class='scholia-passage'>{highlight(source.text, used.get(source.rank, []))}</p>"
+            "</div>"
         )
     return heading + "<div class='scholia-panel'>" + "".join(items) + "</div>"
 
@@ -227,7 +244,7 @@ def build_ui(app: FastAPI) -> gr.Blocks:
                 elif isinstance(event, FinalEvent):
                     app.state.metrics.observe_answer(event.response, "ui")
                     chat[-1]["content"] = render_answer(event.response)
-                    panel = render_sources(event.response.sources)
+                    panel = render_sources(event.response.sources, evidence=event.response.evidence)
                 yield chat, "", panel
         except Exception as error:
             if not isinstance(error, AnswerUnavailableError | StoreUnavailableError | ValueError):

@@ -1,87 +1,44 @@
-"""Check every sentence of a draft answer against the sources before anyone sees it.
+"""Check each claim of a draft against the evidence it cites, then the steps after generation.
 
-A sentence survives when the sources support it:
-- every number in it appears in a source that also mentions the sentence's subject (its first
-  name-like term), so one paper's figure is never credited to another;
-- it shares most of its content words with a source, or is close in meaning to one of that
-  source's sentences (MiniLM cosine, computed only when the cheap word check is not enough);
-- every name in it is named by the sources that support it ("FedCompass uses a gating layer",
-  supported by the gating paper, credits one paper's idea to another);
-- it says something: the question said back, or a bare value measuring something the question
-  does not ask about ("5.7 days" for "how many GPUs?"), answers nothing.
-Citations are repaired to point at the supporting sources; markers that point nowhere are
-removed. An answer whose cited sources never mention a name the question asks about does not
-answer it. Nothing supported → the answer is a refusal.
+A claim survives when its cited evidence supports it:
+- every figure in it is in a cited sentence (or another sentence of a cited paper), so one
+  paper's figure is never credited to another;
+- every name in it is named by a cited paper;
+- it says what its evidence says: close in meaning (MiniLM cosine) or in words.
+A claim whose wording fails while the evidence it cites is on point (close to the question, with
+the figure or names asked for) is answered with that evidence itself. Then an ordered list of
+steps `(verdict, analysis, evidence) → verdict` runs: quote the evidence when the model declined
+but the evidence answers; decline what does not answer the question; cover each paper of a
+comparison; correct a false premise; name the papers a which-paper question asks for.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from functools import cache, cached_property
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from rapidfuzz import fuzz, process
 
 import prompts
+from assistant.analyse import (
+    FIGURE_WORD,
+    Asks,
+    QuestionAnalysis,
+    gives_the_figure,
+    mentions,
+    names_in,
+    numbers_in,
+    without_names,
+)
 from assistant.pack import PackedSource
-from assistant.retrieve import RetrievedPaper
-from ingest.chunk import split_sentences
+from assistant.settings import AnswerSettings
 from ingest.embed import Embedder
 
-CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
-TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Za-z0-9]")
-DECLINE = re.compile(
-    r"collection does not say|sources? (do|does) not (say|mention|contain|provide|specify)"
-    r"|(is|are) not (mentioned|provided|specified|stated|given)|no information"
-    r"|cannot (find|answer|determine)|not enough information|does not (say|mention|specify)",
-    re.IGNORECASE,
-)
-WHICH_PAPER = re.compile(
-    r"^\s*(which|what)\s+(paper|work|study|article|method|approach|model)s?\b", re.IGNORECASE
-)
-# Questions about several papers at once ("Compare X and Y", "Which two papers …").
-SEVERAL_PAPERS = re.compile(
-    r"\b(?:two|three)\s+(?:papers|works|studies|methods|approaches|ones)\b"
-    r"|\bboth\s+(?:papers|works|studies|methods|approaches)\b"
-    r"|\b(?:which|what)\s+(?:papers|works|studies|methods|approaches)\b"
-    r"|\bcompar(?:e|ed|ing|ison)\b|\bhow do\b[^?]*\bdiffer\b|\bversus\b|\bvs\.?\s"
-    r"|\bwhat does each\b",
-    re.IGNORECASE,
-)
-# Anywhere in the question: "In the study on X, how many LLMs were tuned?" asks for a figure.
-QUANTITY = re.compile(
-    r"\b(how (many|much|fast|long|large|big|often)\b|by (how much|what (factor|margin|percentage))"
-    r"|what (percentage|fraction|speed-?up|factor)\b"
-    # "What learning rate / batch size / FID / win rate …": a measure, so a figure answers it
-    r"|(what|which) ([\w-]+ ){0,2}(size|rate|length|dimension\w*|count|score|accuracy|fid"
-    r"|perplexity|latency|throughput|ratio|budget)\b)",
-    re.IGNORECASE,
-)
-NOT_FIGURES = re.compile(r"\b\d-?D\b|\(\d\)", re.IGNORECASE)  # "3D", "2-D"; the enumerator "(1)"
-COUNTING = re.compile(r"\bhow many\b", re.IGNORECASE)
-COUNTED = re.compile(
-    r"\bhow many\s+((?:[\w-]+\s+){0,2}?[\w-]+)\s+(?:were|was|are|is|does|do|did|have|has|had"
-    r"|can|could|would|will|in|on|per)\b",
-    re.IGNORECASE,
-)
-# Figures written as words ("seven benchmark datasets", "twice as fast").
-FIGURE_WORD = re.compile(
-    r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|twenty|thirty"
-    r"|forty|fifty|hundreds?|thousands?|millions?|billions?|half|twice|double|triple)\b",
-    re.IGNORECASE,
-)
-# Markup in a question is data: a whole <script>/<style> element, or any other tag.
-MARKUP = re.compile(
-    r"<(script|style)\b[^<>]{0,200}>.{0,2000}?</\1\s*>|<[^<>]{0,200}>", re.IGNORECASE | re.DOTALL
-)
-NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
+MARKERS = re.compile(r"\s*\[\d+(?:\.\d+)?(?:\s*[,;]\s*\d+(?:\.\d+)?)*\]")
 SENTENCE_CACHE_SIZE = 200_000
-MAX_SENTENCES = 3
-MIN_CLAIM_WORDS = 3  # content words below which a sentence is a fragment ("5.7 days")
 STOPWORDS = frozenset(
     """this that with from which their there these those have been were what when where about
     into than then them they also such only more most other some very each both paper papers
@@ -91,339 +48,430 @@ STOPWORDS = frozenset(
 
 
 @dataclass(frozen=True)
+class Claim:
+    text: str
+    evidence: tuple[str, ...]  # evidence ids ("2.3") the claim cites
+    cut: bool = False  # stopped by the length limit: its end is missing
+
+
+@dataclass(frozen=True)
+class Draft:
+    claims: tuple[Claim, ...]
+    declined: bool  # the model said the sources do not answer
+
+
+@dataclass(frozen=True)
 class Verdict:
     answer: str
-    citations: list[int]
-    unsupported: list[int]
+    citations: list[int]  # source ranks
+    unsupported: list[int]  # indices of draft claims dropped
     declined: bool
+    evidence: list[str] = field(default_factory=list)  # the evidence ids the answer rests on
 
 
-def without_markup(question: str) -> str:
-    """The question as words: tags and scripts in it are data, not what it asks."""
-    return " ".join(MARKUP.sub(" ", question).split()) or question
-
-
-def asks_for_figure(question: str) -> bool:
-    """A question after a quantity ("how many", "what FID"); which-paper questions ask for a
-    paper even when they say "based on how much compute it has"."""
-    return bool(QUANTITY.search(question)) and not WHICH_PAPER.search(question)
-
-
-def states_a_figure(sentence: str, counting: bool = False) -> bool:
-    """A number that is a figure, not a dimension ("3D") or a list item ("(1)"). When
-    `counting` ("how many …?"), a number in words ("seven datasets") is one too."""
-    for name in names_in(sentence):  # "3DSeg-8", "Llama 2-7B": names, not figures
-        sentence = sentence.replace(name, " ")
-    sentence = NOT_FIGURES.sub(" ", sentence)
-    return bool(NUMBER.search(sentence) or (counting and FIGURE_WORD.search(sentence)))
-
-
-def gives_the_figure(sentence: str, question: str) -> bool:
-    """The sentence states a figure of the kind asked: for "how many GPUs …?", a number of GPUs
-    (in words too: "seven datasets"), not "5.7 days" or "200,000 models"."""
-    if not states_a_figure(sentence, counting=bool(COUNTING.search(question))):
-        return False
-    counted = _counted(question)
-    return not counted or bool(counted & stems({t.casefold() for t in TOKEN.findall(sentence)}))
-
-
-def stems(words: set[str]) -> set[str]:
-    """English stems ("sampling", "samples" → "sampl")."""
-    return set(_stemmer().stemWords(sorted(words)))
-
-
-@cache
-def _stemmer() -> Any:
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def _counted(question: str) -> set[str]:
-    """What "how many …" counts ("V100 GPUs"); nothing for a factor ("how many times …")."""
-    match = COUNTED.search(question)
-    if match is None:
-        return set()
-    words = stems({word.casefold() for word in TOKEN.findall(match.group(1))})
-    return set() if "time" in words else words - stems({"different", "total"})
-
-
-def is_decline(text: str) -> bool:
-    return bool(DECLINE.search(text))
+def declined(unsupported: Iterable[int] = ()) -> Verdict:
+    return Verdict(decline_text(), [], list(unsupported), True)
 
 
 def decline_text() -> str:
     return prompts.load("decline").strip()
 
 
-def numbers_in(text: str) -> set[str]:
-    return {number.replace(",", "").rstrip(".") for number in NUMBER.findall(text)}
-
-
 def content_words(text: str) -> set[str]:
     return {word.casefold() for word in WORD.findall(text)} - STOPWORDS
 
 
-def names_in(text: str) -> list[str]:
-    return [name for _, name in _positioned_names(text)]
+class Evidence:
+    """The numbered evidence one question was answered from."""
 
+    def __init__(self, packed: list[PackedSource], verifier: Verifier) -> None:
+        self.packed = packed
+        self.by_rank = {source.rank: source for source in packed}
+        self.sentences = {key: s for source in packed for key, s in source.evidence.items()}
+        self.verifier = verifier
 
-def _positioned_names(text: str) -> list[tuple[int, str]]:
-    """Name-like terms: acronyms, CamelCase, and names with digits (MT-Bench, Mamba-2, 2080Ti)."""
-    names = []
-    tokens = list(TOKEN.finditer(text))
-    for index, match in enumerate(tokens):
-        token = match.group()
-        uppers = sum(char.isupper() for char in token)
-        has_digit = any(char.isdigit() for char in token)
-        name_like = any(char.isalpha() for char in token) and (
-            uppers >= 2 or (uppers and has_digit)
-        )
-        if name_like and not _shouted(tokens, index):
-            names.append((match.start(), token))
-    return names
+    @staticmethod
+    def rank_of(key: str) -> int:
+        return int(key.split(".")[0])
 
+    def text_of(self, rank: int) -> str:
+        source = self.by_rank[rank]
+        return f"{source.paper.title}. {source.text}"
 
-def _shouted(tokens: list[re.Match[str]], index: int) -> bool:
-    """Capitalised words in a row ("SYSTEM OVERRIDE", "DROP TABLE") are shouting, not names."""
+    def title(self, rank: int) -> str:
+        return self.by_rank[rank].paper.title
 
-    def is_word_in_capitals(i: int) -> bool:
-        if not 0 <= i < len(tokens):
-            return False
-        token = tokens[i].group()
-        return len(token) >= 4 and token.isalpha() and token.isupper()
+    def ids_of(self, rank: int) -> list[str]:
+        return [key for key in self.sentences if self.rank_of(key) == rank]
 
-    return is_word_in_capitals(index) and (
-        is_word_in_capitals(index - 1) or is_word_in_capitals(index + 1)
-    )
+    def names_missing(self, names: Iterable[str], ranks: Iterable[int]) -> list[str]:
+        texts = [self.text_of(rank) for rank in ranks]
+        return [name for name in names if not any(mentions(text, name) for text in texts)]
 
+    def closeness(self, text: str, keys: list[str]) -> np.ndarray:
+        return self.verifier.similarities(text, [self.sentences[key] for key in keys])
 
-class SourceFacts:
-    """What a packed source offers as evidence: its numbers, words and names."""
-
-    def __init__(self, source: PackedSource) -> None:
-        self.rank = source.rank
-        self.text = f"{source.paper.title}. {source.text}"
-        self.numbers = numbers_in(self.text)
-        self.words = content_words(self.text)
-
-    @cached_property
-    def vocabulary(self) -> set[str]:
-        return {_name_key(token) for token in TOKEN.findall(self.text)}
-
-    def mentions(self, name: str) -> bool:
-        key = _name_key(name)
-        if key in self.vocabulary:
-            return True
-        if "-" in key and " ".join(key.split("-")) in self.text.casefold():
-            return True  # "deep-BSDE" written "deep BSDE"
-        return (
-            process.extractOne(
-                key, self.vocabulary, scorer=fuzz.ratio, score_cutoff=NAME_MATCH_SCORE
+    def on_point(self, key: str, analysis: QuestionAnalysis) -> bool:
+        """The sentence gives what is asked: a figure for a quantity question, about the names
+        asked. (What a figure counts is judged by meaning, through closeness to the question:
+        "pictures" are counted as "images".)"""
+        sentence = self.sentences[key]
+        # A figure of another measure does not answer, unless the sentence is close in
+        # meaning to the question (the measure in other words: "pictures" counted as "images").
+        if (
+            analysis.wants_figure
+            and not gives_the_figure(sentence, analysis)
+            and (
+                not states_a_figure(sentence)
+                or self.closeness(analysis.text, [key])[0]
+                < self.verifier.settings.measure_min_similarity
             )
-            is not None
-        )
+        ):
+            return False
+        if analysis.asks in (Asks.WHICH_PAPER, Asks.COMPARISON, Asks.TOPIC):
+            return True
+        return not self.names_missing(analysis.names, [self.rank_of(key)])
+
+    def best(
+        self, analysis: QuestionAnalysis, keys: list[str], threshold: float, claim: str = ""
+    ) -> tuple[str, float] | None:
+        """Of `keys`, the on-point sentence closest to the question (and to what the model
+        tried to claim, when given), if its closeness to the question reaches `threshold`."""
+        keys = [key for key in keys if self.on_point(key, analysis)]
+        if not keys:
+            return None
+        to_question = self.closeness(analysis.text, keys)
+        scores = to_question + self.closeness(claim, keys) if claim else to_question
+        index = int(scores.argmax())
+        if to_question[index] < threshold:
+            return None
+        return keys[index], float(to_question[index])
+
+    def copied(self, body: str, keys: list[str]) -> str | None:
+        """The sentence of the cited papers that `body` copies the start of, cut short."""
+        start = body.rstrip(" .,;:…").casefold()
+        papers = dict.fromkeys(self.rank_of(key) for key in keys)
+        for key in (key for rank in papers for key in self.ids_of(rank)):
+            sentence = self.sentences[key].casefold()
+            if len(start) >= MIN_COPIED_CHARS and sentence.startswith(start) and sentence != start:
+                return key
+        return None
+
+    def most_relevant(self, rank: int, analysis: QuestionAnalysis) -> str | None:
+        """The source's on-point evidence sentence that packing ranked first."""
+        if rank not in self.by_rank:
+            return None
+        ranked = self.by_rank[rank].by_relevance
+        return next((key for key in ranked if self.on_point(key, analysis)), None)
+
+    def quote(self, key: str, titled: bool = False) -> str:
+        rank = self.rank_of(key)
+        quoted = f"{self.sentences[key].rstrip()} [{rank}]"
+        return f"{self.title(rank)} [{rank}]: {quoted}" if titled else quoted
 
 
-def missing_terms(question: str, sources: list[PackedSource]) -> list[str]:
-    """Names in the question that none of `sources` mentions (typos allowed): a question about
-    them cannot be answered from these sources."""
-    facts = [SourceFacts(source) for source in sources]
-    return [name for name in names_in(question) if not any(f.mentions(name) for f in facts)]
-
-
-def names_found(question: str, paper: RetrievedPaper) -> bool:
-    """The question names things and the paper mentions every one of them: a confident match
-    even when the embedding (English-only MiniLM) misses a question in another language."""
-    return bool(names_in(question)) and not missing_terms(
-        question, [PackedSource(1, paper, paper.text)]
-    )
+Step = Callable[[Verdict, QuestionAnalysis, Evidence], Verdict]
 
 
 class Verifier:
-    def __init__(
-        self, embedder: Embedder, semantic_threshold: float, lexical_threshold: float
-    ) -> None:
+    def __init__(self, embedder: Embedder, settings: AnswerSettings) -> None:
         self.embedder = embedder
-        self.semantic_threshold = semantic_threshold
-        self.lexical_threshold = lexical_threshold
+        self.settings = settings
         self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()  # worker threads share the cache
+        self.steps: list[Step] = [
+            self.quote_when_declined,
+            self.add_the_best_evidence,
+            self.answers_the_question,
+            self.cover_each_paper,
+            self.correct_premise,
+            name_the_papers,
+        ]
 
-    def check(self, draft: str, sources: list[PackedSource], question: str = "") -> Verdict:
-        facts = {source.rank: SourceFacts(source) for source in sources}
-        titles = {source.rank: source.paper.title for source in sources}
-        sentences = split_sentences(draft.strip())
-        if not sentences or not sources:
-            return Verdict(decline_text(), [], list(range(len(sentences))), True)
+    def verify(
+        self, draft: Draft, analysis: QuestionAnalysis, packed: list[PackedSource]
+    ) -> Verdict:
+        if not packed:
+            return declined()
+        evidence = Evidence(packed, self)
+        verdict = self.check_claims(draft, analysis, evidence)
+        for step in self.steps:
+            verdict = step(verdict, analysis, evidence)
+        return verdict
 
-        kept: list[str] = []
-        citations: list[int] = []
+    def check_claims(self, draft: Draft, analysis: QuestionAnalysis, evidence: Evidence) -> Verdict:
+        parts: list[str] = []
+        used: list[str] = []
         unsupported: list[int] = []
-        declines = 0
-        for index, sentence in enumerate(sentences):
-            body = CITATION.sub("", sentence).strip()
-            if is_decline(body):
-                declines += 1
+        for index, claim in enumerate(draft.claims):
+            body = MARKERS.sub("", claim.text).strip()
+            cited = [key for key in claim.evidence if key in evidence.sentences]
+            keys = self.support(body, cited, evidence) if cited else None
+            if keys is None:  # a small model often cites the wrong paper's sentence
+                keys = self.support(body, list(evidence.sentences), evidence)
+                cited = keys or cited
+            copied = evidence.copied(body, cited)
+            if keys is not None and (claim.cut or copied):  # a cut claim, completed
+                key = copied or keys[int(evidence.closeness(body, keys).argmax())]
+                parts.append(evidence.quote(key))
+                used.append(key)
                 continue
-            cited = [rank for rank in _markers(sentence) if rank in facts]
-            named = _restated_title(body, titles)
-            if named is not None or not _has_content(body):
-                # "[2]" alone, or a paper's title alone, answers only a which-paper question.
-                paper = named if named is not None else (cited[0] if len(cited) == 1 else None)
-                if paper is not None and WHICH_PAPER.search(question):
-                    kept.append(f"{titles[paper]} [{paper}].")
-                    citations.append(paper)
+            if keys is not None and self._says_something(body, analysis):
+                if len(content_words(body)) < MIN_CLAIM_WORDS:  # "24x faster": quote its source
+                    parts.append(evidence.quote(keys[0]))
+                else:
+                    ranks = dict.fromkeys(evidence.rank_of(key) for key in keys)
+                    parts.append(body.rstrip() + " " + "".join(f"[{r}]" for r in ranks))
+                used += keys
                 continue
-            if _unrelated_fragment(body, question) or _echoes_question(body, question):
-                unsupported.append(index)
-                continue
-            chosen = self._support(body, [facts[rank] for rank in cited or facts])
-            if chosen is None and cited:
-                # The model cited the wrong source: accept another that supports the sentence.
-                chosen = self._support(body, list(facts.values()))
-            if chosen is None:
-                unsupported.append(index)
-                continue
-            kept.append(body.rstrip() + " " + "".join(f"[{rank}]" for rank in chosen))
-            citations.extend(chosen)
+            unsupported.append(index)
+            # The wording failed: a sentence of the papers it cites may still answer.
+            around = list(evidence.sentences)  # its ids may point at the wrong paper
+            best = evidence.best(analysis, around, self.settings.fallback_min_similarity, body)
+            if best is not None:
+                parts.append(evidence.quote(best[0]))
+                used.append(best[0])
+        if not parts:
+            return declined(unsupported)
+        return _verdict(" ".join(dict.fromkeys(parts)), used, unsupported)
 
-        kept = list(dict.fromkeys(kept))
-        if len(kept) > MAX_SENTENCES:
-            # A model that copies whole abstracts: keep the sentences closest to the question.
-            asked = content_words(question) | numbers_in(question)
-            order = sorted(
-                range(len(kept)),
-                key=lambda i: -len(asked & (content_words(kept[i]) | numbers_in(kept[i]))),
-            )
-            keep = sorted(order[:MAX_SENTENCES])
-            kept = [kept[i] for i in keep]
-            citations = [int(n) for sentence in kept for n in re.findall(r"\[(\d+)\]", sentence)]
-
-        if not kept or (declines and not citations):
-            return Verdict(decline_text(), [], unsupported, True)
-        if asks_for_figure(question) and not any(
-            gives_the_figure(CITATION.sub("", s), question) for s in kept
-        ):
-            # Asked for a quantity, answered without one: whatever it says, it is not the answer.
-            return Verdict(decline_text(), [], unsupported, True)
-        cited_sources = [source for source in sources if source.rank in set(citations)]
-        if SEVERAL_PAPERS.search(question):
-            cited_sources = sources  # each paper's part may come from its own source
-        if question and not WHICH_PAPER.search(question) and missing_terms(question, cited_sources):
-            # True statements about something else (APO's AlpacaEval score, for a question
-            # about its MT-Bench score) do not answer the question.
-            return Verdict(decline_text(), [], unsupported, True)
-        return Verdict(" ".join(kept), sorted(set(citations)), unsupported, False)
-
-    def _support(self, body: str, candidates: list[SourceFacts]) -> list[int] | None:
-        """The ranks (among `candidates`) that together support `body`, or None."""
-        wanted_words = content_words(body)
-        overlap = {
-            f.rank: len(wanted_words & f.words) / max(len(wanted_words), 1) for f in candidates
-        }
-        names = _positioned_names(body)
-        by_number: set[int] = set()
-        for match in NUMBER.finditer(body):
-            number = match.group().replace(",", "").rstrip(".")
-            # The figure must come from a source that mentions what it is about: the nearest
-            # name before it ("APO ... 28.53%" is not SPPO's 28.53%).
-            subject = next(
-                (name for start, name in reversed(names) if start <= match.start()), None
-            )
-            owners = [
-                f.rank
-                for f in candidates
-                if number in f.numbers and (subject is None or f.mentions(subject))
+    def support(self, body: str, keys: list[str], evidence: Evidence) -> list[str] | None:
+        """The evidence ids (from `keys`, or other sentences of their papers) that support
+        `body`, or None."""
+        if not body or not keys:
+            return None
+        ranks = list(dict.fromkeys(evidence.rank_of(key) for key in keys))
+        figures = numbers_in(body)
+        chosen = list(keys)
+        for figure in figures:
+            holding = [k for k in chosen if figure in numbers_in(evidence.sentences[k])]
+            if holding:
+                continue
+            holding = [
+                key
+                for rank in ranks
+                for key in evidence.ids_of(rank)
+                if figure in numbers_in(evidence.sentences[key])
             ]
-            if not owners:
+            if not holding and not any(figure in numbers_in(evidence.title(r)) for r in ranks):
                 return None  # invented, or another paper's figure
-            by_number.add(max(owners, key=lambda rank: overlap[rank]))
-        if not wanted_words:
-            return sorted(by_number) or None  # a bare value, found in the sources
-        best = max(candidates, key=lambda f: overlap[f.rank])
-        numbered_words = set().union(*(f.words for f in candidates if f.rank in by_number))
-        chosen: set[int] | None = None
-        if overlap[best.rank] >= self.lexical_threshold:
-            chosen = by_number | {best.rank}
-        elif by_number and len(wanted_words & numbered_words) / len(wanted_words) >= (
-            self.lexical_threshold
+            chosen += holding[:1]
+        if evidence.names_missing(names_in(body), ranks):
+            return None  # one paper's name credited with another's idea
+        words = content_words(body)
+        if figures and len(words) < MIN_CLAIM_WORDS:
+            return [k for k in chosen if set(numbers_in(evidence.sentences[k])) & figures] or keys
+        scores = evidence.closeness(body, chosen)
+        best = chosen[int(scores.argmax())]
+        lexical = len(words & content_words(evidence.text_of(evidence.rank_of(best))))
+        if scores.max() >= self.settings.semantic_threshold or (
+            words and lexical / len(words) >= self.settings.lexical_threshold
         ):
-            chosen = by_number
-        else:
-            compared = [f for f in candidates if f.rank in by_number] or [best]
-            if self._similarity(body, compared) >= self.semantic_threshold:
-                chosen = by_number | {best.rank}
-        if chosen is None:
-            return None
-        # Whatever the sentence names must be named by its sources: "FedCompass uses a gating
-        # layer", supported by the gating paper, credits one paper's idea to another.
-        supporting = [f for f in candidates if f.rank in chosen]
-        if any(not any(f.mentions(name) for f in supporting) for _, name in names):
-            return None
-        return sorted(chosen)
+            holding_figures = [
+                k for k in chosen if set(numbers_in(evidence.sentences[k])) & figures
+            ]
+            return list(dict.fromkeys([best, *holding_figures]))
+        return None
 
-    def _similarity(self, body: str, candidates: list[SourceFacts]) -> float:
-        sentences = [s for f in candidates for s in split_sentences(f.text)]
-        return float(self.similarities(body, sentences).max()) if sentences else 0.0
+    def _says_something(self, body: str, analysis: QuestionAnalysis) -> bool:
+        """A statement, not a question, and not the question said back: a claim adds a word,
+        name or figure of its own."""
+        if body.rstrip().endswith(("?", "？")):
+            return False
+        said = content_words(body) | {n.casefold() for n in names_in(body)}
+        asked = content_words(analysis.text) | {n.casefold() for n in analysis.names}
+        return bool(said - asked) or bool(numbers_in(body) - set(analysis.figures))
+
+    def quote_when_declined(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """Nothing survived, yet the best source's most relevant sentence answers: quote it.
+        The bar is higher than for a claim's own evidence: nothing here was cited."""
+        if not verdict.declined or not self.settings.extractive_fallback:
+            return verdict
+        key = evidence.most_relevant(evidence.packed[0].rank, analysis)
+        if key is None or evidence.closeness(analysis.text, [key])[0] < (
+            self.settings.decline_override_similarity
+        ):
+            return verdict
+        titled = analysis.asks in (Asks.TOPIC, Asks.WHICH_PAPER)
+        return _verdict(evidence.quote(key, titled), [key], verdict.unsupported)
+
+    def add_the_best_evidence(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """A question about one paper gets, besides the model's claim, the cited paper's most
+        relevant sentence verbatim: a small model often paraphrases a neighbouring sentence
+        and drops the detail asked for."""
+        if verdict.declined or not self.settings.extractive_fallback:
+            return verdict
+        if analysis.asks not in (Asks.FACT, Asks.FIGURE, Asks.COUNT) or not verdict.citations:
+            return verdict
+        key = evidence.most_relevant(verdict.citations[0], analysis)
+        if key is None or key in verdict.evidence or evidence.sentences[key] in verdict.answer:
+            return verdict
+        if analysis.wants_figure and not gives_the_figure(evidence.sentences[key], analysis):
+            return verdict  # unasked for, it must name the measure asked
+        answer = f"{verdict.answer} {evidence.quote(key)}"
+        return _verdict(answer, [*verdict.evidence, key], verdict.unsupported)
+
+    def answers_the_question(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """True statements about something else do not answer: a figure question needs the kind
+        of figure asked for; the names asked about must be named by the cited papers."""
+        if verdict.declined:
+            return verdict
+        if analysis.wants_figure and not any(
+            evidence.on_point(key, analysis)
+            for key in verdict.evidence
+            if key in evidence.sentences
+        ):
+            return declined(verdict.unsupported)  # a figure, but not of what was asked
+        used = [key for key in verdict.evidence if key in evidence.sentences]
+        if used and evidence.closeness(analysis.text, used).max() < (
+            self.settings.answer_min_similarity
+        ):
+            return declined(verdict.unsupported)  # true, but about something else
+        if analysis.asks in (Asks.WHICH_PAPER, Asks.COMPARISON, Asks.TOPIC):
+            return verdict
+        if evidence.names_missing(analysis.names, verdict.citations):
+            return declined(verdict.unsupported)
+        return verdict
+
+    def cover_each_paper(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """A comparison covers each paper: those the question names first, then the best
+        ranked, up to the number asked for; each with its sentence closest to the question."""
+        if analysis.asks != Asks.COMPARISON or not self.settings.extractive_fallback:
+            return verdict
+        named = [
+            rank
+            for name in analysis.names
+            for rank in evidence.by_rank
+            if not evidence.names_missing([name], [rank])
+        ]
+        order = list(dict.fromkeys([*named, *evidence.by_rank]))
+        covered = list(verdict.citations)
+        parts = [] if verdict.declined else [verdict.answer]
+        used = list(verdict.evidence)
+        for rank in order:
+            if len(covered) >= analysis.papers_wanted:
+                break
+            if rank in covered:
+                continue
+            best = evidence.best(
+                analysis, evidence.ids_of(rank), self.settings.fallback_min_similarity
+            )
+            if best is not None:
+                parts.append(evidence.quote(best[0], titled=True))
+                used.append(best[0])
+                covered.append(rank)
+        if len(covered) < 2 and verdict.declined:
+            return verdict
+        return _verdict(" ".join(parts), used, verdict.unsupported)
+
+    def correct_premise(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """A question stating a figure its paper does not report rests on a false premise: say
+        so, then what the paper reports, and which other paper the figure comes from."""
+        about = (
+            verdict.citations
+            or [
+                rank
+                for rank in list(evidence.by_rank)[:2]
+                if any(
+                    name.casefold() in evidence.title(rank).casefold() for name in analysis.names
+                )
+            ][:1]
+        )
+        if not about or not analysis.figures:
+            return verdict
+        papers = [evidence.by_rank[rank].paper for rank in about]
+        reported = set().union(*(numbers_in(f"{p.title}. {p.text}") for p in papers))
+        claimed = [figure for figure in analysis.figures if figure not in reported]
+        if not claimed:
+            return verdict
+        figure_asked = replace(analysis, asks=Asks.FIGURE, counted=frozenset())
+        keys = [key for rank in about for key in evidence.ids_of(rank)]
+        instead = evidence.best(figure_asked, keys, self.settings.fallback_min_similarity)
+        elsewhere = [
+            (figure, key)
+            for figure in claimed
+            for key in evidence.sentences
+            if evidence.rank_of(key) not in about and figure in numbers_in(evidence.sentences[key])
+        ][:1]
+        if verdict.declined and instead is None and not elsewhere:
+            return verdict
+        parts = [prompts.load("premise").format(figures=", ".join(claimed)).strip()]
+        used = [] if verdict.declined else list(verdict.evidence)
+        if instead is not None or not verdict.declined:
+            parts.append(prompts.load("premise_reported").strip())
+            if instead is not None and evidence.sentences[instead[0]] not in verdict.answer:
+                parts.append(evidence.quote(instead[0]))
+                used.append(instead[0])
+            if not verdict.declined:
+                parts.append(verdict.answer)
+        for figure, key in elsewhere:
+            rank = evidence.rank_of(key)
+            parts.append(
+                prompts.load("premise_elsewhere")
+                .format(
+                    figure=figure,
+                    title=evidence.title(rank),
+                    rank=rank,
+                    sentence=evidence.sentences[key],
+                )
+                .strip()
+            )
+            used.append(key)
+        return _verdict(" ".join(parts), used, verdict.unsupported)
 
     def similarities(self, text: str, sentences: list[str]) -> np.ndarray:
         """MiniLM cosine of `text` with each sentence (unit vectors: a dot product)."""
+        if not sentences:
+            return np.zeros(0)
         query = np.asarray(self.embedder.embed([text])[0])
         return self._vectors(sentences) @ query
 
     def _vectors(self, sentences: list[str]) -> np.ndarray:
         """Source sentences recur across questions: embed each once per process."""
-        missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
-        if len(self._cache) + len(missing) > SENTENCE_CACHE_SIZE:
-            self._cache.clear()
-        for sentence, vector in zip(missing, self.embedder.embed(missing), strict=True):
-            self._cache[sentence] = np.asarray(vector)
-        return np.stack([self._cache[s] for s in sentences])
+        with self._lock:
+            missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
+        vectors = self.embedder.embed(missing) if missing else []
+        with self._lock:
+            if len(self._cache) + len(missing) > SENTENCE_CACHE_SIZE:
+                self._cache.clear()
+            for sentence, vector in zip(missing, vectors, strict=True):
+                self._cache[sentence] = np.asarray(vector)
+            return np.stack([self._cache[s] for s in sentences])
 
 
-def _unrelated_fragment(body: str, question: str) -> bool:
-    """A bare value ("5.7 days") measuring something the question does not ask about (GPUs):
-    too short to be checked against the sources except by its unit."""
-    words = content_words(body)
-    return (
-        bool(question)
-        and bool(NUMBER.search(body))
-        and 0 < len(words) < MIN_CLAIM_WORDS
-        and not words & content_words(question)
-    )
+MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
+MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
 
 
-def _echoes_question(body: str, question: str) -> bool:
-    """The question said back ("The study …, how many LLMs were tuned?"), adding no word, name
-    or figure of its own: whatever the sources say, it answers nothing."""
-    if not question:
-        return False
-    said, asked = _name_keys(body), _name_keys(question)
-    return said <= asked and not numbers_in(body) - numbers_in(question)
+def states_a_figure(text: str) -> bool:
+    return bool(numbers_in(without_names(text)) or FIGURE_WORD.search(without_names(text)))
 
 
-def _restated_title(body: str, titles: dict[int, str]) -> int | None:
-    """The rank whose title the sentence merely restates (no words beyond the title's)."""
-    words = content_words(body)
-    if not words:
-        return None
-    for rank, title in titles.items():
-        if words <= content_words(title) | {"paper", "titled", "called", "named"}:
-            return rank
-    return None
+def name_the_papers(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence) -> Verdict:
+    """Asked which paper (or for a topic), the answer opens with the titles it comes from."""
+    if verdict.declined or analysis.asks not in (Asks.WHICH_PAPER, Asks.TOPIC):
+        return verdict
+    titled = [
+        f"{evidence.title(rank)} [{rank}]"
+        for rank in verdict.citations
+        if rank in evidence.by_rank and evidence.title(rank) not in verdict.answer
+    ]
+    if not titled:
+        return verdict
+    return replace(verdict, answer=f"{'; '.join(titled)}: {verdict.answer}")
 
 
-def _name_keys(text: str) -> set[str]:
-    return {_name_key(word) for word in content_words(text) | set(names_in(text))}
-
-
-def _name_key(token: str) -> str:
-    return token.casefold().rstrip("s")
-
-
-def _markers(sentence: str) -> list[int]:
-    return [int(n) for group in CITATION.findall(sentence) for n in re.split(r"[,;]", group)]
-
-
-def _has_content(body: str) -> bool:
-    return len(content_words(body)) >= 2 or bool(NUMBER.search(body))
+def _verdict(answer: str, keys: list[str], unsupported: list[int]) -> Verdict:
+    keys = list(dict.fromkeys(keys))
+    ranks = sorted({Evidence.rank_of(key) for key in keys})
+    return Verdict(answer, ranks, unsupported, False, keys)

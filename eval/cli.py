@@ -121,9 +121,19 @@ def run(
         typer.Option(
             help="Answer from the completions a --record run kept in this folder, with no LLM "
             "server; implies --no-judge (judge calls are not recorded). A request not in the "
-            "recording stops the run (exit 2).",
+            "recording stops the run (exit 2). With --record: ask the LLM only what the "
+            "recording lacks, and record everything (a new recording after a small change).",
         ),
     ] = None,
+    max_misses: Annotated[
+        int,
+        typer.Option(
+            "--max-misses",
+            min=0,
+            help="With --replay: questions whose request is not in the recording that may be "
+            "skipped (reported) before the run stops; for a recording made on another CPU.",
+        ),
+    ] = 0,
 ) -> None:
     """Evaluate a suite: retrieval metrics, answers, RAGAS scores; writes results.jsonl,
     summary.json, report.md and plots into the run folder."""
@@ -168,6 +178,7 @@ def run(
         progress=progress,
         record=record,
         replay=replay,
+        max_replay_misses=max_misses,
     )
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -175,7 +186,7 @@ def run(
         out = settings.data_dir / "eval-runs" / f"{loaded.name}-{mode.value}-{kind}-{stamp}"
     typer.echo(f"run folder: {out}  (resume: the same command with --out {out})", err=True)
     try:
-        summary = asyncio.run(run_suite(loaded, questions, settings, out, options))
+        summary = asyncio.run(run_suite(loaded, questions, settings, out, options, restart=restart))
     except (RunConfigError, SuiteError, ReplayError) as error:
         _fail(str(error))
         return
@@ -199,8 +210,6 @@ def _check_completions(
         if record and no_llm:
             _fail("--record keeps LLM completions; with --no-llm there are none")
         return False
-    if record:
-        _fail("--record and --replay exclude each other")
     if no_llm:
         _fail("--replay answers the questions; drop --no-llm")
     if judge_asked:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.llm import LLM, ChatMessage, Completion
+from assistant.llm import LLM, ChatMessage, Completion, JsonSchema
 from assistant.settings import LLMSettings
 
 COMPLETIONS = "completions.jsonl"
@@ -65,6 +65,11 @@ def preview(messages: list[ChatMessage], words: int = PREVIEW_WORDS) -> str:
     return " ".join(head[:words]) + (" …" if len(head) > words else "")
 
 
+def _schema_param(schema: JsonSchema | None) -> dict[str, Any]:
+    """The schema is part of the request (a recording without one keeps its keys)."""
+    return {} if schema is None else {"schema": schema}
+
+
 def recording_path(run: Path) -> Path:
     return run / COMPLETIONS if run.is_dir() else run
 
@@ -86,9 +91,10 @@ class RecordingLLM:
         _drop_torn_tail(path)
 
     async def complete(
-        self, messages: list[ChatMessage], max_tokens: int, **params: Any
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
     ) -> Completion:
-        completion = await self.inner.complete(messages, max_tokens, **params)
+        completion = await self.inner.complete(messages, max_tokens, schema)
+        params = _schema_param(schema)
         self._append(
             {
                 "call": "complete",
@@ -102,10 +108,11 @@ class RecordingLLM:
         return completion
 
     async def stream(
-        self, messages: list[ChatMessage], max_tokens: int, **params: Any
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
     ) -> AsyncIterator[str]:
         parts: list[str] = []
-        async for chunk in self.inner.stream(messages, max_tokens, **params):
+        params = _schema_param(schema)
+        async for chunk in self.inner.stream(messages, max_tokens, schema):
             parts.append(chunk)
             yield chunk
         # Only a stream read to its end is recorded: a cut one is not the model's answer.
@@ -196,9 +203,9 @@ class ReplayLLM:
         return entry
 
     async def complete(
-        self, messages: list[ChatMessage], max_tokens: int, **params: Any
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
     ) -> Completion:
-        entry = self._lookup(messages, max_tokens, params)
+        entry = self._lookup(messages, max_tokens, _schema_param(schema))
         return Completion(
             text=str(entry["text"]),
             prompt_tokens=int(entry.get("prompt_tokens", 0)),
@@ -207,9 +214,9 @@ class ReplayLLM:
         )
 
     async def stream(
-        self, messages: list[ChatMessage], max_tokens: int, **params: Any
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
     ) -> AsyncIterator[str]:
-        entry = self._lookup(messages, max_tokens, params)
+        entry = self._lookup(messages, max_tokens, _schema_param(schema))
         for chunk in split_text(str(entry["text"])):
             yield chunk
 
@@ -227,15 +234,48 @@ def run_llm(
     record_to: Path | None,
     replay: Path | None,
 ) -> LLM | None:
-    """The LLM an eval run answers with: replayed, recorded, or as given (None: the default)."""
-    if replay is not None:
+    """The LLM an eval run answers with: replayed, recorded, or as given (None: the default).
+    Both recorded and replayed: the replay where it has the request, the LLM otherwise."""
+    if replay is not None and record_to is None:
         return ReplayLLM.from_run(replay, settings)
     if record_to is not None:
         from assistant.llm import OpenAICompatibleLLM
 
-        real = llm or OpenAICompatibleLLM(base_url, settings)
+        real: LLM = llm or OpenAICompatibleLLM(base_url, settings)
+        if replay is not None:
+            real = ReusingLLM(ReplayLLM.from_run(replay, settings), real)
         return RecordingLLM(real, record_to, settings.temperature)
     return llm
+
+
+class ReusingLLM:
+    """A recording's completion where it has the request; the real LLM's otherwise."""
+
+    def __init__(self, recorded: ReplayLLM, live: LLM) -> None:
+        self.recorded = recorded
+        self.live = live
+        self.model = live.model
+
+    async def complete(
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
+    ) -> Completion:
+        try:
+            return await self.recorded.complete(messages, max_tokens, schema)
+        except CompletionNotRecordedError:
+            self.recorded.misses.clear()
+            return await self.live.complete(messages, max_tokens, schema)
+
+    async def stream(
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
+    ) -> AsyncIterator[str]:
+        completion = await self.complete(messages, max_tokens, schema)
+        yield completion.text
+
+    async def context_window(self) -> int:
+        return await self.live.context_window()
+
+    async def ping(self) -> bool:
+        return await self.live.ping()
 
 
 def _drop_torn_tail(path: Path) -> None:

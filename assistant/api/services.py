@@ -9,7 +9,14 @@ from typing import Any
 import anyio
 
 from assistant.generate import prompt_tokens
-from assistant.llm import LLM, ChatMessage, Completion, LLMTimeoutError, OpenAICompatibleLLM
+from assistant.llm import (
+    LLM,
+    ChatMessage,
+    Completion,
+    JsonSchema,
+    LLMTimeoutError,
+    OpenAICompatibleLLM,
+)
 from assistant.pipeline import Assistant
 from assistant.retrieve import Retriever
 from assistant.settings import Settings
@@ -77,18 +84,22 @@ class DeadlineLLM:
                 f"{self.timeout_s:g} s deadline."
             )
 
-    async def complete(self, messages: list[ChatMessage], max_tokens: int) -> Completion:
+    async def complete(
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
+    ) -> Completion:
         self._check_fits(messages, max_tokens)
         try:
             with anyio.fail_after(self.timeout_s):
-                return await self.inner.complete(messages, max_tokens)
+                return await self.inner.complete(messages, max_tokens, schema)
         except TimeoutError as error:
             raise self._timeout() from error
 
-    async def stream(self, messages: list[ChatMessage], max_tokens: int) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
+    ) -> AsyncIterator[str]:
         self._check_fits(messages, max_tokens)
         deadline = anyio.current_time() + self.timeout_s
-        chunks = self.inner.stream(messages, max_tokens)
+        chunks = self.inner.stream(messages, max_tokens, schema)
         try:
             while True:
                 try:
@@ -133,9 +144,7 @@ def build_services(
         timeout_fixed=settings.llm.timeout_s is not None,
     )
     retriever = Retriever(store, keyword_index(settings), embedder, settings.retrieval)
-    verifier = Verifier(
-        embedder, settings.answer.semantic_threshold, settings.answer.lexical_threshold
-    )
+    verifier = Verifier(embedder, settings.answer)
     return Services(
         settings, Assistant(retriever, deadline_llm, verifier, settings), store, deadline_llm
     )

@@ -81,7 +81,9 @@ def test_kept_sentences_keep_the_abstract_order_and_are_whole() -> None:
     shown = packed.shown or packed.text
     assert shown.count(OMISSION) == gaps
     assert shown.replace(OMISSION, " ") == packed.text
-    assert f"[1] {packed.paper.title}\n{shown}" in packed.render()
+    # The model sees each kept sentence as numbered evidence, under the title.
+    lines = [f"[1.{index}] {sentence}" for index, sentence in enumerate(kept, start=1)]
+    assert packed.render().strip().splitlines() == [f"[1] {packed.paper.title}", *lines]
 
 
 def test_the_top_paper_gets_the_room_and_the_others_their_best_sentences() -> None:

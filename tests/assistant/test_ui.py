@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from assistant.api.main import create_app
 from assistant.api.services import build_services
-from assistant.schemas import AskResponse, Source, Timings, Usage
+from assistant.schemas import AskResponse, EvidenceSentence, Source, Timings, Usage
 from assistant.settings import Settings
 from assistant.ui import escape_text, history_of, question_for, render_answer, render_sources
 from ingest.embed import Embedder
@@ -70,6 +70,20 @@ def test_citations_link_to_their_source_and_cited_sources_are_marked() -> None:
     assert "id='source-1'" in panel and "id='source-2'" in panel
     assert panel.count("★ cited") == 1 and "score 0.9000" in panel
     assert "1 cited" in panel
+
+
+def test_the_evidence_the_answer_used_is_highlighted_and_escaped() -> None:
+    text = "Diffusion is slow. ProDiff needs 2 iterations. It is <b>fast</b>."
+    sources = [Source(rank=1, id="a", title="ProDiff", text=text, score=0.9, cited=True)]
+    used = [
+        EvidenceSentence(id="1.2", rank=1, text="ProDiff needs 2 iterations."),
+        EvidenceSentence(id="1.3", rank=1, text="It is <b>fast</b>."),
+    ]
+    panel = render_sources(sources, evidence=used)
+    assert "<mark class='scholia-evidence'>ProDiff needs 2 iterations.</mark>" in panel
+    assert "<mark class='scholia-evidence'>It is &lt;b&gt;fast&lt;/b&gt;.</mark>" in panel
+    assert "<mark class='scholia-evidence'>Diffusion" not in panel and "<b>" not in panel
+    assert "<mark" not in render_sources(sources)  # nothing used, nothing marked
 
 
 def test_removed_statements_are_noted_and_history_reads_back_as_text() -> None:

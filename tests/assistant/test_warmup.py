@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -31,14 +32,18 @@ class TimedLLM(FakeLLM):
         super().__init__()
         self.requests = 0
 
-    async def stream(self, messages: list[ChatMessage], max_tokens: int) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: list[ChatMessage], max_tokens: int, schema: Any = None
+    ) -> AsyncIterator[str]:
         self.requests += 1
         await asyncio.sleep(prompt_tokens(messages) / PREFILL_TOKENS_S)
         for _ in range(max_tokens):
             yield "word "
             await asyncio.sleep(1 / DECODE_TOKENS_S)
 
-    async def complete(self, messages: list[ChatMessage], max_tokens: int) -> Completion:
+    async def complete(
+        self, messages: list[ChatMessage], max_tokens: int, schema: Any = None
+    ) -> Completion:
         text = "".join([piece async for piece in self.stream(messages, max_tokens)])
         return Completion(text, prompt_tokens(messages), max_tokens, self.model)
 

@@ -135,6 +135,8 @@ def scholia_app(folder: Path, env: dict[str, str]) -> Iterator[AppProcess]:
 def _stop(server: LiveServer) -> None:
     """SIGTERM `scholia serve` (what docker, systemd and kill send): it must exit 0 and take its
     vLLM down with it (checked, so it can fail)."""
+    if server.process.poll() is not None:
+        return  # it never became ready and stopped itself: the start-up failure is the error
     engine = psutil.Process(server.process.pid).children(recursive=True)
     assert any("vllm" in " ".join(p.cmdline()) for p in engine), "no vLLM under scholia serve"
     if server.process.poll() is None:

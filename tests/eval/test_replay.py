@@ -20,6 +20,7 @@ from eval.replay import (
     ReplayLLM,
     load_recording,
     request_key,
+    run_llm,
 )
 from eval.runner import RESULTS, RunConfigError, RunOptions, load_results, run_suite
 from eval.suite import Question, Suite, load_suite, select
@@ -96,6 +97,32 @@ def test_stream_and_complete_record_then_replay(tmp_path: Path) -> None:
     with pytest.raises(CompletionNotRecordedError, match="“What is attention\\?”"):
         asyncio.run(replayer.complete(MESSAGES, 33))
     assert replayer.misses
+
+
+def test_re_recording_asks_the_llm_only_what_the_recording_lacks(tmp_path: Path) -> None:
+    settings = LLMSettings(temperature=0.0, max_model_len=2048)
+    old = tmp_path / "old"
+    old.mkdir()
+
+    async def first() -> None:
+        recorder = RecordingLLM(FakeLLM(reply="Recorded."), old / COMPLETIONS, 0.0)
+        await recorder.complete(MESSAGES, 16)
+
+    asyncio.run(first())
+    live = FakeLLM(reply="Live.")
+    new = tmp_path / "new" / COMPLETIONS
+    new.parent.mkdir()
+    llm = run_llm(live, settings, "http://unused/v1", new, old)
+    assert llm is not None
+
+    async def second() -> tuple[str, str]:
+        kept = await llm.complete(MESSAGES, 16)  # in the old recording
+        asked = await llm.complete(MESSAGES, 17)  # another request: only the live LLM has it
+        return kept.text, asked.text
+
+    assert asyncio.run(second()) == ("Recorded.", "Live.")
+    assert len(live.calls) == 1
+    assert len(load_recording(new).completions) == 2  # the new recording holds both
 
 
 def test_records_an_openai_server_and_replays_with_it_gone(
@@ -186,7 +213,7 @@ def test_a_request_not_recorded_stops_the_replay(
     message = str(caught.value)
     qid = message.split()[1].rstrip(":")
     assert message.startswith("question ") and qid in {q.id for q in five}
-    assert "“Sources:" in message  # the first words of the answer prompt
+    assert "“Evidence:" in message  # the first words of the answer prompt
     assert qid not in load_results(replayed)  # a miss is not scored
 
 
@@ -204,3 +231,32 @@ def test_replay_refuses_what_cannot_work(dev: Suite, tmp_path: Path) -> None:
     retrieval = cli.invoke(eval_app, ["run", "dev", "--no-llm", "--replay", str(tmp_path)])
     assert retrieval.exit_code == 2 and "drop --no-llm" in retrieval.output
     assert "--replay" in cli.invoke(eval_app, ["run", "--help"]).output
+
+
+def test_a_replay_may_skip_as_many_misses_as_allowed(
+    dev: Suite,
+    five: list[Question],
+    indexed_settings: Settings,
+    embedder: Embedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    (recorded / COMPLETIONS).write_text('{"context_window": 4096, "model": "fake-llm"}\n')
+    no_network(monkeypatch)
+    skipped: list[str] = []
+    asyncio.run(
+        run_suite(
+            dev,
+            five,
+            indexed_settings,
+            tmp_path / "replayed",
+            RunOptions(progress=False, replay=recorded, max_replay_misses=len(five)),
+            embedder=embedder,
+            log=skipped.append,
+        )
+    )
+    missed = [line for line in skipped if line.startswith("skipped question ")]
+    answered = (tmp_path / "replayed" / "results.jsonl").read_text().splitlines()
+    assert missed and len(missed) + len(answered) == len(five)  # each question: answered or skipped

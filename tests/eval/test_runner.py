@@ -214,11 +214,13 @@ class FlakyLLM(FakeLLM):
         super().__init__()
         self.answers_left = 1
 
-    async def complete(self, messages: list[ChatMessage], max_tokens: int) -> Completion:
+    async def complete(
+        self, messages: list[ChatMessage], max_tokens: int, schema: Any = None
+    ) -> Completion:
         if self.answers_left <= 0:
             raise LLMUnavailableError("connection refused")
         self.answers_left -= 1
-        return await super().complete(messages, max_tokens)
+        return await super().complete(messages, max_tokens, schema)
 
 
 def test_llm_down_stops_the_run_and_resume_redoes_failed_questions(

@@ -15,7 +15,7 @@ from assistant.api.main import api_key_of
 from assistant.api.metrics import Metrics
 from assistant.settings import ServerSettings, Settings
 from tests.assistant.api.conftest import AppFactory
-from tests.fakes import FakeLLM
+from tests.fakes import FakeLLM, states
 
 PRODIFF_Q = "How many iterations does ProDiff need to synthesize high-fidelity mel-spectrograms?"
 KEY = "s3cret-key-for-tests"
@@ -158,7 +158,7 @@ def test_hostile_bodies_get_4xx_with_a_message_and_the_server_carries_on(
             "question": "\x00How many iterations does ProDiff\x07 need to synthesize high-fidelity\x1b mel-spectrograms?"
         },
     )
-    assert noisy.status_code == 200 and "2" in noisy.json()["answer"]
+    assert noisy.status_code == 200 and states(noisy.json()["answer"], "2")
     assert client.get("/health").status_code == 200
 
 

@@ -1,0 +1,291 @@
+"""What a question asks, decided once: every step after it reads this object, none re-classifies.
+
+`analyse` is the default analyser: rules over the question's words, plus an offline language
+detector (lingua, whose models ship in its wheel). Another analyser (an LLM, a classifier) can
+replace it as long as it returns a `QuestionAnalysis`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+from rapidfuzz import fuzz, process
+
+# Markup in a question is data: a whole <script>/<style> element, or any other tag.
+MARKUP = re.compile(
+    r"<(script|style)\b[^<>]{0,200}>.{0,2000}?</\1\s*>|<[^<>]{0,200}>", re.IGNORECASE | re.DOTALL
+)
+TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Za-z0-9]")
+# A figure as written: "24", "2.45", "245,000" (thousands), "1,35" (a decimal comma).
+NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+$")
+PAPER = r"(?:paper|work|study|article|publication|preprint|abstract)"
+PAPERS_ONLY = r"(?:papers|works|studies|articles|publications)"
+PAPERS = r"(?:papers|works|studies|articles|publications|methods|approaches|ones)"
+WHICH_PAPER = re.compile(
+    rf"\b(?:which|what)\s+(?:\w+\s+){{0,2}}?{PAPER}\b|\bname (?:the|a|one) {PAPER}\b"
+    rf"|\bis there an? {PAPER}\b|\b(?:which|what) (?:method|approach|model|framework|system"
+    r"|technique|benchmark|dataset)\b[^?]{0,80}\b(?:propos|introduc|present)",
+    re.IGNORECASE,
+)
+COMPARISON = re.compile(
+    rf"\b(?:two|three|both|several)\s+{PAPERS}\b|\b(?:which|what)\s+{PAPERS_ONLY}\b"
+    r"|\bcompar(?:e|ed|es|ing|ison)\b|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\bversus\b"
+    r"|\bvs\.?\s|\bwhat does each\b|\bcontrast\b",
+    re.IGNORECASE,
+)
+COUNT = re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE)
+FIGURE = re.compile(
+    r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"
+    r"|\bby (?:how much|what (?:factor|margin|percentage))|\bwhat (?:percentage|fraction|speed-?up"
+    r"|factor)\b|\b(?:what|which) (?:[\w-]+ ){0,2}(?:size|rate|length|dimension\w*|count|score"
+    r"|accuracy|fid|perplexity|latency|throughput|ratio|budget|speed-?up)\b",
+    re.IGNORECASE,
+)
+COUNTED = re.compile(r"\bhow many\s+((?:[\w-]+\s*){1,2})", re.IGNORECASE)
+# "What batch size …", "which learning rate …": the measure a figure question asks for.
+MEASURE = re.compile(
+    r"\b(?:what|which)\s+((?:[\w-]+\s+){0,2}?(?:size|rate|length|dimension\w*|count|score"
+    r"|accuracy|fid|perplexity|latency|throughput|ratio|budget|speed-?up))\b",
+    re.IGNORECASE,
+)
+FUNCTION_WORDS = frozenset(
+    """were was are is does do did have has had can could would will in on per of the a an
+    different total distinct""".split()  # noqa: SIM905
+)
+QUESTION_WORD = re.compile(
+    r"^\s*(?:what|which|how|why|who|when|where|does|do|did|is|are|can|name|list|give|tell)\b",
+    re.IGNORECASE,
+)
+MAX_TOPIC_WORDS = 4
+MODIFIER = re.compile(r"-(?:style|like|based|type|sized|scale|level)$", re.IGNORECASE)
+NOT_A_NAME = re.compile(r"^\d+(?:\.\d+)?[BMKT]$|^\d+-?D$", re.IGNORECASE)  # "64B", "3-D"
+NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
+DIMENSION = re.compile(r"\b\d-?D\b|\(\d\)", re.IGNORECASE)  # "3D"; the enumerator "(1)"
+# Figures written as words ("seven benchmark datasets", "twice as fast").
+FIGURE_WORD = re.compile(
+    r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|twenty|thirty"
+    r"|forty|fifty|hundreds?|thousands?|millions?|billions?|half|twice|double|triple)\b",
+    re.IGNORECASE,
+)
+RESOLUTION = re.compile(r"\b\d+\s*[x×]\s*\d+\b")  # "256x256" names a dataset's size
+
+
+class Asks(StrEnum):
+    FIGURE = "figure"  # a quantity: "how fast", "what FID"
+    COUNT = "count"  # "how many"
+    WHICH_PAPER = "which_paper"  # the answer is a paper
+    COMPARISON = "comparison"  # several papers at once
+    TOPIC = "topic"  # a few words, no question: what do the papers say
+    FACT = "fact"  # anything else
+
+
+@dataclass(frozen=True)
+class QuestionAnalysis:
+    text: str  # the question without markup: what is asked
+    language: str = "English"
+    asks: Asks = Asks.FACT
+    names: tuple[str, ...] = ()  # name-like terms: acronyms, CamelCase, names with digits
+    figures: tuple[str, ...] = ()  # figures the question states (premises to check)
+    counted: frozenset[str] = field(default_factory=frozenset)  # what is counted or measured
+    papers_wanted: int = 1
+
+    @property
+    def wants_figure(self) -> bool:
+        return self.asks in (Asks.FIGURE, Asks.COUNT)
+
+
+Analyser = Callable[[str], QuestionAnalysis]
+
+
+def analyse(question: str) -> QuestionAnalysis:
+    text = " ".join(MARKUP.sub(" ", question).split()) or question
+    language = language_of(text)
+    return QuestionAnalysis(
+        text=text,
+        language=language,
+        asks=_asks(text),
+        names=tuple(dict.fromkeys(names_in(text))),
+        figures=tuple(sorted(numbers_in(RESOLUTION.sub(" ", without_names(text)), language))),
+        counted=_counted(text),
+        papers_wanted=3 if re.search(r"\bthree\b", text, re.IGNORECASE) else 2,
+    )
+
+
+def _asks(text: str) -> Asks:
+    if COMPARISON.search(text):
+        return Asks.COMPARISON
+    if (
+        not {"?", "？"} & set(text)
+        and len(text.split()) <= MAX_TOPIC_WORDS
+        and not QUESTION_WORD.match(text)
+    ):
+        return Asks.TOPIC
+    if WHICH_PAPER.search(text):
+        return Asks.WHICH_PAPER
+    if COUNT.search(text) and not re.search(r"\bhow many times\b", text, re.IGNORECASE):
+        return Asks.COUNT
+    if FIGURE.search(text) or COUNT.search(text):
+        return Asks.FIGURE
+    return Asks.FACT
+
+
+def _counted(text: str) -> frozenset[str]:
+    """What "how many …" counts: its next words up to a function word ("V100 GPUs were" →
+    v100, gpus stems); nothing for "how many times"."""
+    match = COUNTED.search(text) or MEASURE.search(text)
+    if match is None:
+        return frozenset()
+    words = []
+    for word in match.group(1).split():
+        if word.casefold() in FUNCTION_WORDS:
+            break
+        words.append(word.casefold())
+    counted = stems(set(words))
+    return frozenset() if "time" in counted else frozenset(counted)
+
+
+def gives_the_figure(sentence: str, analysis: QuestionAnalysis) -> bool:
+    """The sentence states a figure of the kind asked: for "how many GPUs …?", a number of GPUs
+    (in words too: "seven datasets"), not "5.7 days"."""
+    plain = without_names(sentence)
+    if not (numbers_in(plain) or (analysis.asks == Asks.COUNT and FIGURE_WORD.search(plain))):
+        return False
+    words = {word.casefold() for word in TOKEN.findall(sentence)}
+    return not analysis.counted or bool(analysis.counted & stems(words))
+
+
+def numbers_in(text: str, language: str = "English") -> set[str]:
+    """The figures in `text`, normalised: "245,000" → "245000"; "1,35" → "1.35" (a decimal
+    comma, as French or German write it); "2.45" stays."""
+    found = set()
+    for raw in NUMBER.findall(DIMENSION.sub(" ", text)):
+        number = raw.rstrip(".,")
+        if "," in number:
+            thousands = THOUSANDS.match(number) and language == "English"
+            number = number.replace(",", "" if thousands else ".")
+        found.add(number)
+    return found
+
+
+def names_in(text: str) -> list[str]:
+    """Name-like terms: acronyms, CamelCase, and names with digits (MT-Bench, Mamba-2, 2080Ti);
+    capitalised words in a row ("SYSTEM OVERRIDE") are shouting, not names."""
+    tokens = [match.group() for match in TOKEN.finditer(text)]
+    names = []
+    for index, token in enumerate(tokens):
+        token = MODIFIER.sub("", token)  # "BERT-style" names BERT
+        uppers = sum(char.isupper() for char in token)
+        digits = any(char.isdigit() for char in token)
+        name_like = any(c.isalpha() for c in token) and (uppers >= 2 or (uppers and digits))
+        if name_like and not _shouted(tokens, index) and not NOT_A_NAME.match(token):
+            names.append(token)
+    return names
+
+
+def mentions(text: str, name: str) -> bool:
+    """`text` names `name`: as written, with or without hyphens ("3-D", "3D"), spelt out
+    ("MRI": magnetic resonance imaging), or with a typo ("ProDif"); names that differ in a digit
+    ("ResNet-56", "ResNet-50") are different names."""
+    key = _name_key(name)
+    vocabulary = {_name_key(token) for token in TOKEN.findall(text)}
+    vocabulary |= {word.replace("-", "") for word in vocabulary}
+    if key in vocabulary or key.replace("-", "") in vocabulary:
+        return True
+    if "-" in key and " ".join(key.split("-")) in text.casefold():
+        return True
+    if name.isupper() and name.isalpha() and name.casefold() in _initials(text):
+        return True
+    digits = re.sub(r"\D", "", key)
+    close = process.extract(key, vocabulary, scorer=fuzz.ratio, score_cutoff=NAME_MATCH_SCORE)
+    return any(re.sub(r"\D", "", word) == digits for word, _, _ in close)
+
+
+def _initials(text: str) -> set[str]:
+    """The initials of every run of 2 to 5 words ("magnetic resonance imaging" → "mri")."""
+    words = re.findall(r"[^\W\d_]+", text.casefold())
+    return {
+        "".join(word[0] for word in words[start : start + size])
+        for size in range(2, 6)
+        for start in range(len(words) - size + 1)
+    }
+
+
+def _name_key(token: str) -> str:
+    return token.casefold().rstrip("s")
+
+
+def without_names(text: str) -> str:
+    """`text` with its names blanked: "ResNet-50" and "Llama 2-7B" hold no figures."""
+    for name in sorted(set(names_in(text)), key=len, reverse=True):
+        text = text.replace(name, " ")
+    return text
+
+
+def _shouted(tokens: list[str], index: int) -> bool:
+    def capitals(i: int) -> bool:
+        return (
+            0 <= i < len(tokens)
+            and len(tokens[i]) >= 4
+            and tokens[i].isalpha()
+            and (tokens[i].isupper())
+        )
+
+    return capitals(index) and (capitals(index - 1) or capitals(index + 1))
+
+
+def stems(words: set[str]) -> set[str]:
+    """English stems ("sampling", "samples" → "sampl")."""
+    return set(_stemmer().stemWords(sorted(words)))
+
+
+@cache
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+# The languages told apart; names are left out first (they read as any language).
+LANGUAGES = [
+    "ENGLISH",
+    "FRENCH",
+    "GERMAN",
+    "SPANISH",
+    "ITALIAN",
+    "PORTUGUESE",
+    "DUTCH",
+    "CHINESE",
+    "JAPANESE",
+    "KOREAN",
+    "RUSSIAN",
+]
+MIN_LANGUAGE_CONFIDENCE = 0.4
+MIN_LANGUAGE_WORDS = 3
+NON_LATIN = re.compile(r"[\u0400-\u04ff\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def language_of(text: str) -> str:
+    """The language `text` is written in ("English" when the detector is unsure)."""
+    words = " ".join(token for token in text.split() if not names_in(token))
+    if len(words.split()) < MIN_LANGUAGE_WORDS and not NON_LATIN.search(words):
+        return "English"  # a word or two ("grokking") reads as any language
+    ranked = _detector().compute_language_confidence_values(words)
+    best = ranked[0] if ranked else None
+    if best is None or best.value < MIN_LANGUAGE_CONFIDENCE:
+        return "English"
+    return str(best.language.name).title()
+
+
+@cache
+def _detector() -> Any:
+    from lingua import Language, LanguageDetectorBuilder
+
+    return LanguageDetectorBuilder.from_languages(
+        *(getattr(Language, name) for name in LANGUAGES)
+    ).build()

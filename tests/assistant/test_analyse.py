@@ -1,0 +1,76 @@
+import pytest
+
+from assistant.analyse import Asks, analyse, gives_the_figure, mentions, numbers_in
+
+
+@pytest.mark.parametrize(
+    ("question", "asks"),
+    [
+        ("What methods does ProDiff use?", Asks.FACT),  # not a which-paper nor a comparison
+        ("In which paper is the progressive diffusion vocoder introduced?", Asks.WHICH_PAPER),
+        ("Name the paper that studies delayed generalisation.", Asks.WHICH_PAPER),
+        ("Which method proposed a gating layer for federated learning?", Asks.WHICH_PAPER),
+        ("Is there a paper about speech synthesis with diffusion?", Asks.WHICH_PAPER),
+        ("Compare ProDiff and FastSpeech.", Asks.COMPARISON),
+        ("How does ProDiff differ from FastSpeech?", Asks.COMPARISON),
+        ("Which two papers study federated learning?", Asks.COMPARISON),
+        ("How many V100 GPUs were used?", Asks.COUNT),
+        ("How many times faster is it than real time?", Asks.FIGURE),
+        ("What FID does PFGM++ get on FFHQ 64x64?", Asks.FIGURE),
+        ("By what factor is training faster?", Asks.FIGURE),
+        ("grokking", Asks.TOPIC),
+        ("gossip learning", Asks.TOPIC),
+        ("What does the speech paper propose?", Asks.FACT),
+    ],
+)
+def test_what_is_asked(question: str, asks: Asks) -> None:
+    assert analyse(question).asks == asks
+
+
+def test_names_figures_and_what_is_counted() -> None:
+    analysis = analyse("How many V100 GPUs trained ResNet-50 on 245,000 images?")
+    assert "ResNet-50" in analysis.names and "V100" in analysis.names
+    assert analysis.figures == ("245000",)  # "50" belongs to a name
+    assert "gpus" in analysis.counted or "gpu" in analysis.counted
+
+
+def test_numbers_are_read_with_their_locale() -> None:
+    assert numbers_in("an FID of 1,35", "French") == {"1.35"}
+    assert numbers_in("an FID of 1,35") == {"1.35"}  # not 135: no thousands group
+    assert numbers_in("245,000 images") == {"245000"}
+    assert numbers_in("2.45x faster, in 3D") == {"2.45"}  # "3D" is no figure
+
+
+def test_markup_in_a_question_is_data() -> None:
+    analysis = analyse("<script>alert(1)</script>How fast is ProDiff?")
+    assert analysis.text == "How fast is ProDiff?"
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Sur quel jeu de données MV-JAR propose-t-il son nouveau benchmark ?", "French"),
+        ("¿En más de cuántas tareas obtiene mPLUG-2 resultados de estado del arte?", "Spanish"),
+        ("Auf welchen Datensätzen wurde BD-KD experimentell evaluiert?", "German"),
+        ("MKOR 在 64 个 GPU 上最多快多少倍？", "Chinese"),
+        ("What FID does PFGM++ get on FFHQ 64x64?", "English"),
+        ("grokking", "English"),  # one word reads as any language: English
+    ],
+)
+def test_language(text: str, language: str) -> None:
+    assert analyse(text).language == language
+
+
+def test_names_match_with_typos_but_not_other_numbers() -> None:
+    assert mentions("ProDiff: Progressive Fast Diffusion", "ProDif")
+    assert mentions("trained a deep-BSDE solver", "deep BSDE") or mentions(
+        "trained a deep BSDE solver", "deep-BSDE"
+    )
+    assert not mentions("Top-1 accuracy of ResNet-50 on ImageNet", "ResNet-56")
+
+
+def test_a_figure_of_the_kind_asked() -> None:
+    gpus = analyse("How many GPUs were used?")
+    assert gives_the_figure("Training used 64 GPUs for 5.7 days.", gpus)
+    assert not gives_the_figure("Training took 5.7 days.", gpus)
+    assert gives_the_figure("It was trained on eight GPUs.", gpus)  # in words
