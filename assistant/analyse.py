@@ -8,7 +8,7 @@ replace it as long as it returns a `QuestionAnalysis`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -40,18 +40,21 @@ COMPARISON = re.compile(
     re.IGNORECASE,
 )
 COUNT = re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE)
+# What a figure measures, as a question names it ("what batch size", "which FID").
+MEASURE_WORDS = (
+    r"(?:size|rate|length|dimension\w*|count|score|accuracy|fid|perplexity|latency|throughput"
+    r"|ratio|budget|speed-?up)"
+)
 FIGURE = re.compile(
     r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"
     r"|\bby (?:how much|what (?:factor|margin|percentage))|\bwhat (?:percentage|fraction|speed-?up"
-    r"|factor)\b|\b(?:what|which) (?:[\w-]+ ){0,2}(?:size|rate|length|dimension\w*|count|score"
-    r"|accuracy|fid|perplexity|latency|throughput|ratio|budget|speed-?up)\b",
+    rf"|factor)\b|\b(?:what|which) (?:[\w-]+ ){{0,2}}{MEASURE_WORDS}\b",
     re.IGNORECASE,
 )
 COUNTED = re.compile(r"\bhow many\s+((?:[\w-]+\s*){1,2})", re.IGNORECASE)
 # "What batch size …", "which learning rate …": the measure a figure question asks for.
 MEASURE = re.compile(
-    r"\b(?:what|which)\s+((?:[\w-]+\s+){0,2}?(?:size|rate|length|dimension\w*|count|score"
-    r"|accuracy|fid|perplexity|latency|throughput|ratio|budget|speed-?up))\b",
+    rf"\b(?:what|which)\s+((?:[\w-]+\s+){{0,2}}?{MEASURE_WORDS})\b",
     re.IGNORECASE,
 )
 FUNCTION_WORDS = frozenset(
@@ -148,6 +151,18 @@ def _counted(text: str) -> frozenset[str]:
         words.append(word.casefold())
     counted = stems(set(words))
     return frozenset() if "time" in counted else frozenset(counted)
+
+
+def states_a_figure(text: str) -> bool:
+    """A figure, in digits or words, that is not part of a name."""
+    plain = without_names(text)
+    return bool(numbers_in(plain) or FIGURE_WORD.search(plain))
+
+
+def missing_names(names: Iterable[str], texts: Iterable[str]) -> list[str]:
+    """The names no one of `texts` mentions."""
+    texts = list(texts)
+    return [name for name in names if not any(mentions(text, name) for text in texts)]
 
 
 def gives_the_figure(sentence: str, analysis: QuestionAnalysis) -> bool:

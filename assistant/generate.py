@@ -15,7 +15,7 @@ from typing import Any
 
 import prompts
 from assistant.llm import LLM, ChatMessage, Completion
-from assistant.pack import PackedSource, count_tokens
+from assistant.pack import PackedSource, count_tokens, render_sources
 from assistant.verify import Claim, Draft
 from ingest.chunk import split_sentences
 
@@ -34,7 +34,7 @@ CLAIM_TEXT = re.compile(r'"text"\s*:\s*"((?:[^"\\]|\\.)*)(")?')
 
 
 def answer_messages(question: str, sources: list[PackedSource]) -> list[ChatMessage]:
-    rendered = "\n\n".join(source.render().strip() for source in sources)
+    rendered = render_sources(sources)
     return [
         ChatMessage("system", prompts.load("answer_system").strip()),
         ChatMessage(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 
 import prompts
-from assistant.analyse import QuestionAnalysis, analyse, mentions
+from assistant.analyse import QuestionAnalysis, analyse, missing_names
 from assistant.condense import condense
 from assistant.generate import (
     answer_messages,
@@ -24,7 +24,7 @@ from assistant.retrieve import RetrievedPaper, Retriever
 from assistant.schemas import AskRequest, AskResponse, EvidenceSentence, Source, Timings, Usage
 from assistant.settings import Settings
 from assistant.translate import in_question_language, translate
-from assistant.verify import Draft, Verdict, Verifier, decline_text
+from assistant.verify import Draft, Verdict, Verifier, decline_text, declined
 
 
 class AnswerUnavailableError(RuntimeError):
@@ -128,10 +128,8 @@ class Assistant:
             question, analysis, packed, papers, timings, usage_prompt, usage_completion, started
         )
         if packed and self.settings.answer.verify:
-            texts = [f"{p.paper.title}. {p.text}" for p in packed]
-            prepared.missing = [
-                name for name in analysis.names if not any(mentions(t, name) for t in texts)
-            ]
+            texts = (f"{p.paper.title}. {p.text}" for p in packed)
+            prepared.missing = missing_names(analysis.names, texts)
         return prepared
 
     async def _analyse(self, question: str) -> tuple[QuestionAnalysis, tuple[int, int]]:
@@ -214,7 +212,7 @@ class Assistant:
         """The draft's supported claims, checked by the verifier's steps; without verification,
         the claims as written."""
         if not prepared.confident:
-            return Verdict(decline_text(), [], [], True)
+            return declined()
         if not self.settings.answer.verify:
             text = " ".join(claim.text for claim in draft.claims)
             return Verdict(text or decline_text(), [], [], draft.declined)
@@ -253,7 +251,7 @@ def _names_found(analysis: QuestionAnalysis, paper: RetrievedPaper) -> bool:
     """The question names things and the paper mentions every one of them: a confident match
     even when the embedding (English-only MiniLM) misses a question in another language."""
     text = f"{paper.title}. {paper.text}"
-    return bool(analysis.names) and all(mentions(text, name) for name in analysis.names)
+    return bool(analysis.names) and not missing_names(analysis.names, [text])
 
 
 def _decline_with_closest(papers: list[RetrievedPaper], missing: list[str]) -> str:

@@ -23,14 +23,13 @@ import numpy as np
 
 import prompts
 from assistant.analyse import (
-    FIGURE_WORD,
     Asks,
     QuestionAnalysis,
     gives_the_figure,
-    mentions,
+    missing_names,
     names_in,
     numbers_in,
-    without_names,
+    states_a_figure,
 )
 from assistant.pack import PackedSource
 from assistant.settings import AnswerSettings
@@ -89,6 +88,7 @@ class Evidence:
         self.by_rank = {source.rank: source for source in packed}
         self.sentences = {key: s for source in packed for key, s in source.evidence.items()}
         self.verifier = verifier
+        self._queries: dict[str, np.ndarray] = {}
 
     @staticmethod
     def rank_of(key: str) -> int:
@@ -105,11 +105,14 @@ class Evidence:
         return [key for key in self.sentences if self.rank_of(key) == rank]
 
     def names_missing(self, names: Iterable[str], ranks: Iterable[int]) -> list[str]:
-        texts = [self.text_of(rank) for rank in ranks]
-        return [name for name in names if not any(mentions(text, name) for text in texts)]
+        return missing_names(names, (self.text_of(rank) for rank in ranks))
 
     def closeness(self, text: str, keys: list[str]) -> np.ndarray:
-        return self.verifier.similarities(text, [self.sentences[key] for key in keys])
+        """MiniLM cosine of `text` with each of the `keys` sentences; each text (the question,
+        a claim) is embedded once per question however often it is compared."""
+        if text not in self._queries:
+            self._queries[text] = self.verifier.embed(text)
+        return self.verifier.vectors([self.sentences[key] for key in keys]) @ self._queries[text]
 
     def on_point(self, key: str, analysis: QuestionAnalysis) -> bool:
         """The sentence gives what is asked: a figure for a quantity question, about the names
@@ -433,10 +436,12 @@ class Verifier:
         """MiniLM cosine of `text` with each sentence (unit vectors: a dot product)."""
         if not sentences:
             return np.zeros(0)
-        query = np.asarray(self.embedder.embed([text])[0])
-        return self._vectors(sentences) @ query
+        return self.vectors(sentences) @ self.embed(text)
 
-    def _vectors(self, sentences: list[str]) -> np.ndarray:
+    def embed(self, text: str) -> np.ndarray:
+        return np.asarray(self.embedder.embed([text])[0])
+
+    def vectors(self, sentences: list[str]) -> np.ndarray:
         """Source sentences recur across questions: embed each once per process."""
         with self._lock:
             missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
@@ -451,10 +456,6 @@ class Verifier:
 
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
 MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
-
-
-def states_a_figure(text: str) -> bool:
-    return bool(numbers_in(without_names(text)) or FIGURE_WORD.search(without_names(text)))
 
 
 def name_the_papers(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence) -> Verdict:

@@ -50,6 +50,14 @@ def run(
     )
 
 
+def other_runs_recording(tmp_path: Path) -> Path:
+    """A recording of another run: the server's window, none of these questions' requests."""
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    (recorded / COMPLETIONS).write_text('{"context_window": 4096, "model": "fake-llm"}\n')
+    return recorded
+
+
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("a replay must not create an LLM client")
@@ -195,10 +203,7 @@ def test_a_request_not_recorded_stops_the_replay(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    recorded = tmp_path / "recorded"
-    recorded.mkdir()
-    # A recording of another run: the server's window, not one of these questions' requests.
-    (recorded / COMPLETIONS).write_text('{"context_window": 4096, "model": "fake-llm"}\n')
+    recorded = other_runs_recording(tmp_path)
     no_network(monkeypatch)
     replayed = tmp_path / "replayed"
     with pytest.raises(CompletionNotRecordedError) as caught:
@@ -239,9 +244,7 @@ def test_a_replay_may_skip_as_many_misses_as_allowed(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    recorded = tmp_path / "recorded"
-    recorded.mkdir()
-    (recorded / COMPLETIONS).write_text('{"context_window": 4096, "model": "fake-llm"}\n')
+    recorded = other_runs_recording(tmp_path)
     no_network(monkeypatch)
     skipped: list[str] = []
     asyncio.run(
