@@ -34,8 +34,10 @@ WHICH_PAPER = re.compile(
     re.IGNORECASE,
 )
 COMPARISON = re.compile(
-    rf"\b(?:two|three|both|several)\s+{PAPERS}\b|\b(?:which|what)\s+{PAPERS_ONLY}\b"
-    r"|\bcompar(?:e|ed|es|ing|ison)\b|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\bversus\b"
+    rf"\b(?:two|three|both|several)\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b"
+    rf"|\b(?:which|what)\s+{PAPERS_ONLY}\b|\bcompar(?:e|ed|es|ing|ison)\b"
+    r"|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\b(?:how|where|why) do\b.*\band\b.*\bdiffer\b"
+    r"|\bversus\b"
     r"|\bvs\.?\s|\bwhat does each\b|\bcontrast\b",
     re.IGNORECASE,
 )
@@ -66,7 +68,10 @@ QUESTION_WORD = re.compile(
     re.IGNORECASE,
 )
 MAX_TOPIC_WORDS = 4
-MODIFIER = re.compile(r"-(?:style|like|based|type|sized|scale|level)$", re.IGNORECASE)
+MODIFIER = re.compile(
+    r"-(?:style|like|based|type|sized|scale|level|derived|inspired|driven|guided|specific|aware)$",
+    re.IGNORECASE,
+)
 NOT_A_NAME = re.compile(r"^\d+(?:\.\d+)?[BMKT]$|^\d+-?D$", re.IGNORECASE)  # "64B", "3-D"
 NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
 DIMENSION = re.compile(r"\b\d-?D\b|\(\d\)", re.IGNORECASE)  # "3D"; the enumerator "(1)"
@@ -201,6 +206,41 @@ def names_in(text: str) -> list[str]:
         if name_like and not _shouted(tokens, index) and not NOT_A_NAME.match(token):
             names.append(token)
     return names
+
+
+# How a paper introduces the name of what it proposes: "we propose X", "a method called X",
+# "our new method Explained Variance Adaptation (EVA)".
+COINED = r"[A-Za-z0-9]*[A-Z][A-Za-z0-9]*[A-Z0-9][A-Za-z0-9]*(?:[-+][A-Za-z0-9+]+)*\+*"
+INTRODUCES = re.compile(
+    r"\b(?:propose|proposes|introduce|introduces|introducing|present|presents|develop|develops"
+    r"|call|our\s+(?:new\s+|novel\s+)?(?:method|approach|framework|model|algorithm|technique))\b"
+    r"|\b(?P<naming>called|named|dubbed|termed)\b",
+    re.IGNORECASE,
+)
+NAMED_NEXT = re.compile(rf"^[\s,]*(?:(?:a|an|the|our)\s+)?({COINED})\b")
+# "Accelerated Preference Optimization (APO)": a Title-Case phrase defines the acronym.
+DEFINED = re.compile(rf"\b[A-Z][\w-]*\s*\(({COINED})\)")
+PLURAL_ACRONYM = re.compile(r"^[A-Z]{2,}s$")  # "LLMs" names a kind of thing, not a method
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+MAX_TITLE_NAME_WORDS = 3  # "ProDiff: …", "1-bit Adam: …"; a longer head is a phrase
+
+
+def paper_name(title: str, abstract: str) -> str | None:
+    """The name a paper gives what it proposes (APO, TIES-Merging, DFedSAM), which users and
+    other papers call it by: a coined head of the title ("ProDiff: …"), else the name the
+    abstract introduces, else a plain head of the title ("Error Feedback Reloaded: …")."""
+    head, colon, _ = title.partition(":")
+    head = head.strip()
+    titled = bool(colon) and len(head.split()) <= MAX_TITLE_NAME_WORDS
+    if titled and names_in(head):
+        return head
+    for sentence in SENTENCE_END.split(abstract):
+        for verb in INTRODUCES.finditer(sentence):
+            after = sentence[verb.end() :]
+            found = NAMED_NEXT.match(after) or (None if verb["naming"] else DEFINED.search(after))
+            if found and not PLURAL_ACRONYM.match(found.group(1)):
+                return found.group(1)
+    return head if titled else None
 
 
 def mentions(text: str, name: str) -> bool:

@@ -156,6 +156,13 @@ class AnswerSettings(BaseModel):
         le=1.0,
         description="MiniLM cosine a quoted sentence needs with the question.",
     )
+    compare_min_similarity: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="MiniLM cosine with the question that a compared paper's quoted sentence "
+        "needs (a comparison asks about several papers at once: each matches part of it).",
+    )
     answer_min_similarity: float = Field(
         default=0.0,
         ge=0.0,

@@ -26,9 +26,11 @@ from assistant.analyse import (
     Asks,
     QuestionAnalysis,
     gives_the_figure,
+    mentions,
     missing_names,
     names_in,
     numbers_in,
+    paper_name,
     states_a_figure,
 )
 from assistant.pack import PackedSource
@@ -150,6 +152,11 @@ class Evidence:
             return None
         return keys[index], float(to_question[index])
 
+    def stating(self, figures: set[str], top: bool = False) -> list[str]:
+        """The sentences (of the best retrieved paper, if `top`) that state one of `figures`."""
+        keys = self.ids_of(self.packed[0].rank) if top else list(self.sentences)
+        return [key for key in keys if numbers_in(self.sentences[key]) & figures]
+
     def copied(self, body: str, keys: list[str]) -> str | None:
         """The sentence of the cited papers that `body` copies the start of, cut short."""
         start = body.rstrip(" .,;:…").casefold()
@@ -170,7 +177,36 @@ class Evidence:
     def quote(self, key: str, titled: bool = False) -> str:
         rank = self.rank_of(key)
         quoted = f"{self.sentences[key].rstrip()} [{rank}]"
-        return f"{self.title(rank)} [{rank}]: {quoted}" if titled else quoted
+        return f"{self.named_title(rank)} [{rank}]: {quoted}" if titled else quoted
+
+    def named_title(self, rank: int) -> str:
+        """The title, with the name the paper gives its method when the title lacks it."""
+        paper = self.by_rank[rank].paper
+        name = self.name(rank)
+        if name is None or re.search(rf"(?<!\w){re.escape(name)}(?!\w)", paper.title, re.I):
+            return paper.title
+        return f"{paper.title} ({name})"
+
+    def is_named(self, rank: int, names: Iterable[str]) -> bool:
+        """One of `names` is the paper's: in its title, or the name of what it proposes (a
+        name its abstract only mentions, like a baseline, is not)."""
+        own = f"{self.title(rank)} {self.name(rank) or ''}"
+        return any(mentions(own, name) for name in names)
+
+    def name(self, rank: int) -> str | None:
+        paper = self.by_rank[rank].paper
+        return paper_name(paper.title, paper.text)
+
+    def contribution(self, rank: int, analysis: QuestionAnalysis, threshold: float) -> str | None:
+        """The paper's on-point sentence closest to the question, preferring those that name
+        what it proposes: a comparison compares contributions, not background."""
+        keys = self.ids_of(rank)
+        found = self.best(analysis, keys, threshold)
+        if found is None:
+            return None
+        name = self.name(rank)
+        naming = [key for key in keys if name is not None and name in self.sentences[key]]
+        return (self.best(analysis, naming, 0.0) or found)[0]
 
 
 Step = Callable[[Verdict, QuestionAnalysis, Evidence], Verdict]
@@ -230,7 +266,9 @@ class Verifier:
             unsupported.append(index)
             # The wording failed: a sentence of the papers it cites may still answer.
             around = list(evidence.sentences)  # its ids may point at the wrong paper
-            best = evidence.best(analysis, around, self.settings.fallback_min_similarity, body)
+            best = evidence.best(
+                analysis, around, self.settings.fallback_min_similarity, body
+            ) or evidence.best(analysis, evidence.stating(numbers_in(body), top=True), 0.0)
             if best is not None:
                 parts.append(evidence.quote(best[0]))
                 used.append(best[0])
@@ -259,6 +297,12 @@ class Verifier:
             if not holding and not any(figure in numbers_in(evidence.title(r)) for r in ranks):
                 return None  # invented, or another paper's figure
             chosen += holding[:1]
+        if figures:  # the claim is about the papers its figures come from
+            holders = {
+                evidence.rank_of(k) for k in chosen if numbers_in(evidence.sentences[k]) & figures
+            }
+            chosen = [k for k in chosen if evidence.rank_of(k) in holders] or chosen
+            ranks = [rank for rank in ranks if rank in holders] or ranks
         if evidence.names_missing(names_in(body), ranks):
             return None  # one paper's name credited with another's idea
         words = content_words(body)
@@ -345,35 +389,25 @@ class Verifier:
     def cover_each_paper(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
     ) -> Verdict:
-        """A comparison covers each paper: those the question names first, then the best
-        ranked, up to the number asked for; each with its sentence closest to the question."""
+        """A comparison answers from each paper compared, up to the number asked for: those
+        the question names, then the best retrieved with evidence on point. Each is named by
+        what it proposes and quoted where it says what it contributes. What the model wrote
+        does not choose the papers: a small model often cites a neighbour of those compared."""
         if analysis.asks != Asks.COMPARISON or not self.settings.extractive_fallback:
             return verdict
-        named = [
-            rank
-            for name in analysis.names
+        threshold = self.settings.compare_min_similarity
+        contributions = {
+            rank: key
             for rank in evidence.by_rank
-            if not evidence.names_missing([name], [rank])
-        ]
-        order = list(dict.fromkeys([*named, *evidence.by_rank]))
-        covered = list(verdict.citations)
-        parts = [] if verdict.declined else [verdict.answer]
-        used = list(verdict.evidence)
-        for rank in order:
-            if len(covered) >= analysis.papers_wanted:
-                break
-            if rank in covered:
-                continue
-            best = evidence.best(
-                analysis, evidence.ids_of(rank), self.settings.fallback_min_similarity
-            )
-            if best is not None:
-                parts.append(evidence.quote(best[0], titled=True))
-                used.append(best[0])
-                covered.append(rank)
-        if len(covered) < 2 and verdict.declined:
+            if (key := evidence.contribution(rank, analysis, threshold)) is not None
+        }
+        named = [rank for rank in contributions if evidence.is_named(rank, analysis.names)]
+        chosen = list(dict.fromkeys([*named, *contributions]))[: analysis.papers_wanted]
+        if len(chosen) < 2:
             return verdict
-        return _verdict(" ".join(parts), used, verdict.unsupported)
+        keys = [contributions[rank] for rank in chosen]
+        answer = " ".join(evidence.quote(key, titled=True) for key in keys)
+        return _verdict(answer, keys, verdict.unsupported)
 
     def correct_premise(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence

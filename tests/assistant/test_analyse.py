@@ -1,6 +1,6 @@
 import pytest
 
-from assistant.analyse import Asks, analyse, gives_the_figure, mentions, numbers_in
+from assistant.analyse import Asks, analyse, gives_the_figure, mentions, numbers_in, paper_name
 
 
 @pytest.mark.parametrize(
@@ -74,3 +74,60 @@ def test_a_figure_of_the_kind_asked() -> None:
     assert gives_the_figure("Training used 64 GPUs for 5.7 days.", gpus)
     assert not gives_the_figure("Training took 5.7 days.", gpus)
     assert gives_the_figure("It was trained on eight GPUs.", gpus)  # in words
+
+
+@pytest.mark.parametrize(
+    ("title", "abstract", "name"),
+    [
+        ("ProDiff: Progressive Fast Diffusion", "We propose ProDiff.", "ProDiff"),
+        (  # a Title-Case phrase the authors propose defines the acronym
+            "Accelerated Preference Optimization for Alignment",
+            "Large language models (LLMs) are aligned with RLHF. We propose a general "
+            "Accelerated Preference Optimization (APO) framework.",
+            "APO",
+        ),
+        (
+            "Improving the Model Consistency of Decentralized Learning",
+            "We propose two DFL algorithms named DFedSAM and DFedSAM-MGS.",
+            "DFedSAM",
+        ),
+        (
+            "Unlock Predictable Scaling",
+            "To measure such improvements, we introduce PassUntil, an evaluation strategy.",
+            "PassUntil",
+        ),
+        (  # a head of plain words is the name only when the abstract introduces none
+            "Error Feedback Reloaded: From Quadratic to Arithmetic Mean",
+            "In this work we study a modern form of error feedback called EF21.",
+            "EF21",
+        ),
+        (
+            "Neural Tangent Kernel: Convergence",
+            "We show that training converges.",
+            "Neural Tangent Kernel",
+        ),
+        (  # a kind of thing, an acronym of lower-case words, a naming participle: not names
+            "Bit Cipher -- A Word Representation System",
+            "We present probing experiments on named entity recognition (NER) for LLMs. "
+            "We introduce LLMs to the task. We propose to study policy evaluation (PE).",
+            None,
+        ),
+    ],
+)
+def test_the_name_a_paper_gives_its_method(title: str, abstract: str, name: str | None) -> None:
+    assert paper_name(title, abstract) == name
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Two theory papers study gating. Which routing functions do they analyse?",
+        "How do the trim-and-elect method and Fisher merging differ in how they merge models?",
+    ],
+)
+def test_comparisons_in_other_words(question: str) -> None:
+    assert analyse(question).asks == Asks.COMPARISON
+
+
+def test_a_compound_modifier_does_not_make_a_name() -> None:
+    assert analyse("Which layer did the DreamerV3-derived agent need?").names == ("DreamerV3",)

@@ -184,3 +184,88 @@ def test_the_most_relevant_sentence_joins_a_claim_about_a_neighbouring_one(
     )
     assert verdict.evidence == ["1.2", "1.3"]
     assert "2 iterations" in verdict.answer and "24x faster" in verdict.answer
+
+
+APO = RetrievedPaper(
+    "apo",
+    "Accelerated Preference Optimization for Language Model Alignment",
+    "Reinforcement learning from human feedback aligns language models with human preferences. "
+    "We propose Accelerated Preference Optimization (APO), which speeds up iterative preference "
+    "optimization with Nesterov's momentum.",
+    0.8,
+)
+SPPO = RetrievedPaper(
+    "sppo",
+    "Self-Play Preference Optimization for Language Model Alignment",
+    "We propose Self-Play Preference Optimization (SPPO), which treats alignment as a two-player "
+    "game and finds its Nash equilibrium by self-play.",
+    0.7,
+)
+CHAT = RetrievedPaper(
+    "chat",
+    "Chat Models for Materials Science",
+    "Our chat conversations with the models reveal how preference-tuned variants perform.",
+    0.6,
+)
+COMPARE = (
+    "Two papers tune chatbots on human preferences, one with momentum and one as a game: "
+    "how do their ideas differ?"
+)
+
+
+def test_a_comparison_quotes_what_each_paper_proposes_by_name(verifier: Verifier) -> None:
+    question = analyse(COMPARE)
+    sources = pack([APO, SPPO, CHAT], 10_000, question, verifier.similarities)
+    # The model cites only a neighbour: that does not choose the papers compared.
+    verdict = verifier.verify(
+        draft(("Chat conversations reveal how preference-tuned variants perform.", ("3.1",))),
+        question,
+        sources,
+    )
+    assert verdict.citations == [1, 2]
+    assert "(APO) [1]: We propose Accelerated Preference Optimization" in verdict.answer
+    assert "(SPPO) [2]: We propose Self-Play" in verdict.answer
+    assert "chat conversations" not in verdict.answer.casefold()
+
+
+def test_a_comparison_starts_with_the_papers_the_question_names(verifier: Verifier) -> None:
+    question = analyse("How does SPPO differ from preference optimization with momentum?")
+    sources = pack([APO, CHAT, SPPO], 10_000, question, verifier.similarities)
+    verdict = verifier.verify(draft(), question, sources)
+    assert verdict.answer.startswith(f"{SPPO.title} (SPPO) [3]: We propose Self-Play")
+    assert verdict.citations == [1, 3]  # then the best retrieved with evidence on point
+
+
+def test_a_figure_the_question_asks_for_is_found_where_the_model_read_it(
+    verifier: Verifier,
+) -> None:
+    """A paraphrased question can be far from the sentence in meaning; the model's figure,
+    stated in the best paper beside the measure asked, still finds it."""
+    question = analyse(
+        "In the work on quick vocoders with few denoising passes, how many GPUs did the "
+        "real-time measurement use?"
+    )
+    paper = RetrievedPaper(
+        "prodiff", "ProDiff", "ProDiff is fast. The real-time factor was measured on 1 GPU.", 0.9
+    )
+    sources = pack([paper], 10_000, question, verifier.similarities)
+    verdict = verifier.verify(
+        draft(("The quick vocoder used 1 GPU with few passes in all settings shown.", ("1.1",))),
+        question,
+        sources,
+    )
+    assert not verdict.declined
+    assert "measured on 1 GPU. [1]" in verdict.answer
+
+
+def test_a_claims_figures_tie_it_to_the_paper_they_come_from(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    """Cited with a sentence of another paper, a claim is checked against its figure's paper."""
+    verdict = verifier.verify(
+        draft(("It is 24x faster than real-time when partitioning GNN layers.", ("1.1", "2.1"))),
+        analyse(SPEED),
+        sources,
+    )
+    assert verdict.citations == [1]
+    assert "GNN" not in verdict.answer.replace("GNNPipe", "")
