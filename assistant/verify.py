@@ -485,6 +485,12 @@ class Verifier:
                 self._cache.clear()
             for sentence, vector in zip(missing, vectors, strict=True):
                 self._cache[sentence] = np.asarray(vector)
+            # Another thread may have cleared the cache since `missing` was taken.
+            lost = [s for s in dict.fromkeys(sentences) if s not in self._cache]
+            for sentence, vector in zip(
+                lost, self.embedder.embed(lost) if lost else [], strict=True
+            ):
+                self._cache[sentence] = np.asarray(vector)
             return np.stack([self._cache[s] for s in sentences])
 
 

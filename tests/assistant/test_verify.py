@@ -269,3 +269,25 @@ def test_a_claims_figures_tie_it_to_the_paper_they_come_from(
     )
     assert verdict.citations == [1]
     assert "GNN" not in verdict.answer.replace("GNNPipe", "")
+
+
+def test_sentences_cleared_from_the_cache_by_another_thread_are_embedded_again(
+    verifier: Verifier,
+) -> None:
+    verifier.vectors(["ProDiff is fast."])
+
+    class ClearingEmbedder:
+        """Embeds like the real one, but another question clears the cache meanwhile."""
+
+        cleared = False
+
+        def embed(self, texts: list[str]) -> list[list[float]]:
+            if not self.cleared:
+                verifier._cache.clear()
+                self.cleared = True
+            return inner.embed(texts)
+
+    inner = verifier.embedder
+    verifier.embedder = ClearingEmbedder()  # type: ignore[assignment]
+    vectors = verifier.vectors(["ProDiff is fast.", "GNNPipe is parallel."])
+    assert vectors.shape[0] == 2
