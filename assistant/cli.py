@@ -1,4 +1,8 @@
-"""The `scholia` command."""
+"""The `scholia` command.
+
+`scholia eval …` imports the evaluation harness (and RAGAS, LangChain, matplotlib) only when it
+runs: the app's commands work where the `eval` extra is not installed.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,16 @@ import asyncio
 import json
 import sys
 from contextlib import ExitStack
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer._click.core import Command, Context  # typer ships its own click
+from typer.core import TyperGroup
 
-from assistant.settings import Settings, get_settings
+from scholia.offline import apply_offline_env
+from scholia.settings import Settings, config_path, get_settings
 
 if TYPE_CHECKING:
     from assistant.shutdown import Shutdown
@@ -25,9 +33,42 @@ app = typer.Typer(
 model_app = typer.Typer(help="The packaged LLM (assembled and converted into the data directory).")
 app.add_typer(model_app, name="model")
 
-from eval.cli import eval_app  # noqa: E402
 
-app.add_typer(eval_app, name="eval")
+class EvalCommands(TyperGroup):
+    """`scholia eval`: its subcommands come from `eval.cli.eval_app`, imported on first use."""
+
+    @cached_property
+    def _eval_group(self) -> TyperGroup:
+        try:
+            from eval.cli import eval_app
+        except ModuleNotFoundError as error:  # the app image has neither eval/ nor its extra
+            _fail(
+                f"`scholia eval` needs the evaluation harness ({error}): a source checkout "
+                "with `make setup`, or `pip install -e '.[eval]'`"
+            )
+        return typer.main.get_group(eval_app)
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return self._eval_group.list_commands(ctx)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        return self._eval_group.get_command(ctx, cmd_name)
+
+
+app.add_typer(
+    typer.Typer(),
+    name="eval",
+    cls=EvalCommands,
+    help="Evaluate retrieval and answers on a question suite; compare runs; benchmark.",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def offline() -> None:
+    """Before any command loads a library: keep every library offline (scholia.offline)."""
+    apply_offline_env(get_settings().data_dir)
+
 
 ChromaUrl = Annotated[
     str | None,
@@ -166,7 +207,10 @@ def _supervised_vllm(settings: Settings) -> VllmServer:
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
-    top_k: Annotated[int, typer.Option(min=1, max=20, help="Sources to retrieve.")] = 5,
+    top_k: Annotated[
+        int | None,
+        typer.Option(min=1, max=20, help="Sources to retrieve. Default: retrieval.top_k (5)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the /ask response object.")
     ] = False,
@@ -210,7 +254,9 @@ def ask(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="Search text.")],
-    top_k: Annotated[int, typer.Option(min=1, max=20)] = 5,
+    top_k: Annotated[
+        int | None, typer.Option(min=1, max=20, help="Default: retrieval.top_k (5).")
+    ] = None,
 ) -> None:
     """Show the best-matching papers without generating an answer."""
     from assistant.api.services import build_services
@@ -227,6 +273,8 @@ def show_config() -> None:
 
     settings = get_settings()
     shown = settings.model_dump(mode="json")
+    config_file = config_path()
+    shown["config_file"] = str(config_file) if config_file else None
     cpu = read_cpu()
     try:
         shown["engine"] = resolve_engine(settings.llm, cpu).describe()

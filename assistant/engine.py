@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from assistant.settings import LLMSettings
+from scholia.settings import LLMSettings
 
 Dtype = Literal["bfloat16", "float32"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import httpx
 import openai
 
-from assistant.settings import LLMSettings
+from scholia.settings import LLMSettings
 
 # The HTTP client's own backstop; the real deadline is enforced around every call (DeadlineLLM).
 MAX_LLM_TIMEOUT_S = 1800.0

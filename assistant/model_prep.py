@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from assistant.settings import Settings
+from scholia.settings import Settings
 
 MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
 GGUF_NAME = f"{MODEL_NAME}.gguf"
@@ -240,6 +240,8 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 if __name__ == "__main__":
-    from assistant.settings import get_settings
+    from scholia.offline import apply_offline_env
+    from scholia.settings import get_settings
 
+    apply_offline_env(get_settings().data_dir)
     print(prepare_model(get_settings()))

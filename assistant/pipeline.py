@@ -22,9 +22,9 @@ from assistant.llm import LLM, JsonSchema, LLMError
 from assistant.pack import TOKENIZER_MARGIN, PackedSource, pack
 from assistant.retrieve import RetrievedPaper, Retriever
 from assistant.schemas import AskRequest, AskResponse, EvidenceSentence, Source, Timings, Usage
-from assistant.settings import Settings
 from assistant.translate import in_question_language, translate
 from assistant.verify import Draft, Verdict, Verifier, decline_text, declined
+from scholia.settings import Settings
 
 
 class AnswerUnavailableError(RuntimeError):
@@ -73,10 +73,14 @@ class Assistant:
         self.settings = settings
 
     async def search(
-        self, query: str, top_k: int, filters: dict[str, str | int | float | bool] | None = None
+        self,
+        query: str,
+        top_k: int | None = None,
+        filters: dict[str, str | int | float | bool] | None = None,
     ) -> list[Source]:
+        count = top_k or self.settings.retrieval.top_k
         papers = await anyio.to_thread.run_sync(
-            lambda: self.retriever.search(clean_question(query), top_k, filters=filters)
+            lambda: self.retriever.search(clean_question(query), count, filters=filters)
         )
         return [_source(rank, paper, paper.text) for rank, paper in enumerate(papers, start=1)]
 
@@ -106,8 +110,9 @@ class Assistant:
         usage_prompt += english_tokens[0]
         usage_completion += english_tokens[1]
         tick = time.perf_counter()
+        count = request.top_k or self.settings.retrieval.top_k
         papers = await anyio.to_thread.run_sync(
-            lambda: self.retriever.search(analysis.text, request.top_k, filters=request.filters)
+            lambda: self.retriever.search(analysis.text, count, filters=request.filters)
         )
         timings.retrieve = _ms(tick)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant.settings import RetrievalSettings
 from ingest.embed import Embedder
 from ingest.keyword import KeywordIndex
 from ingest.store import ChromaStore
+from scholia.settings import RetrievalSettings
 
 
 @dataclass

@@ -22,7 +22,12 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=4000)
-    top_k: int = Field(default=5, ge=1, le=20)
+    top_k: int | None = Field(
+        default=None,
+        ge=1,
+        le=20,
+        description="Sources to use. Default: the server's retrieval.top_k.",
+    )
     history: list[Message] = Field(default_factory=list, max_length=50)
     stream: bool = False
     filters: MetadataFilters | None = Field(
@@ -82,7 +87,12 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=4000)
-    top_k: int = Field(default=5, ge=1, le=20)
+    top_k: int | None = Field(
+        default=None,
+        ge=1,
+        le=20,
+        description="Sources to use. Default: the server's retrieval.top_k.",
+    )
     filters: MetadataFilters | None = None
 
 

@@ -34,8 +34,8 @@ from assistant.analyse import (
     states_a_figure,
 )
 from assistant.pack import PackedSource
-from assistant.settings import AnswerSettings
 from ingest.embed import Embedder
+from scholia.settings import AnswerSettings
 
 WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 MARKERS = re.compile(r"\s*\[\d+(?:\.\d+)?(?:\s*[,;]\s*\d+(?:\.\d+)?)*\]")
@@ -264,6 +264,8 @@ class Verifier:
                 used += keys
                 continue
             unsupported.append(index)
+            if not self.settings.extractive_fallback:
+                continue
             # The wording failed: a sentence of the papers it cites may still answer.
             around = list(evidence.sentences)  # its ids may point at the wrong paper
             best = evidence.best(
@@ -426,6 +428,8 @@ class Verifier:
         )
         if not about or not analysis.figures:
             return verdict
+        if verdict.declined and not self.settings.extractive_fallback:
+            return verdict  # nothing of the model's to correct; a quote would stand in for it
         papers = [evidence.by_rank[rank].paper for rank in about]
         reported = set().union(*(numbers_in(f"{p.title}. {p.text}") for p in papers))
         claimed = [figure for figure in analysis.figures if figure not in reported]

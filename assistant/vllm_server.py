@@ -29,7 +29,7 @@ from typing import IO, Self
 
 from assistant.engine import CpuInfo, EngineProfile, read_cpu, resolve_engine
 from assistant.model_prep import model_dir, subprocess_env
-from assistant.settings import Settings
+from scholia.settings import Settings
 
 Log = Callable[[str], None]
 

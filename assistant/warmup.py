@@ -24,7 +24,7 @@ from typing import Any
 from assistant.generate import answer_messages, prompt_tokens
 from assistant.llm import LLM, MAX_LLM_TIMEOUT_S, ChatMessage
 from assistant.schemas import AskRequest
-from assistant.settings import Settings
+from scholia.settings import Settings
 
 log = logging.getLogger("scholia.warmup")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from assistant.settings import Settings
 from eval.perf import describe_machine, ratio, stats
 from eval.suite import SUITES_DIR, load_suite
+from scholia.settings import Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_RATE_LIMIT_RETRIES = 5

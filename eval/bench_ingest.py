@@ -56,9 +56,9 @@ def synthetic_records(size: int, seed: int = 0) -> Iterator[dict[str, Any]]:
     Each paper takes a real paper's sentence count and draws that many sentences from all
     papers, so lengths (and chunks per paper) follow the real corpus.
     """
-    from assistant.settings import BUNDLED_CORPUS
     from ingest.chunk import split_sentences
     from ingest.parse import Paper, read_papers
+    from scholia.settings import BUNDLED_CORPUS
 
     papers = [item for item in read_papers(BUNDLED_CORPUS) if isinstance(item, Paper)]
     sentences = [sentence for paper in papers for sentence in split_sentences(paper.abstract)]
@@ -173,10 +173,10 @@ def measure_ingest_child(corpus: Path, data_dir: Path, batch_size: int) -> dict[
     """In a child process: one full ingest into an empty data directory."""
     import resource
 
-    from assistant.settings import EmbeddingSettings, Settings
     from ingest import pipeline
     from ingest.keyword import KeywordIndex
     from ingest.store import ChromaStore
+    from scholia.settings import EmbeddingSettings, Settings
 
     settings = Settings(data_dir=data_dir, embedding=EmbeddingSettings(batch_size=batch_size))
     embedder = _warm_up(batch_size)
@@ -225,9 +225,9 @@ def measure_raw_child(corpus: Path, half: int, batch_size: int) -> dict[str, Any
     Half 0 runs before the ingest and half 1 after it, so that a change in the machine's load
     during the run weighs on both sides of the ratio alike.
     """
-    from assistant.settings import Settings
     from ingest.chunk import chunk_paper
     from ingest.parse import Paper, read_papers
+    from scholia.settings import Settings
 
     chunking = Settings().chunking
     embedder = _warm_up(batch_size)
@@ -480,4 +480,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from scholia.offline import apply_offline_env
+    from scholia.settings import get_settings
+
+    apply_offline_env(get_settings().data_dir)
     sys.exit(main())

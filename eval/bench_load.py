@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from assistant.settings import Settings
 from eval.bench_concurrency import _check_loopback
 from eval.metrics import percentile
 from eval.perf import describe_machine
 from eval.suite import SUITES_DIR, load_suite
+from scholia.settings import Settings
 
 DEFAULT_MIX: Mapping[str, float] = {"ask": 0.25, "search": 0.5, "bad": 0.25}
 ASK, SEARCH = "ask", "search"

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from assistant.settings import Settings
+from scholia.settings import Settings
 
 eval_app = typer.Typer(
     help="Evaluate retrieval and answers on a question suite; compare runs; benchmark.",

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.settings import Settings
 from eval.metrics import percentile
 from eval.suite import SUITES_DIR, load_suite
+from scholia.settings import Settings
 
 INGEST_COLUMNS = (
     "size",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.llm import LLM, ChatMessage, Completion, JsonSchema
-from assistant.settings import LLMSettings
+from scholia.settings import LLMSettings
 
 COMPLETIONS = "completions.jsonl"
 STREAM_CHUNKS = 4

@@ -13,8 +13,8 @@ from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 from eval.suite import Suite
 
 if TYPE_CHECKING:
-    from assistant.settings import Settings
     from eval.runner import RunOptions
+    from scholia.settings import Settings
 
 Record = dict[str, Any]
 ANSWER_METRICS = (

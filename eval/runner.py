@@ -23,7 +23,6 @@ from typing import Any
 from assistant.llm import LLM, LLMUnavailableError
 from assistant.pipeline import AnswerUnavailableError, clean_question
 from assistant.schemas import AskRequest
-from assistant.settings import Settings
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
 from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer, Sample
 from eval.replay import (
@@ -35,6 +34,7 @@ from eval.replay import (
 )
 from eval.suite import Question, Suite, normalize_title
 from ingest.embed import Embedder
+from scholia.settings import Settings
 
 MODES = ("dense", "bm25", "hybrid")
 RESULTS = "results.jsonl"

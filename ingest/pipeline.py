@@ -21,12 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.settings import Settings
 from ingest.chunk import Chunk, chunk_paper
 from ingest.embed import Embedder
 from ingest.keyword import KeywordIndex
 from ingest.parse import Paper, Rejected, read_papers
 from ingest.store import ChromaStore, Manifest, PaperState, connect
+from scholia.settings import Settings
 
 # Chunks embedded and written per batch, in units of the embedder's batch size.
 WRITE_BATCHES = 16

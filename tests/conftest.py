@@ -4,15 +4,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-import assistant  # noqa: F401  (offline environment before any library loads)
-from assistant.api.main import create_app
-from assistant.api.services import Services, build_services
-from assistant.settings import BUNDLED_CORPUS, Settings
-from ingest.embed import Embedder
-from ingest.pipeline import run_ingest
-from tests.fakes import FakeLLM
+from scholia.offline import apply_offline_env
+from scholia.settings import BUNDLED_CORPUS, Settings
+
+apply_offline_env(Settings().data_dir)  # the tests' entry point: before any library loads
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from assistant.api.main import create_app  # noqa: E402
+from assistant.api.services import Services, build_services  # noqa: E402
+from ingest.embed import Embedder  # noqa: E402
+from ingest.pipeline import run_ingest  # noqa: E402
+from tests.fakes import FakeLLM  # noqa: E402
 
 # Fixtures that start real servers (chroma run), shared by tests/ingest and tests/e2e.
 pytest_plugins = ["tests.servers"]

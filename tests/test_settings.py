@@ -6,6 +6,7 @@ mappings are the contract they rely on.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from assistant.settings import Settings, config_path, get_settings
+from scholia.settings import Settings, config_path, get_settings
 
 SECRET = "sk-test-0123456789-do-not-print"
 
@@ -216,3 +217,83 @@ def test_a_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("SCHOLIA_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
         Settings()
+
+
+# ------------------------------------------------------------------------------ the only door
+def test_scholia_api_key_is_another_name_for_the_server_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SCHOLIA_API_KEY", SECRET)
+    key = Settings().server.api_key
+    assert key is not None and key.get_secret_value() == SECRET
+    out = _config_output(monkeypatch)
+    assert out["server"]["api_key"] == "**********"
+    # SCHOLIA_SERVER_API_KEY and the file's server.api_key win over it.
+    monkeypatch.setenv("SCHOLIA_SERVER_API_KEY", "server-key")
+    key = Settings().server.api_key
+    assert key is not None and key.get_secret_value() == "server-key"
+    monkeypatch.delenv("SCHOLIA_SERVER_API_KEY")
+    config = tmp_path / "scholia.toml"
+    config.write_text('[server]\napi_key = "file-key"\n', encoding="utf-8")
+    monkeypatch.setenv("SCHOLIA_CONFIG", str(config))
+    key = Settings().server.api_key
+    assert key is not None and key.get_secret_value() == "file-key"
+
+
+def test_scholia_config_names_the_config_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert _config_output(monkeypatch, SCHOLIA_DATA_DIR=str(tmp_path))["config_file"] is None
+    config = _write_toml(tmp_path / "scholia.toml", tmp_path / "file-data")
+    assert _config_output(monkeypatch)["config_file"] == str(config)
+
+
+SOURCE_PACKAGES = ("assistant", "ingest", "eval", "prompts", "scholia")
+# Read to build a child process's environment, not configuration.
+CHILD_ENV_READS = {("eval/bench_ingest.py", "PYTHONPATH")}
+
+
+def _environment_reads(path: Path) -> list[tuple[str, int]]:
+    """(variable or "?", line) for each `os.environ.get(…)`, `os.getenv(…)`, `os.environ[…]`
+    read in a file."""
+    reads = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        key: ast.expr | None = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = ast.unparse(node.func)
+            if target in {"os.environ.get", "os.getenv", "environ.get", "getenv"} and node.args:
+                key = node.args[0]
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and ast.unparse(node.value) in {"os.environ", "environ"}
+        ):
+            key = node.slice
+        if key is not None:
+            name = key.value if isinstance(key, ast.Constant) else "?"
+            reads.append((str(name), node.lineno))
+    return reads
+
+
+def test_every_environment_variable_is_read_through_settings() -> None:
+    """Only scholia/settings.py reads configuration from the environment."""
+    root = Path(__file__).resolve().parent.parent
+    stray = [
+        f"{relative}:{line} reads {name}"
+        for package in SOURCE_PACKAGES
+        for path in sorted((root / package).rglob("*.py"))
+        if (relative := path.relative_to(root).as_posix()) != "scholia/settings.py"
+        for name, line in _environment_reads(path)
+        if (relative, name) not in CHILD_ENV_READS
+    ]
+    assert not stray, "read these through Settings:\n" + "\n".join(stray)
+
+
+def test_the_environment_read_finder_finds_reads(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        'import os\na = os.environ.get("A")\nb = os.getenv("B")\nc = os.environ["C"]\n'
+        'os.environ["D"] = "1"\nos.environ.setdefault("E", "1")\n',
+        encoding="utf-8",
+    )
+    assert _environment_reads(module) == [("A", 2), ("B", 3), ("C", 4)]

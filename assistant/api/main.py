@@ -12,7 +12,6 @@ Access (all off-switchable through `ServerSettings`, env `SCHOLIA_SERVER_*`):
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,17 +24,18 @@ from assistant.api.metrics import Metrics
 from assistant.api.middleware import install_middleware
 from assistant.api.routes import ask, health, openai_compat, search
 from assistant.api.services import Services, build_services
-from assistant.settings import Settings, get_settings
 from assistant.warmup import StartupSteps, longest_prompt_tokens, warm_up_path
+from scholia.offline import apply_offline_env
+from scholia.settings import Settings, get_settings
 
 log = logging.getLogger("scholia.api")
 
 
 def api_key_of(settings: Settings) -> str | None:
-    """`server.api_key` (env SCHOLIA_SERVER_API_KEY), else env SCHOLIA_API_KEY; blank = off."""
+    """`server.api_key` (env SCHOLIA_SERVER_API_KEY or SCHOLIA_API_KEY); blank = off."""
     secret = settings.server.api_key
-    key = secret.get_secret_value() if secret is not None else os.environ.get("SCHOLIA_API_KEY")
-    return key.strip() or None if key else None
+    key = secret.get_secret_value().strip() if secret is not None else ""
+    return key or None
 
 
 def create_app(
@@ -50,6 +50,7 @@ def create_app(
     (uvicorn binds only after the lifespan's start-up). `engine`: the supervised vLLM's settings,
     shown by /ready."""
     settings = settings or get_settings()
+    apply_offline_env(settings.data_dir)  # before the UI and the models load
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant.api.metrics import Metrics
-from assistant.settings import ServerSettings
+from scholia.settings import ServerSettings
 
 # Routes anyone may call even when an API key is set. /health says only "the process is up";
 # "/" is a redirect; /ui has its own login (Gradio's, password = the API key).

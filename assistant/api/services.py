@@ -19,12 +19,12 @@ from assistant.llm import (
 )
 from assistant.pipeline import Assistant
 from assistant.retrieve import Retriever
-from assistant.settings import Settings
 from assistant.verify import Verifier
 from assistant.warmup import Calibration
 from ingest.embed import Embedder
 from ingest.pipeline import keyword_index, open_store, wanted_manifest
 from ingest.store import ChromaStore
+from scholia.settings import Settings
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from assistant.engine import CpuInfo, UnsupportedCpuError, read_cpu, resolve_engine
-from assistant.settings import LLMSettings
+from scholia.settings import LLMSettings
 
 BASE = "fpu sse sse2 ssse3 sse4_1 sse4_2 fma avx f16c"
 XEON_AMX = CpuInfo(

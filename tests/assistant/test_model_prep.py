@@ -22,7 +22,7 @@ from assistant.model_prep import (
     read_marker,
     subprocess_env,
 )
-from assistant.settings import LLMSettings, Settings
+from scholia.settings import LLMSettings, Settings
 
 
 def _settings(tmp_path: Path, python: Path | None = None) -> Settings:

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from assistant.model_prep import model_dir, write_marker
-from assistant.settings import PROJECT_ROOT, Settings
+from scholia.settings import PROJECT_ROOT, Settings
 from tests.assistant.test_vllm_server import fake_vllm_python
 from tests.servers import free_port, wait_http
 

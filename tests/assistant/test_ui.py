@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from assistant.api.main import create_app
 from assistant.api.services import build_services
 from assistant.schemas import AskResponse, EvidenceSentence, Source, Timings, Usage
-from assistant.settings import Settings
 from assistant.ui import escape_text, history_of, question_for, render_answer, render_sources
 from ingest.embed import Embedder
+from scholia.settings import Settings
 from tests.assistant.api.conftest import configured
 from tests.assistant.api.live import serve
 from tests.fakes import FakeLLM

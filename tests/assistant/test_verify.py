@@ -6,9 +6,9 @@ import pytest
 from assistant.analyse import analyse
 from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper
-from assistant.settings import AnswerSettings
 from assistant.verify import Claim, Draft, Verifier
 from ingest.embed import Embedder
+from scholia.settings import AnswerSettings
 
 PRODIFF = (
     "Denoising diffusion models need hundreds of iterations for speech synthesis.",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.settings import LLMSettings, Settings
 from assistant.vllm_server import VllmServer, VllmServerError
+from scholia.settings import LLMSettings, Settings
 from tests.assistant.test_engine import EPYC_AVX2, EPYC_BF16
 
 MODEL = "qwen2.5-coder-0.5b-instruct"

@@ -14,9 +14,9 @@ from assistant.api.main import create_app
 from assistant.api.services import build_services
 from assistant.generate import prompt_tokens
 from assistant.llm import ChatMessage, Completion
-from assistant.settings import Settings
 from assistant.warmup import STARTUP_LOG, Calibration, calibrate
 from ingest.embed import Embedder
+from scholia.settings import Settings
 from tests.assistant.api.conftest import configured
 from tests.fakes import FakeLLM
 

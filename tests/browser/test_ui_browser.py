@@ -16,10 +16,10 @@ import pytest
 
 from assistant.api.main import create_app
 from assistant.api.services import build_services
-from assistant.settings import BUNDLED_CORPUS, PROJECT_ROOT, Settings
 from ingest.embed import Embedder
 from ingest.parse import Paper, read_papers
 from ingest.pipeline import run_ingest
+from scholia.settings import BUNDLED_CORPUS, PROJECT_ROOT, Settings
 from tests.assistant.api.live import serve
 from tests.browser.cdp import Page, browser, chromium_path
 from tests.fakes import FakeLLM

@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from assistant.settings import PROJECT_ROOT, get_settings
+from scholia.settings import PROJECT_ROOT, get_settings
 from tests.servers import free_port, wait_http
 
 READY_TIMEOUT_S = 1200

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.settings import PROJECT_ROOT, Settings
+from scholia.settings import PROJECT_ROOT, Settings
 from tests.e2e.conftest import LiveServer
 
 pytestmark = pytest.mark.e2e

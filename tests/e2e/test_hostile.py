@@ -12,9 +12,9 @@ from assistant.generate import answer_messages, answer_schema, read_draft
 from assistant.llm import OpenAICompatibleLLM
 from assistant.pack import PackedSource
 from assistant.retrieve import RetrievedPaper
-from assistant.settings import AnswerSettings, LLMSettings
 from assistant.verify import Verifier
 from ingest.embed import Embedder
+from scholia.settings import AnswerSettings, LLMSettings
 from tests.e2e.conftest import LiveServer, ask
 
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from assistant.settings import PROJECT_ROOT
 from eval.bench_load import ASK, BAD_KINDS, EXPECTED, SEARCH, TOLERATED_ASK_STATUSES, run_load_test
+from scholia.settings import PROJECT_ROOT
 from tests.e2e.conftest import LiveServer, scholia_app
 
 pytestmark = pytest.mark.e2e

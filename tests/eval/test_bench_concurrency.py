@@ -5,8 +5,8 @@ from pathlib import Path
 
 from assistant.api.main import create_app
 from assistant.api.services import Services
-from assistant.settings import Settings
 from eval.bench_concurrency import answerable_questions, run_concurrency_benchmark
+from scholia.settings import Settings
 from tests.assistant.api.live import serve
 from tests.eval.fake_openai import fake_openai
 from tests.fakes import FakeLLM

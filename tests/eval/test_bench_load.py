@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from assistant.api.main import create_app
 from assistant.api.services import Services
 from assistant.cli import app as cli
-from assistant.settings import Settings
 from eval.bench_load import (
     ASK,
     BAD_KINDS,
@@ -22,6 +21,7 @@ from eval.bench_load import (
     judge,
     run_load_test,
 )
+from scholia.settings import Settings
 from tests.assistant.api.live import serve
 
 

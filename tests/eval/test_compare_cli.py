@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from assistant.settings import Settings
 from eval.cli import eval_app
 from eval.compare import compare_runs, render
+from scholia.settings import Settings
 
 runner = CliRunner()
 

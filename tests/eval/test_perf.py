@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from assistant.settings import Settings
 from eval.perf import describe_machine, run_perf
+from scholia.settings import Settings
 from tests.eval.fake_openai import fake_openai
 
 

@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from assistant.llm import ChatMessage, OpenAICompatibleLLM
-from assistant.settings import LLMSettings, Settings
 from eval.cli import eval_app
 from eval.replay import (
     COMPLETIONS,
@@ -25,6 +24,7 @@ from eval.replay import (
 from eval.runner import RESULTS, RunConfigError, RunOptions, load_results, run_suite
 from eval.suite import Question, Suite, load_suite, select
 from ingest.embed import Embedder
+from scholia.settings import LLMSettings, Settings
 from tests.eval.fake_openai import fake_openai
 from tests.fakes import FakeLLM
 

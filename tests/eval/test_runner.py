@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from assistant.llm import ChatMessage, Completion, LLMUnavailableError
-from assistant.settings import Settings
 from eval.ragas_eval import JUDGE_METRICS, JudgeConfig
 from eval.runner import (
     RESULTS,
@@ -20,6 +19,7 @@ from eval.runner import (
 )
 from eval.suite import Question, Suite, load_suite, select
 from ingest.embed import Embedder, packaged_model_path
+from scholia.settings import Settings
 from tests.eval.fake_openai import fake_openai
 from tests.fakes import FakeLLM
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant.settings import BUNDLED_CORPUS
 from eval.suite import SUITES_DIR, SuiteError, load_suite, normalize_title, select
 from ingest.parse import Paper, read_papers
+from scholia.settings import BUNDLED_CORPUS
 
 GOOD = {
     "id": "a1",

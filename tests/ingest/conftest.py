@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.settings import get_settings
 from ingest.embed import Embedder
+from scholia.settings import get_settings
 from tests.ingest.helpers import HashEmbedder
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from typer.testing import CliRunner, Result
 
-from assistant.settings import BUNDLED_CORPUS, Settings
 from ingest.embed import Embedder
 from ingest.parse import Paper, read_papers
 from ingest.pipeline import keyword_index, open_store
+from scholia.settings import BUNDLED_CORPUS, Settings
 
 BUNDLED = [item for item in read_papers(BUNDLED_CORPUS) if isinstance(item, Paper)]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.settings import get_settings
 from ingest.pipeline import ingest_lock
+from scholia.settings import get_settings
 from tests.ingest.helpers import cli_ingest as _cli
 from tests.ingest.helpers import make_settings, paper_records, snapshot, write_jsonl
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from chromadb.api.models.Collection import Collection
 
-from assistant.settings import ChunkingSettings, EmbeddingSettings
 from ingest.embed import Embedder
 from ingest.keyword import KeywordIndex
 from ingest.pipeline import IngestWriteError, keyword_index, open_store, run_ingest
 from ingest.store import ChromaStore, IndexMismatchError, Manifest
+from scholia.settings import ChunkingSettings, EmbeddingSettings
 from tests.ingest.helpers import (
     HashEmbedder,
     chunk_ids_of,

@@ -65,7 +65,12 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=200)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    top_k: int = Field(default=5, ge=1, le=20, description="Scholia extension: sources to use.")
+    top_k: int | None = Field(
+        default=None,
+        ge=1,
+        le=20,
+        description="Scholia extension: sources to use. Default: the server's retrieval.top_k.",
+    )
 
 
 class ModelCard(BaseModel):

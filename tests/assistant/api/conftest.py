@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from assistant.api.main import create_app
 from assistant.api.services import build_services
 from assistant.llm import LLM
-from assistant.settings import Settings
 from ingest.embed import Embedder
+from scholia.settings import Settings
 from tests.fakes import FakeLLM
 
 AppFactory = Callable[..., TestClient]

@@ -16,8 +16,8 @@ from schemathesis.schemas import BaseSchema
 
 from assistant.api.main import create_app
 from assistant.api.services import build_services
-from assistant.settings import Settings
 from ingest.embed import Embedder
+from scholia.settings import Settings
 from tests.assistant.api.conftest import configured
 from tests.fakes import FakeLLM
 

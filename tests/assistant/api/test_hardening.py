@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from assistant.api import middleware
 from assistant.api.main import api_key_of
 from assistant.api.metrics import Metrics
-from assistant.settings import ServerSettings, Settings
+from scholia.settings import ServerSettings, Settings
 from tests.assistant.api.conftest import AppFactory
 from tests.fakes import FakeLLM, states
 

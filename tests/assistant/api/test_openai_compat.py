@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from assistant.api.main import create_app
 from assistant.api.services import build_services
-from assistant.settings import Settings
 from ingest.embed import Embedder
+from scholia.settings import Settings
 from tests.assistant.api.conftest import configured
 from tests.assistant.api.live import serve
 from tests.fakes import FakeLLM

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from assistant.api.main import create_app
 from assistant.api.services import build_services
 from assistant.llm import ChatMessage, Completion, LLMUnavailableError
-from assistant.settings import Settings
 from ingest.embed import Embedder
+from scholia.settings import Settings
 from tests.assistant.api.conftest import AppFactory, configured, parse_sse
 from tests.assistant.api.live import serve
 from tests.fakes import FakeLLM

@@ -2,7 +2,7 @@
 
 Nested sections read from `SCHOLIA_<SECTION>_<FIELD>`, e.g. `SCHOLIA_LLM_URL`, `SCHOLIA_INDEX_CHROMA_URL`.
 A TOML file named by `SCHOLIA_CONFIG` (or `scholia.toml` in the data directory) supplies defaults
-that environment variables override.
+that environment variables override. Every environment variable Scholia reads is read here.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +24,7 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CORPUS = PROJECT_ROOT / "data" / "papers.txt"
 DEFAULT_LLM_TIMEOUT_S = 120.0
+API_KEY_ALIAS = "SCHOLIA_API_KEY"  # another name for SCHOLIA_SERVER_API_KEY
 
 
 def _default_data_dir() -> Path:
@@ -121,7 +123,13 @@ class LLMSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    top_k: int = Field(default=5, ge=1, le=20)
+    top_k: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Sources per question when the request names no number (/ask, /search, "
+        "/v1, `scholia ask`/`search`, the UI's slider).",
+    )
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     candidates: int = Field(default=30, ge=1, le=500, description="Chunks fetched per retriever.")
     rrf_k: int = Field(default=60, ge=1)
@@ -147,8 +155,10 @@ class AnswerSettings(BaseModel):
     )
     extractive_fallback: bool = Field(
         default=True,
-        description="When no sentence of the draft survives verification, quote the source "
-        "sentence closest to the question instead of declining (if it is close enough).",
+        description="Answer with source sentences quoted verbatim where the draft falls short: "
+        "instead of declining, in place of a claim that fails verification, beside a one-paper "
+        "answer, for each paper of a comparison, and after a false premise the model declined "
+        "(each if close enough to the question). Off: only the model's verified claims.",
     )
     fallback_min_similarity: float = Field(
         default=0.4,
@@ -257,6 +267,7 @@ class Settings(BaseSettings):
         config_file = config_path()
         if config_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        sources.append(ApiKeyAliasSource(settings_cls))
         return tuple(sources)
 
     @property
@@ -270,6 +281,18 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+
+class ApiKeyAliasSource(PydanticBaseSettingsSource):
+    """`SCHOLIA_API_KEY` sets `server.api_key` when neither SCHOLIA_SERVER_API_KEY nor the
+    TOML file does (the last source: every other one wins)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        key = os.environ.get(API_KEY_ALIAS)
+        return {} if key is None else {"server": {"api_key": key}}
 
 
 def config_path() -> Path | None:

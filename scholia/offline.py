@@ -1,6 +1,8 @@
 """Process-wide switches that keep every library offline and out of the home directory.
 
-Imported (and applied) by each top-level package before any third-party library loads.
+Applied by an explicit call at each entry point (the `scholia` command, the API app factory,
+`python -m` mains, the tests' conftest) before any third-party library loads; importing a
+Scholia package changes no environment variable.
 """
 
 from __future__ import annotations
@@ -33,16 +35,14 @@ def _tiktoken_cache() -> str | None:
     return str(folder) if folder.is_dir() else None
 
 
-def apply_offline_env() -> None:
+def apply_offline_env(data_dir: Path) -> None:
+    """Set the switches; caches and logs of libraries go under `data_dir` (Settings.data_dir)."""
     for key, value in OFFLINE_ENV.items():
         os.environ[key] = value
     cache = _tiktoken_cache()
     if cache:
         os.environ.setdefault("TIKTOKEN_CACHE_DIR", cache)
     # Libraries that cache or log under $HOME write under the data directory instead.
-    data_dir = Path(
-        os.environ.get("SCHOLIA_DATA_DIR") or Path(__file__).resolve().parent.parent / ".scholia"
-    )
     os.environ.setdefault("HF_HOME", str(data_dir / "cache" / "huggingface"))
     os.environ.setdefault("MPLCONFIGDIR", str(data_dir / "cache" / "matplotlib"))
     os.environ.setdefault("XDG_CACHE_HOME", str(data_dir / "cache"))
