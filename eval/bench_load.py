@@ -354,11 +354,9 @@ def run_load_test(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the load, write load.json, load.md and load.png into `out_dir`, return the report.
-
-    `pid`: the app's process (default: whatever listens on the URL's port). `settings` (default:
-    from the environment) gives the API key, the body size limit (the oversized body is 1 KiB
-    over it) and the LLM timeout (each request may take that plus a minute).
-    """
+    `pid`: the app's process (default: the one listening on the URL's port). `settings` (default:
+    from the environment): the API key, the body size limit (the oversized body is 1 KiB over
+    it), the LLM timeout (each request may take that plus a minute)."""
     url = check_loopback(url)
     if clients < 1 or duration_s <= 0 or not 0 <= warmup_s < duration_s:
         raise ValueError("need clients ≥ 1, duration > 0 and 0 ≤ warmup < duration")

@@ -16,13 +16,6 @@ from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 from eval.suite import Suite
 
 Record = dict[str, Any]
-ANSWER_METRICS = (
-    "key_string_accuracy",
-    "wrong_decline_rate",
-    "decline_rate_unanswerable",
-    "source_hit",
-    *NON_LLM_METRICS,
-)
 PLOTS = ("per_type.png", "scores.png", "latency.png")
 
 

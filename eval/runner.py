@@ -63,9 +63,8 @@ class RunOptions:
     progress: bool | None = None  # None: a bar when stderr is a terminal
     record: bool = False  # keep every LLM completion in completions.jsonl
     replay: Path | None = None  # answer from this run folder's completions.jsonl, no LLM server
-    max_replay_misses: int = (
-        0  # questions a replay may skip (a prompt that differs by a CPU's rounding)
-    )
+    # questions a replay may skip (a prompt that differs by a CPU's rounding)
+    max_replay_misses: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The options as summary.json keeps them (no API key)."""
