@@ -25,7 +25,15 @@ def test_describe_machine() -> None:
 
 def test_stats_and_ratio() -> None:
     figures = stats([1.0, 2.0, 3.0, 4.0])
-    assert figures == {"n": 4, "p50": 2.5, "p95": 3.85, "p99": 3.97, "mean": 2.5, "min": 1.0, "max": 4.0}
+    assert figures == {
+        "n": 4,
+        "p50": 2.5,
+        "p95": 3.85,
+        "p99": 3.97,
+        "mean": 2.5,
+        "min": 1.0,
+        "max": 4.0,
+    }
     assert stats([])["p50"] is None and stats([])["n"] == 0
     assert ratio({"p50": 3.0}, {"p50": 2.0}, "p50") == 1.5
     assert ratio({"p50": 3.0}, {"p50": 0.0}, "p50") is None
@@ -35,7 +43,10 @@ def test_stats_and_ratio() -> None:
 def test_numbers_and_tables() -> None:
     assert fmt(None) == "—" and fmt(0.5) == "0.500" and fmt(0.5, 2) == "0.50"
     assert fmt(12345.6) == "12,346" and fmt(7) == "7"
-    assert table(["a", "b"], [["x", 0.25], [3, None]]) == "| a | b |\n|---|---|\n| x | 0.250 |\n| 3 | — |\n"
+    assert (
+        table(["a", "b"], [["x", 0.25], [3, None]])
+        == "| a | b |\n|---|---|\n| x | 0.250 |\n| 3 | — |\n"
+    )
 
 
 def test_check_loopback() -> None:
