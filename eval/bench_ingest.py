@@ -39,6 +39,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eval.harness import Panel, write_outputs
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULT_FILE = "bench_ingest.json"
 PLOT_FILE = "bench_ingest.png"
@@ -309,7 +311,7 @@ def run_ingest_benchmark(
     if not keep_data:
         shutil.rmtree(work, ignore_errors=True)
     summary = _save(out_dir, sizes, batch_size, seed, results)
-    write_plot(out_dir / PLOT_FILE, results)
+    write_outputs(out_dir, {PLOT_FILE: panels(results)})
     return summary
 
 
@@ -385,68 +387,64 @@ def _combine(
 def _save(
     out_dir: Path, sizes: list[int], batch_size: int, seed: int, results: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    per_doc = [r["ingest_s_per_doc"] for r in results]
-    cpu_per_doc = [r["ingest_cpu_s_per_doc"] for r in results]
+    def by_size(key: str, digits: int) -> dict[int, float]:
+        return {r["size"]: round(r[key], digits) for r in results}
+
+    def spread(key: str) -> float | None:
+        values = [r[key] for r in results]
+        return round(max(values) / min(values), 3) if values else None
+
     summary: dict[str, Any] = {
         "sizes": sizes,
         "batch_size": batch_size,
         "seed": seed,
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()),
-        "throughput_ratio": {r["size"]: round(r["throughput_ratio"], 3) for r in results},
-        "throughput_ratio_cpu": {r["size"]: round(r["throughput_ratio_cpu"], 3) for r in results},
-        "ingest_s_per_doc": {r["size"]: round(r["ingest_s_per_doc"], 4) for r in results},
-        "ingest_cpu_s_per_doc": {r["size"]: round(r["ingest_cpu_s_per_doc"], 4) for r in results},
-        "peak_rss_ingest_mb": {r["size"]: round(r["peak_rss_ingest_mb"], 1) for r in results},
+        "throughput_ratio": by_size("throughput_ratio", 3),
+        "throughput_ratio_cpu": by_size("throughput_ratio_cpu", 3),
+        "ingest_s_per_doc": by_size("ingest_s_per_doc", 4),
+        "ingest_cpu_s_per_doc": by_size("ingest_cpu_s_per_doc", 4),
+        "peak_rss_ingest_mb": by_size("peak_rss_ingest_mb", 1),
         # max/min seconds per document across sizes (target ≤ 1.2)
-        "s_per_doc_spread": round(max(per_doc) / min(per_doc), 3) if per_doc else None,
+        "s_per_doc_spread": spread("ingest_s_per_doc"),
         # the same in CPU seconds, which a busy shared machine disturbs far less
-        "cpu_s_per_doc_spread": round(max(cpu_per_doc) / min(cpu_per_doc), 3)
-        if cpu_per_doc
-        else None,
+        "cpu_s_per_doc_spread": spread("ingest_cpu_s_per_doc"),
         "results": results,
     }
-    (out_dir / RESULT_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_outputs(out_dir, {RESULT_FILE: summary})
     return summary
 
 
-def write_plot(path: Path, results: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def panels(results: list[dict[str, Any]]) -> list[Panel]:
+    """Time per paper (wall and CPU, ingest and raw encode) and memory, by corpus size."""
     sizes = [r["size"] for r in results]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(sizes, [r["ingest_s_per_doc"] * 1000 for r in results], "o-", label="ingest, wall")
-    left.plot(
-        sizes, [r["raw_encode_s_per_doc"] * 1000 for r in results], "s--", label="raw encode, wall"
-    )
-    left.plot(sizes, [r["ingest_cpu_s_per_doc"] * 1000 for r in results], "o-", label="ingest, CPU")
-    left.plot(
-        sizes,
-        [r["raw_encode_cpu_s_per_doc"] * 1000 for r in results],
-        "s--",
-        label="raw encode, CPU",
-    )
-    left.set(xlabel="papers", ylabel="ms per paper", title="Time per paper")
-    left.set_ylim(bottom=0)
-    right.plot(sizes, [r["peak_rss_ingest_mb"] for r in results], "o-", label="peak RSS, ingest")
-    right.plot(
-        sizes, [r["peak_rss_raw_encode_mb"] for r in results], "s--", label="peak RSS, raw encode"
-    )
-    right.plot(sizes, [r["rss_after_model_mb"] for r in results], ":", label="after model load")
-    right.set(xlabel="papers", ylabel="MB", title="Memory")
-    right.set_ylim(bottom=0)
-    for axes in (left, right):
-        if len(sizes) > 1 and max(sizes) / min(sizes) >= 10:
-            axes.set_xscale("log")
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+
+    def line(key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
+        return sizes, [r[key] * scale for r in results]
+
+    log_x = len(sizes) > 1 and max(sizes) / min(sizes) >= 10
+    time_series = {
+        "ingest, wall": line("ingest_s_per_doc", 1000),
+        "raw encode, wall": line("raw_encode_s_per_doc", 1000),
+        "ingest, CPU": line("ingest_cpu_s_per_doc", 1000),
+        "raw encode, CPU": line("raw_encode_cpu_s_per_doc", 1000),
+    }
+    memory = {
+        "peak RSS, ingest": line("peak_rss_ingest_mb"),
+        "peak RSS, raw encode": line("peak_rss_raw_encode_mb"),
+        "after model load": line("rss_after_model_mb"),
+    }
+    return [
+        Panel(
+            "Time per paper",
+            "line",
+            time_series,
+            xlabel="papers",
+            ylabel="ms per paper",
+            log_x=log_x,
+        ),
+        Panel("Memory", "line", memory, xlabel="papers", ylabel="MB", log_x=log_x),
+    ]
 
 
 # ----------------------------------------------------------------------------- command line

@@ -27,16 +27,22 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from eval.bench_concurrency import _check_loopback
-from eval.metrics import percentile
-from eval.perf import describe_machine
-from eval.suite import SUITES_DIR, load_suite
+from eval.harness import (
+    Panel,
+    auth_headers,
+    check_loopback,
+    describe_machine,
+    dev_questions,
+    now,
+    stats,
+    table,
+    write_outputs,
+)
 from scholia.settings import Settings
 
 DEFAULT_MIX: Mapping[str, float] = {"ask": 0.25, "search": 0.5, "bad": 0.25}
@@ -138,44 +144,29 @@ def judge(kind: str, status: int, body: bytes) -> str:
     return f"{status}, expected {wanted}: {body[:160].decode('utf-8', 'replace')}"
 
 
-def answered_within(outcomes: list[Outcome]) -> float:
-    """Seconds from the start of the run to the last of these answers."""
-    return max((o.t + o.ms / 1000 for o in outcomes), default=0.0)
-
-
 def per_second(outcomes: list[Outcome]) -> float:
     """Throughput of one kind or route: its answers over the time until its last answer (a
     /search stops with the load, an /ask in flight may take minutes more)."""
-    window = answered_within(outcomes)
+    window = max((o.t + o.ms / 1000 for o in outcomes), default=0.0)
     return round(len(outcomes) / window, 3) if window > 0 else 0.0
 
 
+def _statuses(outcomes: list[Outcome]) -> dict[str, int]:
+    return dict(sorted(Counter(str(o.status) for o in outcomes).items()))
+
+
 def summarize_kind(outcomes: list[Outcome]) -> dict[str, Any]:
-    latencies = [o.ms for o in outcomes if isinstance(o.status, int)]
-
-    def pct(q: float) -> float | None:
-        value = percentile(latencies, q)
-        return None if value is None else round(value, 1)
-
+    latency = stats([o.ms for o in outcomes if isinstance(o.status, int)], digits=1)
+    route, status = EXPECTED[outcomes[0].kind]
     return {
-        "route": EXPECTED[outcomes[0].kind][0] if outcomes else None,
-        "expected_status": EXPECTED[outcomes[0].kind][1] if outcomes else None,
+        "route": route,
+        "expected_status": status,
         "requests": len(outcomes),
         "per_s": per_second(outcomes),
-        "latency_ms": {
-            "p50": pct(50),
-            "p95": pct(95),
-            "p99": pct(99),
-            "max": round(max(latencies), 1) if latencies else None,
-        },
-        "statuses": _status_counts(outcomes),
+        "latency_ms": {key: latency[key] for key in ("p50", "p95", "p99", "max")},
+        "statuses": _statuses(outcomes),
         "unexpected": sum(bool(o.unexpected) for o in outcomes),
     }
-
-
-def _status_counts(outcomes: list[Outcome]) -> dict[str, int]:
-    counts = Counter(str(o.status) for o in outcomes)
-    return dict(sorted(counts.items()))
 
 
 def summarize(
@@ -184,9 +175,9 @@ def summarize(
     """The report's figures: by kind, by route, overall statuses, unexpected answers, RSS."""
     wall_s = timing["wall_s"]
     kinds = {kind: [o for o in outcomes if o.kind == kind] for kind in EXPECTED}
-    by_route: dict[str, list[Outcome]] = {}
+    routes: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
-        by_route.setdefault(EXPECTED[outcome.kind][0], []).append(outcome)
+        routes.setdefault(EXPECTED[outcome.kind][0], []).append(outcome)
     unexpected = [o for o in outcomes if o.unexpected]
     server_errors = [
         o
@@ -196,15 +187,15 @@ def summarize(
     return {
         "requests": len(outcomes),
         "per_s": round(len(outcomes) / wall_s, 3) if wall_s > 0 else 0.0,
-        "statuses": _status_counts(outcomes),
+        "statuses": _statuses(outcomes),
         "by_kind": {kind: summarize_kind(group) for kind, group in kinds.items() if group},
         "by_route": {
             route: {
                 "requests": len(group),
                 "per_s": per_second(group),
-                "statuses": _status_counts(group),
+                "statuses": _statuses(group),
             }
-            for route, group in sorted(by_route.items())
+            for route, group in sorted(routes.items())
         },
         "unexpected": len(unexpected),
         "unexpected_examples": [f"{o.kind}: {o.unexpected}" for o in unexpected[:20]],
@@ -217,75 +208,64 @@ def _rss_summary(rss: list[tuple[float, float]], timing: dict[str, float]) -> di
     during = [mb for t, mb in rss if t <= timing["duration_s"]]
     after_warmup = next((mb for t, mb in rss if t >= timing["warmup_s"]), None)
     after = rss[-1][1] if rss else None
+    growth = None if after is None or after_warmup is None else round(after - after_warmup, 1)
     return {
         "before": rss[0][1] if rss else None,
         "after_warmup": after_warmup,
         "peak_during": max(during) if during else None,
         "after": after,
-        "growth_after_warmup": (
-            round(after - after_warmup, 1)
-            if after is not None and after_warmup is not None
-            else None
-        ),
+        "growth_after_warmup": growth,
         "samples": [[round(t, 2), mb] for t, mb in rss],
     }
 
 
-async def _load(
-    url: str,
-    clients: int,
-    duration_s: float,
-    warmup_s: float,
-    pid: int,
-    settings: Settings,
-    mix: Mapping[str, float],
-    seed: int,
-    oversize_bytes: int,
-    request_timeout_s: float,
-    progress: bool,
-    log: Callable[[str], None],
-) -> tuple[list[Outcome], list[tuple[float, float]], dict[str, float], list[str]]:
-    import httpx
-    import psutil
-    from tqdm import tqdm
+@dataclass
+class LoadTest:
+    """One run of the load: the clients, the RSS sampler, and what they recorded."""
 
-    from assistant.api.main import api_key_of
+    url: str
+    clients: int
+    duration_s: float
+    warmup_s: float
+    pid: int
+    settings: Settings
+    mix: Mapping[str, float]
+    seed: int
+    oversize_bytes: int
+    request_timeout_s: float
+    outcomes: list[Outcome] = field(default_factory=list)
+    rss: list[tuple[float, float]] = field(default_factory=list)
 
-    questions = [q.question for q in load_suite(SUITES_DIR / "dev.jsonl").questions]
-    roles = client_roles(clients, mix)
-    oversized = b'{"question": "' + b"x" * oversize_bytes + b'"}'
-    key = api_key_of(settings)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    process = psutil.Process(pid)
-    rss: list[tuple[float, float]] = []
-    outcomes: list[Outcome] = []
-    start = time.monotonic()
+    def __post_init__(self) -> None:
+        import psutil
 
-    def now() -> float:
-        return time.monotonic() - start
+        self.questions = dev_questions()
+        self.roles = client_roles(self.clients, self.mix)
+        self.headers = auth_headers(self.settings)
+        self.process = psutil.Process(self.pid)
+        self.start = time.monotonic()
 
-    def sample_rss() -> None:
-        rss.append((now(), round(process.memory_info().rss / MB, 1)))
+    def now(self) -> float:
+        return time.monotonic() - self.start
 
-    async def request(
-        client: httpx.AsyncClient, kind: str, rng: random.Random
-    ) -> tuple[int, bytes]:
+    def sample_rss(self) -> None:
+        self.rss.append((self.now(), round(self.process.memory_info().rss / MB, 1)))
+
+    async def request(self, client: Any, kind: str, rng: random.Random) -> tuple[int, bytes]:
         json_type = {"content-type": "application/json"}
         if kind == OVERSIZED_BODY:
+            body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
+            headers = {**self.headers, **json_type}
             return await asyncio.to_thread(
-                post_answered_early,
-                url,
-                "/ask",
-                oversized,
-                {**headers, **json_type},
-                request_timeout_s,
+                post_answered_early, self.url, "/ask", body, headers, self.request_timeout_s
             )
         if kind == ASK:
-            payload = {"question": rng.choice(questions), "stream": False}
+            payload = {"question": rng.choice(self.questions), "stream": False}
             response = await client.post("/ask", json=payload)
         elif kind == SEARCH:
-            payload = {"query": rng.choice(questions), "top_k": 5}
-            response = await client.post("/search", json=payload)
+            response = await client.post(
+                "/search", json={"query": rng.choice(self.questions), "top_k": 5}
+            )
         elif kind == EMPTY_QUESTION:
             response = await client.post("/ask", json={"question": ""})
         else:
@@ -293,53 +273,68 @@ async def _load(
             response = await client.post("/search", content=malformed, headers=json_type)
         return response.status_code, response.content
 
-    async def run_client(index: int, client: httpx.AsyncClient) -> None:
-        rng = random.Random(seed * 1000 + index)
-        role = roles[index]
-        while now() < duration_s:
-            kind = rng.choice(BAD_KINDS) if role == "bad" else role
-            began = now()
-            tick = time.perf_counter()
-            try:
-                status, body = await request(client, kind, rng)
-            except (httpx.HTTPError, OSError, http.client.HTTPException) as error:
-                ms = (time.perf_counter() - tick) * 1000
-                name = type(error).__name__
-                failure = f"client error {name}: {error}"
-                outcomes.append(Outcome(began, kind, name, ms, failure, began < warmup_s))
-                continue
-            ms = (time.perf_counter() - tick) * 1000
-            verdict = judge(kind, status, body)
-            outcomes.append(Outcome(began, kind, status, ms, verdict, began < warmup_s))
+    async def run_client(self, index: int, client: Any) -> None:
+        import httpx
 
-    sample_rss()  # before: nothing sent yet
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    bar = tqdm(total=round(duration_s), desc="load", unit="s", disable=not progress)
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, timeout=request_timeout_s, limits=limits
-    ) as client:
-        tasks = [asyncio.create_task(run_client(i, client)) for i in range(clients)]
-        next_note = 10.0
-        while not all(task.done() for task in tasks):
-            await asyncio.sleep(min(SAMPLE_EVERY_S, 1.0))
-            if rss and now() - rss[-1][0] >= SAMPLE_EVERY_S - 0.05:
-                sample_rss()
-            bar.n = min(round(now()), round(duration_s))
-            bar.set_postfix(
-                answers=len(outcomes), unexpected=sum(bool(o.unexpected) for o in outcomes)
-            )
-            if not progress and now() >= next_note:
-                phase = "draining" if now() >= duration_s else f"{now():.0f}/{duration_s:.0f} s"
-                log(f"load: {phase}, {len(outcomes)} answers, {rss[-1][1]:.0f} MB RSS")
-                next_note += 10.0
-        for task in tasks:
-            task.result()  # a bug in a client surfaces here, not as a quiet gap in the data
-        wall_s = now()
-    bar.close()
-    await asyncio.sleep(SETTLE_S)
-    sample_rss()  # after: every answer is in
-    timing = {"duration_s": duration_s, "warmup_s": warmup_s, "wall_s": round(wall_s, 3)}
-    return sorted(outcomes, key=lambda o: o.t), rss, timing, roles
+        rng = random.Random(self.seed * 1000 + index)
+        role = self.roles[index]
+        while self.now() < self.duration_s:
+            kind = rng.choice(BAD_KINDS) if role == "bad" else role
+            began, tick = self.now(), time.perf_counter()
+            status: int | str
+            try:
+                status, body = await self.request(client, kind, rng)
+                verdict = judge(kind, status, body)
+            except (httpx.HTTPError, OSError, http.client.HTTPException) as error:
+                status = type(error).__name__
+                verdict = f"client error {status}: {error}"
+            ms = (time.perf_counter() - tick) * 1000
+            self.outcomes.append(Outcome(began, kind, status, ms, verdict, began < self.warmup_s))
+
+    async def run(self, progress: bool, log: Callable[[str], None]) -> dict[str, float]:
+        """Load until `duration_s`, await the requests in flight; sample RSS all along."""
+        import httpx
+        from tqdm import tqdm
+
+        self.sample_rss()  # before: nothing sent yet
+        limits = httpx.Limits(
+            max_connections=self.clients + 4, max_keepalive_connections=self.clients + 4
+        )
+        bar = tqdm(total=round(self.duration_s), desc="load", unit="s", disable=not progress)
+        async with httpx.AsyncClient(
+            base_url=self.url, headers=self.headers, timeout=self.request_timeout_s, limits=limits
+        ) as client:
+            tasks = [asyncio.create_task(self.run_client(i, client)) for i in range(self.clients)]
+            next_note = 10.0
+            while not all(task.done() for task in tasks):
+                await asyncio.sleep(min(SAMPLE_EVERY_S, 1.0))
+                if self.now() - self.rss[-1][0] >= SAMPLE_EVERY_S - 0.05:
+                    self.sample_rss()
+                bar.n = min(round(self.now()), round(self.duration_s))
+                unexpected = sum(bool(o.unexpected) for o in self.outcomes)
+                bar.set_postfix(answers=len(self.outcomes), unexpected=unexpected)
+                if not progress and self.now() >= next_note:
+                    phase = (
+                        "draining"
+                        if self.now() >= self.duration_s
+                        else f"{self.now():.0f}/{self.duration_s:.0f} s"
+                    )
+                    log(
+                        f"load: {phase}, {len(self.outcomes)} answers, {self.rss[-1][1]:.0f} MB RSS"
+                    )
+                    next_note += 10.0
+            for task in tasks:
+                task.result()  # a bug in a client surfaces here, not as a quiet gap in the data
+            wall_s = self.now()
+        bar.close()
+        await asyncio.sleep(SETTLE_S)
+        self.sample_rss()  # after: every answer is in
+        self.outcomes.sort(key=lambda o: o.t)
+        return {
+            "duration_s": self.duration_s,
+            "warmup_s": self.warmup_s,
+            "wall_s": round(wall_s, 3),
+        }
 
 
 def run_load_test(
@@ -359,59 +354,48 @@ def run_load_test(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the load, write load.json, load.md and load.png into `out_dir`, return the report.
-
-    `pid`: the app's process (default: whatever listens on the URL's port). `settings` (default:
-    from the environment) gives the API key, the body size limit (the oversized body is 1 KiB
-    over it) and the LLM timeout (each request may take that plus a minute).
-    """
-    url = url.rstrip("/")
-    _check_loopback(url)
+    `pid`: the app's process (default: the one listening on the URL's port). `settings` (default:
+    from the environment): the API key, the body size limit (the oversized body is 1 KiB over
+    it), the LLM timeout (each request may take that plus a minute)."""
+    url = check_loopback(url)
     if clients < 1 or duration_s <= 0 or not 0 <= warmup_s < duration_s:
         raise ValueError("need clients ≥ 1, duration > 0 and 0 ≤ warmup < duration")
     settings = settings or Settings()
-    pid = pid or app_pid_for(url)
     oversize_bytes = oversize_bytes or settings.server.max_body_bytes + 1024
     request_timeout_s = request_timeout_s or settings.llm.deadline_s + 60
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    outcomes, rss, timing, roles = asyncio.run(
-        _load(
-            url,
-            clients,
-            duration_s,
-            warmup_s,
-            pid,
-            settings,
-            mix,
-            seed,
-            oversize_bytes,
-            request_timeout_s,
-            progress,
-            log,
-        )
+    load = LoadTest(
+        url,
+        clients,
+        duration_s,
+        warmup_s,
+        pid or app_pid_for(url),
+        settings,
+        mix,
+        seed,
+        oversize_bytes,
+        request_timeout_s,
     )
+    started = now()
+    timing = asyncio.run(load.run(progress, log))
     report: dict[str, Any] = {
         "started": started,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished": now(),
         "url": url,
-        "pid": pid,
+        "pid": load.pid,
         "clients": clients,
-        "roles": dict(Counter(roles)),
+        "roles": dict(Counter(load.roles)),
         "timing": timing,
         "oversize_bytes": oversize_bytes,
         "request_timeout_s": request_timeout_s,
         "seed": seed,
         "machine": describe_machine(),
-        **summarize(outcomes, rss, timing),
-        "outcomes": [asdict(o) for o in outcomes],
+        **summarize(load.outcomes, load.rss, timing),
+        "outcomes": [asdict(o) for o in load.outcomes],
     }
-    (out_dir / "load.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "load.md").write_text(render(report))
-    write_plot(out_dir / "load.png", report)
+    write_outputs(
+        out_dir, {"load.json": report, "load.md": render(report), "load.png": panels(report)}
+    )
     return report
-
-
-# ----------------------------------------------------------------------------- output
 
 
 def _ms(value: float | None) -> str:
@@ -424,85 +408,71 @@ def _mb(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} MB"
 
 
-def _statuses(counts: Mapping[str, int]) -> str:
+def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{status}: {count}" for status, count in counts.items())
 
 
 def render(report: dict[str, Any]) -> str:
     timing, machine, rss = report["timing"], report["machine"], report["rss_mb"]
     roles = ", ".join(f"{count} {role}" for role, count in report["roles"].items())
-    lines = [
-        "# Scholia under load",
-        "",
-        f"{report['started']} · {report['url']} (pid {report['pid']}) · "
-        f"{machine.get('cpu', '?')}, {machine.get('logical_cores')} cores · load average "
-        f"{machine.get('load_average')}",
-        "",
-        f"{report['clients']} concurrent clients ({roles}) for {timing['duration_s']:g} s, back "
-        f"to back; then the requests in flight were awaited (all answered after "
-        f"{timing['wall_s']:.0f} s). req/s: answers of that kind ÷ the time until its last "
-        "answer; latency from sending to the whole answer.",
-        "",
-        "| kind | route | requests | req/s | p50 | p95 | p99 | max | statuses |",
-        "|---|---|---|---|---|---|---|---|---|",
+    rows = [
+        [kind, row["route"], row["requests"], f"{row['per_s']:.2f}"]
+        + [_ms(row["latency_ms"][key]) for key in ("p50", "p95", "p99", "max")]
+        + [_counts(row["statuses"])]
+        for kind, row in report["by_kind"].items()
     ]
-    for kind, row in report["by_kind"].items():
-        latency = row["latency_ms"]
-        lines.append(
-            f"| {kind} | {row['route']} | {row['requests']} | {row['per_s']:.2f} | "
-            f"{_ms(latency['p50'])} | {_ms(latency['p95'])} | {_ms(latency['p99'])} | "
-            f"{_ms(latency['max'])} | {_statuses(row['statuses'])} |"
+    routes = "; ".join(
+        f"{route} {row['requests']} ({row['per_s']:.2f}/s)"
+        for route, row in report["by_route"].items()
+    )
+    return (
+        f"# Scholia under load\n\n{report['started']} · {report['url']} (pid {report['pid']}) · "
+        f"{machine.get('cpu')}, {machine.get('logical_cores')} cores · load average {machine.get('load_average')}\n\n"
+        f"{report['clients']} concurrent clients ({roles}) for {timing['duration_s']:g} s, back to back; "
+        f"then the requests in flight were awaited (all answered after {timing['wall_s']:.0f} s). req/s: "
+        "answers of that kind ÷ the time until its last answer; latency from sending to the whole answer.\n\n"
+        + table(
+            ["kind", "route", "requests", "req/s", "p50", "p95", "p99", "max", "statuses"], rows
         )
-    lines += [
-        "",
-        f"All: {report['requests']} requests, {report['per_s']:.2f}/s over "
-        f"{timing['wall_s']:.0f} s; statuses "
-        f"{_statuses(report['statuses'])}. By route: "
-        + "; ".join(
-            f"{route} {row['requests']} ({row['per_s']:.2f}/s)"
-            for route, row in report["by_route"].items()
-        )
-        + ".",
-        "",
+        + f"\nAll: {report['requests']} requests, {report['per_s']:.2f}/s over {timing['wall_s']:.0f} s; "
+        f"statuses {_counts(report['statuses'])}. By route: {routes}.\n\n"
         f"App RSS: before {_mb(rss['before'])}, after the {timing['warmup_s']:g} s warm-up "
-        f"{_mb(rss['after_warmup'])}, peak during {_mb(rss['peak_during'])}, after "
-        f"{_mb(rss['after'])} (sampled every {SAMPLE_EVERY_S:g} s).",
-        "",
+        f"{_mb(rss['after_warmup'])}, peak during {_mb(rss['peak_during'])}, after {_mb(rss['after'])} "
+        f"(sampled every {SAMPLE_EVERY_S:g} s).\n\n"
         f"Unexpected answers: {report['unexpected']} (5xx other than 503/504: "
-        f"{report['server_errors_other_than_503_504']}).",
-    ]
-    lines += [f"- {example}" for example in report["unexpected_examples"]]
-    lines += ["", "![load](load.png)", ""]
-    return "\n".join(lines)
+        f"{report['server_errors_other_than_503_504']}).\n"
+        + "".join(f"- {example}\n" for example in report["unexpected_examples"])
+        + "\n![load](load.png)\n"
+    )
 
 
-def write_plot(path: Path, report: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (latency, memory) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    for kind in EXPECTED:
-        points = [
-            o for o in report["outcomes"] if o["kind"] == kind and isinstance(o["status"], int)
-        ]
-        if points:
-            latency.scatter(
-                [o["t"] for o in points], [o["ms"] for o in points], s=8, alpha=0.6, label=kind
-            )
-    latency.set_yscale("log")
-    latency.set_ylabel("latency (ms)")
-    latency.set_title("latency by request start time")
-    latency.legend(fontsize=8, markerscale=2)
+def panels(report: dict[str, Any]) -> list[Panel]:
+    """Latency of each request by its start time, and the app's RSS, with the phases marked."""
+    answered = [o for o in report["outcomes"] if isinstance(o["status"], int)]
+    latency = {
+        kind: ([o["t"] for o in points], [o["ms"] for o in points])
+        for kind in EXPECTED
+        if (points := [o for o in answered if o["kind"] == kind])
+    }
     samples = report["rss_mb"]["samples"]
-    memory.plot([t for t, _ in samples], [mb for _, mb in samples], marker=".")
-    memory.set_ylabel("app RSS (MB)")
-    memory.set_xlabel("seconds into the run")
-    for ax in (latency, memory):
-        ax.axvline(report["timing"]["warmup_s"], color="grey", linestyle=":", label="warm-up ends")
-        ax.axvline(report["timing"]["duration_s"], color="grey", linestyle="--", label="load ends")
-    memory.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    marks = {
+        "warm-up ends": report["timing"]["warmup_s"],
+        "load ends": report["timing"]["duration_s"],
+    }
+    return [
+        Panel(
+            "latency by request start time",
+            "scatter",
+            latency,
+            ylabel="latency (ms)",
+            log_y=True,
+            marks=marks,
+        ),
+        Panel(
+            "app RSS",
+            "line",
+            {"RSS (MB)": ([t for t, _ in samples], [mb for _, mb in samples])},
+            xlabel="seconds into the run",
+            marks=marks,
+        ),
+    ]

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -36,7 +36,7 @@ class Mode(StrEnum):
     all = "all"
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -45,106 +45,104 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _option(help: str, *names: str, **limits: Any) -> Any:
+    return typer.Option(*names, help=help, **limits)
+
+
+OutFolder = Annotated[Path | None, _option("Run folder; an existing run there is resumed.")]
+Thresholds = Annotated[Path | None, _option("Thresholds file (default eval/thresholds.toml).")]
+Progress = Annotated[
+    bool | None, _option("Progress bar (default: on a terminal).", "--progress/--no-progress")
+]
+JudgeUrl = Annotated[
+    str | None,
+    _option(
+        "OpenAI-compatible judge (…/v1) for the LLM-judged RAGAS metrics. Default: the answering LLM."
+    ),
+]
+JudgeMetrics = Annotated[
+    list[JudgeMetric] | None,
+    _option(
+        "Only this LLM-judged metric (repeatable; default all five). Each costs one "
+        "to several judge calls per question: minutes on a slow CPU.",
+        "--judge-metric",
+    ),
+]
+Record = Annotated[
+    bool,
+    _option(
+        "Keep every LLM request and its completion in the run folder (completions.jsonl), "
+        "for --replay.",
+        "--record",
+    ),
+]
+Replay = Annotated[
+    Path | None,
+    _option(
+        "Answer from the completions a --record run kept in this folder, with no LLM "
+        "server; implies --no-judge (judge calls are not recorded). A request not in the "
+        "recording stops the run (exit 2). With --record: ask the LLM only what the "
+        "recording lacks, and record everything (a new recording after a small change)."
+    ),
+]
+MaxMisses = Annotated[
+    int,
+    _option(
+        "With --replay: questions whose request is not in the recording that may be "
+        "skipped (reported) before the run stops; for a recording made on another CPU.",
+        "--max-misses",
+        min=0,
+    ),
+]
+
+
+SuiteName = Annotated[
+    str, typer.Argument(help="A suite file (JSON Lines), or a bundled suite name (dev).")
+]
+JudgeModel = Annotated[str | None, _option("Judge model name. Default: the answering model.")]
+NoJudge = Annotated[bool, _option("Answer and score without the LLM judge.", "--no-judge")]
+Limit = Annotated[int | None, _option("Evaluate only the first N questions.", min=1)]
+Stratify = Annotated[bool, _option("With --limit: take questions round-robin across types.")]
+Types = Annotated[list[str] | None, _option("Only questions of this type (repeatable).", "--type")]
+ModeOption = Annotated[Mode, _option("Retrieval mode; `all` compares dense, bm25 and hybrid.")]
+NoLLM = Annotated[bool, _option("Retrieval metrics only: no answers, no judge.", "--no-llm")]
+TopK = Annotated[int, _option("Sources per /ask.", min=1, max=20)]
+Check = Annotated[bool, _option("Exit 1 when a metric misses its threshold.", "--check")]
+Restart = Annotated[bool, _option("Discard a previous run in --out instead of resuming it.")]
+JudgeMaxTokens = Annotated[int, _option("Token limit of one judge reply.", min=64)]
+JudgeTimeout = Annotated[float, _option("Seconds one judge call may take.", min=1)]
+
+
 @eval_app.command("run")
 def run(
-    suite: Annotated[
-        str, typer.Argument(help="A suite file (JSON Lines), or a bundled suite name (dev).")
-    ],
-    judge_url: Annotated[
-        str | None,
-        typer.Option(
-            help="OpenAI-compatible judge (…/v1) for the LLM-judged RAGAS metrics. Default: the answering LLM."
-        ),
-    ] = None,
-    judge_model: Annotated[
-        str | None, typer.Option(help="Judge model name. Default: the answering model.")
-    ] = None,
-    no_judge: Annotated[
-        bool, typer.Option("--no-judge", help="Answer and score without the LLM judge.")
-    ] = False,
-    out: Annotated[
-        Path | None, typer.Option(help="Run folder; an existing run there is resumed.")
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Evaluate only the first N questions.")
-    ] = None,
-    stratify: Annotated[
-        bool, typer.Option(help="With --limit: take questions round-robin across types.")
-    ] = False,
-    types: Annotated[
-        list[str] | None, typer.Option("--type", help="Only questions of this type (repeatable).")
-    ] = None,
-    mode: Annotated[
-        Mode, typer.Option(help="Retrieval mode; `all` compares dense, bm25 and hybrid.")
-    ] = Mode.hybrid,
-    no_llm: Annotated[
-        bool, typer.Option("--no-llm", help="Retrieval metrics only: no answers, no judge.")
-    ] = False,
-    top_k: Annotated[int, typer.Option(min=1, max=20, help="Sources per /ask.")] = 5,
-    check: Annotated[
-        bool, typer.Option("--check", help="Exit 1 when a metric misses its threshold.")
-    ] = False,
-    thresholds: Annotated[
-        Path | None, typer.Option(help="Thresholds file (default eval/thresholds.toml).")
-    ] = None,
-    restart: Annotated[
-        bool, typer.Option(help="Discard a previous run in --out instead of resuming it.")
-    ] = False,
-    judge_max_tokens: Annotated[
-        int, typer.Option(min=64, help="Token limit of one judge reply.")
-    ] = 512,
-    judge_timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds one judge call may take.")
-    ] = 300.0,
-    judge_metrics: Annotated[
-        list[JudgeMetric] | None,
-        typer.Option(
-            "--judge-metric",
-            help="Only this LLM-judged metric (repeatable; default all five). Each costs one "
-            "to several judge calls per question: minutes on a slow CPU.",
-        ),
-    ] = None,
-    progress: Annotated[
-        bool | None,
-        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
-    ] = None,
-    record: Annotated[
-        bool,
-        typer.Option(
-            "--record",
-            help="Keep every LLM request and its completion in the run folder "
-            "(completions.jsonl), for --replay.",
-        ),
-    ] = False,
-    replay: Annotated[
-        Path | None,
-        typer.Option(
-            help="Answer from the completions a --record run kept in this folder, with no LLM "
-            "server; implies --no-judge (judge calls are not recorded). A request not in the "
-            "recording stops the run (exit 2). With --record: ask the LLM only what the "
-            "recording lacks, and record everything (a new recording after a small change).",
-        ),
-    ] = None,
-    max_misses: Annotated[
-        int,
-        typer.Option(
-            "--max-misses",
-            min=0,
-            help="With --replay: questions whose request is not in the recording that may be "
-            "skipped (reported) before the run stops; for a recording made on another CPU.",
-        ),
-    ] = 0,
+    suite: SuiteName,
+    judge_url: JudgeUrl = None,
+    judge_model: JudgeModel = None,
+    no_judge: NoJudge = False,
+    out: OutFolder = None,
+    limit: Limit = None,
+    stratify: Stratify = False,
+    types: Types = None,
+    mode: ModeOption = Mode.hybrid,
+    no_llm: NoLLM = False,
+    top_k: TopK = 5,
+    check: Check = False,
+    thresholds: Thresholds = None,
+    restart: Restart = False,
+    judge_max_tokens: JudgeMaxTokens = 512,
+    judge_timeout: JudgeTimeout = 300.0,
+    judge_metrics: JudgeMetrics = None,
+    progress: Progress = None,
+    record: Record = False,
+    replay: Replay = None,
+    max_misses: MaxMisses = 0,
 ) -> None:
     """Evaluate a suite: retrieval metrics, answers, RAGAS scores; writes results.jsonl,
     summary.json, report.md and plots into the run folder."""
-    from assistant.api.services import llm_base_url
-    from eval.gate import ThresholdsError, gate_passed, load_thresholds, render
-    from eval.gate import check as check_gate
-    from eval.ragas_eval import JudgeConfig
+    from eval.gate import ThresholdsError, load_thresholds
     from eval.replay import ReplayError
-    from eval.runner import LLMDownError, RunConfigError, RunOptions, run_suite
+    from eval.runner import MODES, LLMDownError, RunConfigError, RunOptions, run_suite
     from eval.suite import SuiteError, load_suite, select
-    from ingest.embed import packaged_model_path
 
     settings = _settings()
     try:
@@ -152,54 +150,74 @@ def run(
         bounds = load_thresholds(thresholds) if check or thresholds else None
     except (SuiteError, ThresholdsError) as error:
         _fail(str(error))
-        return
     questions = select(loaded.questions, limit, types, stratify)
     if not questions:
         _fail(f"no question of type {', '.join(types or [])} in {loaded.path}")
-    modes = ["dense", "bm25", "hybrid"] if mode is Mode.all else [mode.value]
-    answer_mode = settings.retrieval.mode if mode is Mode.all else mode.value
     no_judge = no_judge or _check_completions(record, replay, no_llm, judge_url or judge_model)
-    judge = None
-    if not no_llm and not no_judge:
-        judge = JudgeConfig(
-            url=judge_url or llm_base_url(settings),
-            model=judge_model or settings.llm.model,
-            embedding_model=settings.embedding.model_path or packaged_model_path(),
-            max_tokens=judge_max_tokens,
-            timeout_s=judge_timeout,
-            metrics=tuple(metric.value for metric in judge_metrics or ()),
-        )
-    options = RunOptions(
-        modes=modes,
-        answer_mode=answer_mode,
-        answers=not no_llm,
-        judge=judge,
-        top_k=top_k,
-        progress=progress,
-        record=record,
-        replay=replay,
-        max_replay_misses=max_misses,
-    )
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        kind = "retrieval" if no_llm else "replay" if replay else "answers"
-        out = settings.data_dir / "eval-runs" / f"{loaded.name}-{mode.value}-{kind}-{stamp}"
+    judging = not (no_llm or no_judge)
+    judge_with = (judge_url, judge_model, judge_max_tokens, judge_timeout, judge_metrics)
+    judge = _judge(settings, *judge_with) if judging else None
+    modes = list(MODES) if mode is Mode.all else [mode.value]
+    answer_mode = settings.retrieval.mode if mode is Mode.all else mode.value
+    options = RunOptions(modes, answer_mode, not no_llm, judge, top_k, progress, record, replay)
+    options.max_replay_misses = max_misses
+    kind = "retrieval" if no_llm else "replay" if replay else "answers"
+    out = out or _default_out(settings, f"{loaded.name}-{mode.value}-{kind}")
     typer.echo(f"run folder: {out}  (resume: the same command with --out {out})", err=True)
     try:
         summary = asyncio.run(run_suite(loaded, questions, settings, out, options, restart=restart))
     except (RunConfigError, SuiteError, ReplayError) as error:
         _fail(str(error))
-        return
     except LLMDownError as error:
         _fail(str(error), code=3)
-        return
     _print_headline(summary)
     typer.echo(f"report: {out / 'report.md'}")
     if bounds is not None:
-        checks = check_gate(summary["metrics"], bounds)
-        typer.echo(render(checks))
-        if check and not gate_passed(checks):
-            raise typer.Exit(1)
+        _gate(summary["metrics"], bounds, exit_on_failure=check)
+
+
+def _judge(
+    settings: Settings,
+    url: str | None,
+    model: str | None,
+    max_tokens: int,
+    timeout_s: float,
+    metrics: list[JudgeMetric] | None,
+) -> Any:
+    from assistant.api.services import llm_base_url
+    from eval.ragas_eval import JudgeConfig
+    from ingest.embed import packaged_model_path
+
+    return JudgeConfig(
+        url=url or llm_base_url(settings),
+        model=model or settings.llm.model,
+        embedding_model=settings.embedding.model_path or packaged_model_path(),
+        max_tokens=max_tokens,
+        timeout_s=timeout_s,
+        metrics=tuple(metric.value for metric in metrics or ()),
+    )
+
+
+def _gate(
+    metrics: dict[str, float], bounds: dict[str, dict[str, float]], exit_on_failure: bool
+) -> None:
+    from eval.gate import check, gate_passed, render
+
+    checks = check(metrics, bounds)
+    typer.echo(render(checks))
+    if exit_on_failure and not gate_passed(checks):
+        raise typer.Exit(1)
+
+
+def _default_out(settings: Settings, name: str) -> Path:
+    return settings.data_dir / "eval-runs" / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _integers(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"{option} must be comma-separated integers, got {text!r}")
 
 
 def _check_completions(
@@ -254,12 +272,10 @@ def _print_headline(summary: dict[str, object]) -> None:
 @eval_app.command("check")
 def check_run(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
-    thresholds: Annotated[
-        Path | None, typer.Option(help="Thresholds file (default eval/thresholds.toml).")
-    ] = None,
+    thresholds: Thresholds = None,
 ) -> None:
     """Check a finished run against the thresholds (exit 1 on failure)."""
-    from eval.gate import ThresholdsError, check, gate_passed, load_thresholds, render
+    from eval.gate import ThresholdsError, load_thresholds
 
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
@@ -268,23 +284,15 @@ def check_run(
         bounds = load_thresholds(thresholds)
     except ThresholdsError as error:
         _fail(str(error))
-        return
-    checks = check(json.loads(summary_path.read_text())["metrics"], bounds)
-    typer.echo(render(checks))
-    if not gate_passed(checks):
-        raise typer.Exit(1)
+    _gate(json.loads(summary_path.read_text())["metrics"], bounds, exit_on_failure=True)
 
 
 @eval_app.command("compare")
 def compare(
     run_a: Annotated[Path, typer.Argument(help="The baseline run folder.")],
     run_b: Annotated[Path, typer.Argument(help="The run to compare with it.")],
-    out: Annotated[
-        Path | None, typer.Option(help="Also write the comparison (Markdown) here.")
-    ] = None,
-    all_metrics: Annotated[
-        bool, typer.Option("--all-metrics", help="Per-type metrics too.")
-    ] = False,
+    out: Annotated[Path | None, _option("Also write the comparison (Markdown) here.")] = None,
+    all_metrics: Annotated[bool, _option("Per-type metrics too.", "--all-metrics")] = False,
 ) -> None:
     """What improved and what regressed from RUN_A to RUN_B, question by question."""
     from eval.compare import RunNotFoundError, compare_runs, render
@@ -293,48 +301,35 @@ def compare(
         comparison = compare_runs(run_a, run_b)
     except RunNotFoundError as error:
         _fail(str(error))
-        return
     text = render(comparison, all_metrics=all_metrics)
     typer.echo(text)
     if out is not None:
         out.write_text(text)
 
 
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
 @eval_app.command("perf")
 def perf(
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for perf.json, perf.md and perf.png.")
-    ] = None,
-    sizes: Annotated[
-        str, typer.Option(help="Ingest benchmark sizes (papers), comma-separated.")
-    ] = "50",
-    queries: Annotated[int, typer.Option(min=1, help="/search requests to time.")] = 30,
+    out: Annotated[Path | None, _option("Folder for perf.json, perf.md and perf.png.")] = None,
+    sizes: Annotated[str, _option("Ingest benchmark sizes (papers), comma-separated.")] = "50",
+    queries: Annotated[int, _option("/search requests to time.", min=1)] = 30,
     asks: Annotated[
-        int, typer.Option(min=0, help="/ask requests to time (0: skip; each is a full generation).")
+        int, _option("/ask requests to time (0: skip; each is a full generation).", min=0)
     ] = 3,
     skip_ingest: Annotated[
-        bool, typer.Option("--skip-ingest", help="Leave out the ingest benchmark.")
+        bool, _option("Leave out the ingest benchmark.", "--skip-ingest")
     ] = False,
 ) -> None:
     """Performance: ingest throughput, /search and /ask latency, each beside its raw baseline."""
     from eval.perf import run_perf
 
     settings = _settings()
-    if out is None:
-        out = settings.data_dir / "eval-runs" / f"perf-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    try:
-        size_list = [int(part) for part in sizes.split(",") if part.strip()]
-    except ValueError:
-        _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
-        return
-    report = run_perf(
-        settings,
-        out,
-        sizes=[] if skip_ingest else size_list,
-        queries=queries,
-        asks=asks,
-        log=lambda message: typer.echo(message, err=True),
-    )
+    out = out or _default_out(settings, "perf")
+    size_list = [] if skip_ingest else _integers(sizes, "--sizes")
+    report = run_perf(settings, out, sizes=size_list, queries=queries, asks=asks, log=_log)
     typer.echo((out / "perf.md").read_text())
     if report.get("errors"):
         sys.exit(1)
@@ -342,42 +337,29 @@ def perf(
 
 @eval_app.command("concurrency")
 def concurrency(
-    app_url: Annotated[
-        str, typer.Option(help="A running Scholia (loopback), e.g. http://127.0.0.1:8000.")
-    ],
+    app_url: Annotated[str, _option("A running Scholia (loopback), e.g. http://127.0.0.1:8000.")],
     llm_url: Annotated[
-        str, typer.Option(help="The LLM server it uses (loopback), e.g. http://127.0.0.1:8100/v1.")
+        str, _option("The LLM server it uses (loopback), e.g. http://127.0.0.1:8100/v1.")
     ],
-    levels: Annotated[
-        str, typer.Option(help="Concurrent clients per level, comma-separated.")
-    ] = "1,4,16",
+    levels: Annotated[str, _option("Concurrent clients per level, comma-separated.")] = "1,4,16",
     out: Annotated[
-        Path | None,
-        typer.Option(help="Folder for concurrency.json, concurrency.md and concurrency.png."),
+        Path | None, _option("Folder for concurrency.json, concurrency.md and concurrency.png.")
     ] = None,
     questions: Annotated[
-        int, typer.Option(min=1, help="The first N answerable questions of the dev suite.")
+        int, _option("The first N answerable questions of the dev suite.", min=1)
     ] = 8,
     requests: Annotated[
-        int | None, typer.Option(min=1, help="Requests per level (default 2 × level, at least 4).")
+        int | None, _option("Requests per level (default 2 × level, at least 4).", min=1)
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model name (default: the configured one).")
-    ] = None,
-    time_cap: Annotated[float, typer.Option(min=1, help="Seconds for the whole run.")] = 600.0,
+    model: Annotated[str | None, _option("Model name (default: the configured one).")] = None,
+    time_cap: Annotated[float, _option("Seconds for the whole run.", min=1)] = 600.0,
 ) -> None:
     """/ask throughput and p50/p95 latency at each concurrency, beside the raw LLM on the same prompts."""
     from eval.bench_concurrency import answerable_questions, run_concurrency_benchmark
 
     settings = _settings()
-    try:
-        level_list = [int(part) for part in levels.split(",") if part.strip()]
-    except ValueError:
-        _fail(f"--levels must be comma-separated integers, got {levels!r}")
-        return
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = settings.data_dir / "eval-runs" / f"concurrency-{stamp}"
+    level_list = _integers(levels, "--levels")
+    out = out or _default_out(settings, "concurrency")
     try:
         run_concurrency_benchmark(
             app_url,
@@ -389,37 +371,28 @@ def concurrency(
             settings=settings,
             requests_per_level=requests,
             time_cap_s=time_cap,
-            log=lambda message: typer.echo(message, err=True),
+            log=_log,
         )
     except (ValueError, RuntimeError) as error:
         _fail(str(error))
-        return
     typer.echo((out / "concurrency.md").read_text())
 
 
 @eval_app.command("load")
 def load(
-    url: Annotated[
-        str, typer.Option(help="A running Scholia (loopback), e.g. http://127.0.0.1:8000.")
-    ],
-    clients: Annotated[int, typer.Option(min=3, help="Concurrent clients.")] = 32,
+    url: Annotated[str, _option("A running Scholia (loopback), e.g. http://127.0.0.1:8000.")],
+    clients: Annotated[int, _option("Concurrent clients.", min=3)] = 32,
     duration: Annotated[
-        float, typer.Option(min=1, help="Seconds of load (the requests in flight then finish).")
+        float, _option("Seconds of load (the requests in flight then finish).", min=1)
     ] = 60.0,
     warmup: Annotated[
-        float, typer.Option(min=0, help="The first seconds of the load, marked as warm-up.")
+        float, _option("The first seconds of the load, marked as warm-up.", min=0)
     ] = 15.0,
     pid: Annotated[
-        int | None,
-        typer.Option(help="The app's process id, for its RSS (default: the one on the port)."),
+        int | None, _option("The app's process id, for its RSS (default: the one on the port).")
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for load.json, load.md and load.png.")
-    ] = None,
-    progress: Annotated[
-        bool | None,
-        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
-    ] = None,
+    out: Annotated[Path | None, _option("Folder for load.json, load.md and load.png.")] = None,
+    progress: Progress = None,
 ) -> None:
     """Concurrent clients mixing /ask, /search and bad requests: throughput, p50/p95/p99 per
     route, statuses, app RSS over time. Exit 1 on an unexpected answer (a 5xx other than
@@ -427,8 +400,8 @@ def load(
     from eval.bench_load import run_load_test
 
     settings = _settings()
-    if out is None:
-        out = settings.data_dir / "eval-runs" / f"load-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out = out or _default_out(settings, "load")
+    progress = sys.stderr.isatty() if progress is None else progress
     try:
         report = run_load_test(
             url,
@@ -438,12 +411,11 @@ def load(
             warmup_s=warmup,
             pid=pid,
             settings=settings,
-            progress=sys.stderr.isatty() if progress is None else progress,
-            log=lambda message: typer.echo(message, err=True),
+            progress=progress,
+            log=_log,
         )
     except (ValueError, RuntimeError) as error:
         _fail(str(error))
-        return
     typer.echo((out / "load.md").read_text())
     if report["unexpected"]:
         sys.exit(1)

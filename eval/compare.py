@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.harness import fmt, table
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
-from eval.report import fmt
 from eval.runner import SUMMARY, load_results
 
 # A graded score must move by at least this much to count as a change of that question.
@@ -153,18 +153,17 @@ def render(comparison: Comparison, all_metrics: bool = False) -> str:
         "",
         "## Metrics (▲ better in B, ▼ worse)",
         "",
-        "| metric | A | B | Δ | |",
-        "|---|---|---|---|---|",
     ]
+    rows = []
     for metric, a, b in comparison.deltas:
-        if not all_metrics and not _is_overall(metric):
-            continue
         delta = None if a is None or b is None else b - a
-        if not all_metrics and delta == 0 and metric.startswith("latency"):
+        if not all_metrics and (
+            not _is_overall(metric) or (delta == 0 and metric.startswith("latency"))
+        ):
             continue
         signed = "—" if delta is None else f"{delta:+.3f}"
-        lines.append(f"| {metric} | {fmt(a)} | {fmt(b)} | {signed} | {_arrow(metric, a, b)} |")
-    lines.append("")
+        rows.append([metric, fmt(a), fmt(b), signed, _arrow(metric, a, b)])
+    lines.append(table(["metric", "A", "B", "Δ", ""], rows))
     for title, group in (
         ("Regressed", comparison.regressed),
         ("Improved", comparison.improved),
@@ -172,19 +171,16 @@ def render(comparison: Comparison, all_metrics: bool = False) -> str:
     ):
         if not group:
             continue
+        rows = []
+        for change in group:
+            what = [*(f"+ {t}" for t in change.better), *(f"− {t}" for t in change.worse)]
+            question = " ".join(change.question.split())[:80].replace("|", "/")
+            rows.append([change.id, change.type, "; ".join(what), question])
         lines += [
             f"## {title} ({len(group)})",
             "",
-            "| id | type | what changed | question |",
-            "|---|---|---|---|",
+            table(["id", "type", "what changed", "question"], rows),
         ]
-        for change in group:
-            what = "; ".join(
-                [*(f"+ {t}" for t in change.better), *(f"− {t}" for t in change.worse)]
-            )
-            question = " ".join(change.question.split())[:80].replace("|", "/")
-            lines.append(f"| {change.id} | {change.type} | {what} | {question} |")
-        lines.append("")
     if comparison.only_a or comparison.only_b:
         lines += [
             f"Only in A: {', '.join(comparison.only_a) or '—'}",

@@ -32,6 +32,7 @@ from eval.replay import (
     recording_path,
     run_llm,
 )
+from eval.report import summarize, write_report
 from eval.suite import Question, Suite, normalize_title
 from ingest.embed import Embedder
 from scholia.settings import Settings
@@ -62,9 +63,20 @@ class RunOptions:
     progress: bool | None = None  # None: a bar when stderr is a terminal
     record: bool = False  # keep every LLM completion in completions.jsonl
     replay: Path | None = None  # answer from this run folder's completions.jsonl, no LLM server
-    max_replay_misses: int = (
-        0  # questions a replay may skip (a prompt that differs by a CPU's rounding)
-    )
+    # questions a replay may skip (a prompt that differs by a CPU's rounding)
+    max_replay_misses: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as summary.json keeps them (no API key)."""
+        data = asdict(self)
+        data["replay"] = str(self.replay) if self.replay is not None else None
+        if self.judge is not None:
+            data["judge"] = {
+                **asdict(self.judge),
+                "embedding_model": str(self.judge.embedding_model),
+            }
+            data["judge"].pop("api_key", None)
+        return data
 
     def identity(self) -> dict[str, Any]:
         """What must match for a run to be resumed into the same folder."""
@@ -257,44 +269,50 @@ async def _answer(
         return
     record["timings"]["ask_ms"] = _ms(tick)
     record["timings"]["ask"] = response.timings_ms.model_dump()
+    missing = record["gold_missing_from_index"]
+    sources = [
+        {"rank": s.rank, "id": s.id, "title": s.title, "cited": s.cited} for s in response.sources
+    ]
     record["answer"] = {
         "text": response.answer,
         "declined": response.declined,
         "citations": response.citations,
-        "sources": [
-            {"rank": s.rank, "id": s.id, "title": s.title, "cited": s.cited}
-            for s in response.sources
-        ],
+        "sources": sources,
         "unsupported": response.unsupported,
         "usage": response.usage.model_dump(),
         "model": response.model,
         "error": None,
-    }
-    source_ids = [s.id for s in response.sources]
-    source_titles = [s.title for s in response.sources]
-    record["answer"]["relevant_ranks"] = relevant_ranks(
-        source_ids, source_titles, gold_ids, record["gold_missing_from_index"]
-    )
-    scores: dict[str, float | None] = {
-        "key_string": None
-        if not question.key_strings
-        else (
-            0.0 if response.declined else key_string_score(response.answer, question.key_strings)
+        "relevant_ranks": relevant_ranks(
+            [s.id for s in response.sources], [s.title for s in response.sources], gold_ids, missing
         ),
-        "declined": 1.0 if response.declined else 0.0,
-        "correct_decline": float(response.declined != question.answerable),
     }
     sample = Sample(
         user_input=question.question,
         response=response.answer,
         reference=question.reference,
         retrieved_contexts=[s.text for s in response.sources],
-        retrieved_ids=source_ids,
-        reference_ids=gold_ids
-        + [f"title:{normalize_title(t)}" for t in record["gold_missing_from_index"]],
+        retrieved_ids=[s.id for s in response.sources],
+        reference_ids=gold_ids + [f"title:{normalize_title(t)}" for t in missing],
         answerable=question.answerable,
         declined=response.declined,
     )
+    record["scores"] = await _scores(question, ctx, record, sample)
+
+
+async def _scores(
+    question: Question, ctx: RunContext, record: dict[str, Any], sample: Sample
+) -> dict[str, float | None]:
+    """Key strings, the decline decision, RAGAS's non-LLM scores and the judge's."""
+    keys = question.key_strings
+    scores: dict[str, float | None] = {
+        "key_string": None
+        if not keys
+        else 0.0
+        if sample.declined
+        else key_string_score(sample.response, keys),
+        "declined": 1.0 if sample.declined else 0.0,
+        "correct_decline": float(sample.declined != question.answerable),
+    }
     if ctx.scorer is not None:
         tick = time.perf_counter()
         scores.update(await ctx.scorer.score(sample))
@@ -308,7 +326,7 @@ async def _answer(
         if outcome.unavailable:
             record["judge_unavailable"] = True
             record["complete"] = False  # judged again when the run is resumed
-    record["scores"] = scores
+    return scores
 
 
 def build_context(
@@ -348,8 +366,6 @@ async def run_suite(
     restart: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    from eval.report import summarize, write_report
-
     say = log or (lambda message: print(message, file=sys.stderr))
     prepare_out_dir(out_dir, suite, options, restart)
     done = {qid for qid, rec in load_results(out_dir).items() if rec.get("complete", True)}
@@ -364,14 +380,11 @@ async def run_suite(
 
     records = load_results(out_dir)
     ordered = [records[q.id] for q in questions if q.id in records]
+    seconds = round(time.perf_counter() - started, 2)
+    options_used = options.as_dict()
     summary = summarize(
-        ordered,
-        suite=suite,
-        options=options,
-        seconds=round(time.perf_counter() - started, 2),
-        settings=settings,
+        ordered, suite=suite, options=options_used, seconds=seconds, settings=settings
     )
-    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     write_report(out_dir, summary, ordered)
     return summary
 
@@ -463,18 +476,6 @@ async def evaluate_all(
                 )
     finally:
         bar.close()
-
-
-def options_dict(options: RunOptions) -> dict[str, Any]:
-    data = asdict(options)
-    data["replay"] = str(options.replay) if options.replay is not None else None
-    if options.judge is not None:
-        data["judge"] = {
-            **asdict(options.judge),
-            "embedding_model": str(options.judge.embedding_model),
-        }
-        data["judge"].pop("api_key", None)
-    return data
 
 
 def _ms(since: float) -> float:
