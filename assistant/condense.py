@@ -21,7 +21,6 @@ async def condense(
     )
     prompt = prompts.load("condense").format(history=turns, question=question)
     completion = await llm.complete([ChatMessage("user", prompt)], max_tokens=96)
-    standalone = (
-        completion.text.strip().strip('"').splitlines()[0].strip() if completion.text else ""
-    )
+    lines = completion.text.strip().strip('"').splitlines()
+    standalone = lines[0].strip() if lines else ""
     return (standalone or question), completion

@@ -153,14 +153,27 @@ def pack(
     and the leading ones are kept; without `similarity` relevance is shared word stems only."""
     analysis = analyse(question) if isinstance(question, str) else question
     entries = _score(papers, analysis, similarity)
-    chosen: list[_Paper] = []
 
     def fits(candidate: list[_Paper]) -> bool:
         block = render_sources([entry.packed(rank) for rank, entry in enumerate(candidate, 1)])
         return count_tokens(block) <= budget_tokens
 
     several = analysis.asks == Asks.COMPARISON
-    # Every paper's best sentence, in rank order.
+    chosen = _best_sentences(entries, several, fits)
+    if not chosen or chosen[0].cut:
+        return [entry.packed(rank) for rank, entry in enumerate(chosen, 1)]
+    chosen = _keep_names(analysis, entries, chosen, fits)
+    _fill(chosen, several, fits)
+    return [entry.packed(rank) for rank, entry in enumerate(chosen, 1)]
+
+
+def _best_sentences(
+    entries: list[_Paper], several: bool, fits: Callable[[list[_Paper]], bool]
+) -> list[_Paper]:
+    """Every paper's best sentence, in rank order, while they fit; unless the question compares
+    `several` papers, none much less relevant than the top paper's. When not even the first
+    paper's best sentence fits, it is cut between words to fit."""
+    chosen: list[_Paper] = []
     for entry in entries:
         if not entry.sentences:
             continue
@@ -177,11 +190,11 @@ def pack(
             chosen = [entry]
         else:
             entry.kept = set()
-    if not chosen or chosen[0].cut:
-        return [entry.packed(rank) for rank, entry in enumerate(chosen, 1)]
-    chosen = _keep_names(analysis, entries, chosen, fits)
+    return chosen
 
-    # The room left: the best remaining sentences, the top paper's favoured.
+
+def _fill(chosen: list[_Paper], several: bool, fits: Callable[[list[_Paper]], bool]) -> None:
+    """The room left: the best remaining sentences, the top paper's favoured."""
     penalty = 0.0 if several else RANK_PENALTY
     queue = sorted(
         (
@@ -202,7 +215,6 @@ def pack(
             entry.kept.add(index)
             if not fits(chosen):
                 entry.kept.discard(index)
-    return [entry.packed(rank) for rank, entry in enumerate(chosen, 1)]
 
 
 def _score(

@@ -45,35 +45,26 @@ class Retriever:
     ) -> list[RetrievedPaper]:
         mode = mode or self.settings.mode
         candidates = max(self.settings.candidates, top_k * 4)
-        fused: dict[str, float] = {}
-        dense_scores: dict[str, float] = {}
-        keyword_scores: dict[str, float] = {}
-        chunk_paper: dict[str, str] = {}
-
+        fusion = _Fusion(self.settings.rrf_k)
         if mode in {"hybrid", "dense"}:
-            where = _where(filters)
-            hits = self.store.query(self.embedder.embed_query(query), candidates, where)
+            hits = self.store.query(self.embedder.embed_query(query), candidates, _where(filters))
             for rank, hit in enumerate(hits, start=1):
-                fused[hit.chunk_id] = fused.get(hit.chunk_id, 0.0) + self.settings.dense_weight / (
-                    self.settings.rrf_k + rank
-                )
-                dense_scores[hit.chunk_id] = hit.score
-                chunk_paper[hit.chunk_id] = hit.paper_id
+                fusion.add(hit.chunk_id, rank, self.settings.dense_weight)
+                fusion.dense[hit.chunk_id] = hit.score
+                fusion.paper_of[hit.chunk_id] = hit.paper_id
         if mode in {"hybrid", "bm25"}:
             for rank, keyword_hit in enumerate(self.keywords.search(query, candidates), start=1):
                 chunk_id = keyword_hit.chunk_id
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + self.settings.bm25_weight / (
-                    self.settings.rrf_k + rank
-                )
-                keyword_scores[chunk_id] = keyword_hit.score
-                chunk_paper.setdefault(chunk_id, chunk_id.rsplit("#", 1)[0])
+                fusion.add(chunk_id, rank, self.settings.bm25_weight)
+                fusion.keyword[chunk_id] = keyword_hit.score
+                fusion.paper_of.setdefault(chunk_id, chunk_id.rsplit("#", 1)[0])
+        return self._papers(fusion, top_k, filters)
 
-        best: dict[str, tuple[float, str]] = {}
-        for chunk_id, score in fused.items():
-            paper_id = chunk_paper[chunk_id]
-            if paper_id not in best or score > best[paper_id][0]:
-                best[paper_id] = (score, chunk_id)
-        ranked = sorted(best.items(), key=lambda item: item[1][0], reverse=True)
+    def _papers(
+        self, fusion: _Fusion, top_k: int, filters: dict[str, Any] | None
+    ) -> list[RetrievedPaper]:
+        """The `top_k` best papers stored and matching `filters`, by their best chunk's score."""
+        ranked = fusion.ranked_papers()
         papers = self.store.papers([paper_id for paper_id, _ in ranked[: top_k * 2]])
         results = []
         for paper_id, (score, chunk_id) in ranked:
@@ -82,15 +73,15 @@ class Retriever:
             title, text, metadata = papers[paper_id]
             if filters and any(metadata.get(key) != value for key, value in filters.items()):
                 continue
-            chunk_ids = [c for c, p in chunk_paper.items() if p == paper_id]
+            dense_score, keyword_score = fusion.best_scores(paper_id)
             results.append(
                 RetrievedPaper(
                     id=paper_id,
                     title=title,
                     text=text,
                     score=score,
-                    dense_score=max((dense_scores.get(c, 0.0) for c in chunk_ids), default=0.0),
-                    keyword_score=max((keyword_scores.get(c, 0.0) for c in chunk_ids), default=0.0),
+                    dense_score=dense_score,
+                    keyword_score=keyword_score,
                     best_chunk=chunk_id,
                     metadata=_public_metadata(metadata),
                 )
@@ -98,6 +89,37 @@ class Retriever:
             if len(results) == top_k:
                 break
         return results
+
+
+@dataclass
+class _Fusion:
+    """Reciprocal rank fusion of the dense and BM25 rankings, chunk by chunk."""
+
+    rrf_k: int
+    fused: dict[str, float] = field(default_factory=dict)  # chunk id → fused score
+    dense: dict[str, float] = field(default_factory=dict)  # chunk id → cosine similarity
+    keyword: dict[str, float] = field(default_factory=dict)  # chunk id → BM25 score
+    paper_of: dict[str, str] = field(default_factory=dict)  # chunk id → paper id
+
+    def add(self, chunk_id: str, rank: int, weight: float) -> None:
+        self.fused[chunk_id] = self.fused.get(chunk_id, 0.0) + weight / (self.rrf_k + rank)
+
+    def ranked_papers(self) -> list[tuple[str, tuple[float, str]]]:
+        """Each paper with its best chunk's fused score and id, best first."""
+        best: dict[str, tuple[float, str]] = {}
+        for chunk_id, score in self.fused.items():
+            paper_id = self.paper_of[chunk_id]
+            if paper_id not in best or score > best[paper_id][0]:
+                best[paper_id] = (score, chunk_id)
+        return sorted(best.items(), key=lambda item: item[1][0], reverse=True)
+
+    def best_scores(self, paper_id: str) -> tuple[float, float]:
+        """The best dense and the best BM25 score of any of the paper's chunks."""
+        chunk_ids = [c for c, p in self.paper_of.items() if p == paper_id]
+        return (
+            max((self.dense.get(c, 0.0) for c in chunk_ids), default=0.0),
+            max((self.keyword.get(c, 0.0) for c in chunk_ids), default=0.0),
+        )
 
 
 INTERNAL_METADATA = {

@@ -17,7 +17,8 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -212,7 +213,33 @@ def failure_message(error: Exception) -> str:
     return f"{WARNING} Something went wrong ({type(error).__name__}); please try again."
 
 
+AnswerHandler = Callable[[str, list[dict[str, Any]] | None, float], AsyncIterator[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class _Page:
+    """The page's components that the events read or write."""
+
+    chat: gr.Chatbot
+    question: gr.Textbox
+    send: gr.Button
+    examples: gr.Dataset
+    top_k: gr.Slider
+    clear: gr.Button
+    sources: gr.HTML
+
+
 def build_ui(app: FastAPI) -> gr.Blocks:
+    default_k = app.state.settings.retrieval.top_k if hasattr(app.state, "settings") else 5
+    with gr.Blocks(title="Scholia") as demo:
+        page = _layout(default_k)
+        _wire(demo, page, _answer_handler(app), _load_handler(app))
+    return demo
+
+
+def _answer_handler(app: FastAPI) -> AnswerHandler:
+    """The chat's answer function: (chat, question box, sources panel) after each step."""
+
     def assistant() -> Assistant:
         value: Assistant = app.state.services.assistant
         return value
@@ -254,6 +281,12 @@ def build_ui(app: FastAPI) -> gr.Blocks:
                 panel = render_sources(error.sources)
             yield chat, "", panel
 
+    return answer
+
+
+def _load_handler(app: FastAPI) -> Callable[[gr.Request], tuple[Any, Any, Any]]:
+    """On page load: the question and top-k from `?q=…&k=…`, and the example questions."""
+
     def on_load(request: gr.Request) -> tuple[Any, Any, Any]:
         params = request.query_params if request else {}
         question = str(params.get("q", ""))[:4000]
@@ -263,65 +296,76 @@ def build_ui(app: FastAPI) -> gr.Blocks:
         samples = [[text] for text in example_questions(app)]
         return question or gr.skip(), gr.Dataset(samples=samples), top_k
 
-    default_k = app.state.settings.retrieval.top_k if hasattr(app.state, "settings") else 5
-    with gr.Blocks(title="Scholia") as demo:
-        gr.HTML(
-            "<h1>Scholia</h1><p>Ask the paper collection. Every claim cites its paper; "
-            "sentences the sources do not support are removed.</p>",
-            elem_id="scholia-header",
-        )
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                chat = gr.Chatbot(
-                    label="Conversation",
-                    height=440,
-                    elem_id="scholia-chat",
-                    sanitize_html=True,
-                    allow_tags=False,
-                    feedback_options=None,
-                    buttons=["copy"],
-                    latex_delimiters=[],
-                    placeholder="Answers appear here, with [n] links to their sources.",
-                )
-                with gr.Row(equal_height=True):
-                    question = gr.Textbox(
-                        show_label=False,
-                        placeholder="Ask about the papers… (follow-up questions use the conversation)",
-                        max_length=4000,
-                        scale=6,
-                        elem_id="scholia-question",
-                        autofocus=True,
-                    )
-                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="scholia-ask")
-                examples = gr.Dataset(
-                    label="Example questions from the collection",
-                    components=[question],
-                    samples=[],
-                    samples_per_page=4,
-                    elem_id="scholia-examples",
-                )
-                with gr.Row(equal_height=True):
-                    top_k = gr.Slider(
-                        1, 20, value=default_k, step=1, label="Sources to retrieve (top-k)", scale=3
-                    )
-                    clear = gr.Button("New conversation", variant="secondary", scale=1)
-            with gr.Column(scale=2):
-                sources = gr.HTML(render_sources([]), elem_id="scholia-sources")
+    return on_load
 
-        outputs = [chat, question, sources]
-        inputs = [question, chat, top_k]
-        send.click(answer, inputs, outputs, api_name="ask", concurrency_limit=UI_CONCURRENCY)
-        question.submit(
-            answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY
-        )
-        examples.click(lambda sample: sample[0], examples, question, api_visibility="private").then(
-            answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY
-        )
-        clear.click(lambda: ([], "", render_sources([])), None, outputs, api_visibility="private")
-        demo.load(on_load, None, [question, examples, top_k], api_visibility="private").then(
-            answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY
-        )
-    return demo
+
+def _layout(default_k: int) -> _Page:
+    """The page: the conversation and question on the left, the sources on the right."""
+    gr.HTML(
+        "<h1>Scholia</h1><p>Ask the paper collection. Every claim cites its paper; "
+        "sentences the sources do not support are removed.</p>",
+        elem_id="scholia-header",
+    )
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            chat = gr.Chatbot(
+                label="Conversation",
+                height=440,
+                elem_id="scholia-chat",
+                sanitize_html=True,
+                allow_tags=False,
+                feedback_options=None,
+                buttons=["copy"],
+                latex_delimiters=[],
+                placeholder="Answers appear here, with [n] links to their sources.",
+            )
+            with gr.Row(equal_height=True):
+                question = gr.Textbox(
+                    show_label=False,
+                    placeholder="Ask about the papers… (follow-up questions use the conversation)",
+                    max_length=4000,
+                    scale=6,
+                    elem_id="scholia-question",
+                    autofocus=True,
+                )
+                send = gr.Button("Ask", variant="primary", scale=1, elem_id="scholia-ask")
+            examples = gr.Dataset(
+                label="Example questions from the collection",
+                components=[question],
+                samples=[],
+                samples_per_page=4,
+                elem_id="scholia-examples",
+            )
+            with gr.Row(equal_height=True):
+                top_k = gr.Slider(
+                    1, 20, value=default_k, step=1, label="Sources to retrieve (top-k)", scale=3
+                )
+                clear = gr.Button("New conversation", variant="secondary", scale=1)
+        with gr.Column(scale=2):
+            sources = gr.HTML(render_sources([]), elem_id="scholia-sources")
+    return _Page(chat, question, send, examples, top_k, clear, sources)
+
+
+def _wire(
+    demo: gr.Blocks,
+    page: _Page,
+    answer: AnswerHandler,
+    on_load: Callable[[gr.Request], tuple[Any, Any, Any]],
+) -> None:
+    """Ask on the button (the API's "/ask"), on Enter, on an example and on a `?q=` link."""
+    outputs = [page.chat, page.question, page.sources]
+    inputs = [page.question, page.chat, page.top_k]
+    page.send.click(answer, inputs, outputs, api_name="ask", concurrency_limit=UI_CONCURRENCY)
+    page.question.submit(
+        answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY
+    )
+    page.examples.click(
+        lambda sample: sample[0], page.examples, page.question, api_visibility="private"
+    ).then(answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY)
+    page.clear.click(lambda: ([], "", render_sources([])), None, outputs, api_visibility="private")
+    demo.load(
+        on_load, None, [page.question, page.examples, page.top_k], api_visibility="private"
+    ).then(answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY)
 
 
 def mount_ui(app: FastAPI, api_key: str | None = None) -> None:

@@ -188,45 +188,64 @@ def run_ingest(
             log(f"rejected {rejected}")
         _guard_write(lambda: store.write_manifest(manifest), "recording the index manifest")
         scan = store.scan()
-        todo: dict[str, SourceRecord] = {}
-        for paper_id, record in records.items():
-            state = scan.states.get(paper_id)
-            if state is None:
-                report.added += 1
-                todo[paper_id] = record
-            elif state.content_hash != record.content_hash or not state.complete:
-                report.updated += 1
-                todo[paper_id] = record
-            else:
-                report.unchanged += 1
-
+        todo = _papers_to_write(records, scan.states, report)
         _write(store, embedder, settings, sources, todo, scan.states, report, log, progress)
-
         if sync:
-            stale = sorted(set(scan.states) - set(records))
-            if stale and report.rejected:
-                report.sync_skipped = True
-                log(
-                    f"sync: kept {len(stale)} papers not found in the sources because "
-                    f"{len(report.rejected)} records were rejected; fix them and re-run"
-                )
-            elif stale:
-                _guard_write(lambda: store.delete_papers(stale), "removing papers")
-                report.removed = len(stale)
-                for paper_id in stale:
-                    log(f"removed {paper_id}")
-
-        recorded = keywords.state()
-        changed = report.chunks_written > 0 or report.removed > 0
-        if changed or recorded is None or recorded.get("fingerprint") != scan.fingerprint:
-            _guard_write(
-                lambda: keywords.build_from(store.iter_documents()),
-                f"writing the keyword index in {keywords.folder} (the previous one is unchanged)",
-            )
-            report.keywords_rebuilt = True
+            _remove_stale(store, sorted(set(scan.states) - set(records)), report, log)
+        _refresh_keywords(keywords, store, scan.fingerprint, report)
     report.seconds = time.perf_counter() - started
     log(report.summary())
     return report
+
+
+def _papers_to_write(
+    records: Mapping[str, SourceRecord],
+    stored: Mapping[str, PaperState],
+    report: IngestReport,
+) -> dict[str, SourceRecord]:
+    """The papers new to the index, changed, or left incomplete by an interrupted run."""
+    todo: dict[str, SourceRecord] = {}
+    for paper_id, record in records.items():
+        state = stored.get(paper_id)
+        if state is None:
+            report.added += 1
+            todo[paper_id] = record
+        elif state.content_hash != record.content_hash or not state.complete:
+            report.updated += 1
+            todo[paper_id] = record
+        else:
+            report.unchanged += 1
+    return todo
+
+
+def _remove_stale(store: ChromaStore, stale: list[str], report: IngestReport, log: Log) -> None:
+    """`--sync`: remove the papers the sources no longer hold, unless some records were
+    rejected (a rejected record would look like a removed paper)."""
+    if stale and report.rejected:
+        report.sync_skipped = True
+        log(
+            f"sync: kept {len(stale)} papers not found in the sources because "
+            f"{len(report.rejected)} records were rejected; fix them and re-run"
+        )
+    elif stale:
+        _guard_write(lambda: store.delete_papers(stale), "removing papers")
+        report.removed = len(stale)
+        for paper_id in stale:
+            log(f"removed {paper_id}")
+
+
+def _refresh_keywords(
+    keywords: KeywordIndex, store: ChromaStore, fingerprint: str, report: IngestReport
+) -> None:
+    """Rebuild BM25 from Chroma when anything changed or it does not match the collection."""
+    recorded = keywords.state()
+    changed = report.chunks_written > 0 or report.removed > 0
+    if changed or recorded is None or recorded.get("fingerprint") != fingerprint:
+        _guard_write(
+            lambda: keywords.build_from(store.iter_documents()),
+            f"writing the keyword index in {keywords.folder} (the previous one is unchanged)",
+        )
+        report.keywords_rebuilt = True
 
 
 def _guard_write(action: Callable[[], object], what: str) -> None:
@@ -256,62 +275,98 @@ def _write(
     if not todo:
         return
     limit = settings.embedding.batch_size * WRITE_BATCHES
-    with _Progress(len(todo), progress, log) as meter, ThreadPoolExecutor(1) as writer:
-        pending: tuple[Future[int], int] | None = None
-
-        def settle() -> None:
-            nonlocal pending
-            if pending is not None:
-                future, papers = pending
-                pending = None
-                report.chunks_written += future.result()  # raises IngestWriteError
-                meter.advance(papers)
-
-        def flush(batch: list[tuple[Paper, list[Chunk]]]) -> None:
-            nonlocal pending
-            vectors = embedder.encode([chunk.text for _, chunks in batch for chunk in chunks])
-            settle()
-            what = f"writing papers {meter.done + 1}–{meter.done + len(batch)} of {meter.total}"
-
-            def write() -> int:
-                written: list[int] = []
-                _guard_write(
-                    lambda: written.append(store.write_papers(batch, vectors, previous)),
-                    what + " to Chroma",
-                )
-                return written[0]
-
-            pending = (writer.submit(write), len(batch))
-
+    with _Progress(len(todo), progress, log) as meter, ThreadPoolExecutor(1) as pool:
+        writer = _BatchWriter(store, embedder, previous, report, meter, pool)
         batch: list[tuple[Paper, list[Chunk]]] = []
         batch_chunks = 0
         for paper in iter_selected(sources, todo):
-            try:
-                chunks = chunk_paper(
-                    paper,
-                    embedder.count_tokens,
-                    settings.chunking.max_tokens,
-                    settings.chunking.overlap_tokens,
-                    embedder.count_tokens_many,
-                )
-            except ValueError as error:
-                rejected = Rejected(paper.source, paper.line, str(error))
-                report.rejected.append(rejected)
-                meter.emit(f"rejected {rejected}")
-                if paper.id in previous:
-                    report.updated -= 1
-                else:
-                    report.added -= 1
-                meter.drop(1)
+            chunks = _chunks_or_reject(paper, embedder, settings, previous, report, meter)
+            if chunks is None:
                 continue
             batch.append((paper, chunks))
             batch_chunks += len(chunks)
             if batch_chunks >= limit:
-                flush(batch)
+                writer.flush(batch)
                 batch, batch_chunks = [], 0
         if batch:
-            flush(batch)
-        settle()
+            writer.flush(batch)
+        writer.settle()
+
+
+def _chunks_or_reject(
+    paper: Paper,
+    embedder: Embedder,
+    settings: Settings,
+    previous: Mapping[str, PaperState],
+    report: IngestReport,
+    meter: _Progress,
+) -> list[Chunk] | None:
+    """The paper's chunks; None when it cannot be chunked (then it is reported as rejected and
+    no longer counted as added or updated)."""
+    try:
+        return chunk_paper(
+            paper,
+            embedder.count_tokens,
+            settings.chunking.max_tokens,
+            settings.chunking.overlap_tokens,
+            embedder.count_tokens_many,
+        )
+    except ValueError as error:
+        rejected = Rejected(paper.source, paper.line, str(error))
+        report.rejected.append(rejected)
+        meter.emit(f"rejected {rejected}")
+        if paper.id in previous:
+            report.updated -= 1
+        else:
+            report.added -= 1
+        meter.drop(1)
+        return None
+
+
+class _BatchWriter:
+    """Embeds a batch in the caller's thread and writes it in `pool`'s one thread; a batch is
+    counted as written only once its write has returned."""
+
+    def __init__(
+        self,
+        store: ChromaStore,
+        embedder: Embedder,
+        previous: Mapping[str, PaperState],
+        report: IngestReport,
+        meter: _Progress,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.previous = previous
+        self.report = report
+        self.meter = meter
+        self.pool = pool
+        self.pending: tuple[Future[int], int] | None = None  # the write in flight, its papers
+
+    def settle(self) -> None:
+        """Wait for the write in flight; raises its IngestWriteError."""
+        if self.pending is not None:
+            future, papers = self.pending
+            self.pending = None
+            self.report.chunks_written += future.result()
+            self.meter.advance(papers)
+
+    def flush(self, batch: list[tuple[Paper, list[Chunk]]]) -> None:
+        vectors = self.embedder.encode([chunk.text for _, chunks in batch for chunk in chunks])
+        self.settle()
+        done, total = self.meter.done, self.meter.total
+        what = f"writing papers {done + 1}–{done + len(batch)} of {total} to Chroma"
+
+        def write() -> int:
+            written: list[int] = []
+            _guard_write(
+                lambda: written.append(self.store.write_papers(batch, vectors, self.previous)),
+                what,
+            )
+            return written[0]
+
+        self.pending = (self.pool.submit(write), len(batch))
 
 
 class _Progress:

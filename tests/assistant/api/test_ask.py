@@ -83,7 +83,7 @@ def test_history_is_condensed_before_retrieval(client: TestClient, fake_llm: Fak
     ]
     body = client.post("/ask", json={"question": "and how fast is it?", "history": history}).json()
     assert "Standalone question" in fake_llm.calls[0][-1].content
-    assert body["question"] != "and how fast is it?"
+    assert body["question"] == "and how fast is it? (about the papers discussed)"  # condensed
 
 
 def test_search_returns_ranked_papers(client: TestClient) -> None:
