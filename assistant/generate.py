@@ -76,26 +76,40 @@ def answer_schema(sources: list[PackedSource]) -> dict[str, Any]:
 
 
 def read_draft(text: str, sources: list[PackedSource]) -> Draft:
-    """The claims of a reply, JSON or (from an unconstrained server) free text."""
+    """The claims of a reply, JSON or (from an unconstrained server) free text. JSON that
+    cannot be used whole (cut by the token limit, claims of the wrong shape) gives what its
+    claims say so far, without ids: verification looks for their evidence itself."""
     try:
         data = json.loads(text)
     except ValueError:
-        return _read_free_text(text, sources)
+        data = None
     if isinstance(data, dict) and data.get("not_in_sources") is True:
         return Draft((), declined=True)
     items = data.get("claims") if isinstance(data, dict) else None
     if not isinstance(items, list):
+        if text.lstrip().startswith("{"):
+            said = claims_text(text)
+            return Draft(
+                tuple(Claim(said, (), cut=True) for said in [said] if said.strip()),
+                declined=not said.strip(),
+            )
         return _read_free_text(text, sources)
     claims = tuple(
         Claim(
             str(item.get("text", "")),
-            tuple(str(key) for key in item.get("evidence", [])),
+            _ids(item.get("evidence")),
             cut=len(str(item.get("text", ""))) >= MAX_CLAIM_CHARS,
         )
         for item in items
         if isinstance(item, dict)
     )
     return Draft(claims, declined=not claims)
+
+
+def _ids(evidence: object) -> tuple[str, ...]:
+    if isinstance(evidence, list):
+        return tuple(str(key) for key in evidence)
+    return (evidence,) if isinstance(evidence, str) else ()
 
 
 def _read_free_text(text: str, sources: list[PackedSource]) -> Draft:

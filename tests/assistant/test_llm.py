@@ -22,8 +22,8 @@ from assistant.llm import (
     LLMUnavailableError,
     OpenAICompatibleLLM,
 )
-from assistant.settings import LLMSettings, Settings
 from ingest.embed import Embedder
+from scholia.settings import LLMSettings, Settings
 from tests.assistant.api.conftest import configured
 from tests.eval.fake_openai import fake_openai
 

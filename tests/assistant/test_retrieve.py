@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from assistant.retrieve import INTERNAL_METADATA, Retriever
-from assistant.settings import RetrievalSettings, Settings
 from ingest.embed import Embedder
 from ingest.pipeline import keyword_index, open_store, run_ingest
+from scholia.settings import RetrievalSettings, Settings
 from tests.ingest.helpers import write_jsonl
 
 SPEECH = (
