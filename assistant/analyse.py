@@ -11,10 +11,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from rapidfuzz import fuzz, process
+
+from ingest.chunk import split_sentences
 
 # Markup in a question is data: a whole <script>/<style> element, or any other tag.
 MARKUP = re.compile(
@@ -221,10 +223,10 @@ NAMED_NEXT = re.compile(rf"^[\s,]*(?:(?:a|an|the|our)\s+)?({COINED})\b")
 # "Accelerated Preference Optimization (APO)": a Title-Case phrase defines the acronym.
 DEFINED = re.compile(rf"\b[A-Z][\w-]*\s*\(({COINED})\)")
 PLURAL_ACRONYM = re.compile(r"^[A-Z]{2,}s$")  # "LLMs" names a kind of thing, not a method
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 MAX_TITLE_NAME_WORDS = 3  # "ProDiff: …", "1-bit Adam: …"; a longer head is a phrase
 
 
+@lru_cache(maxsize=4096)  # asked for each compared paper several times per question
 def paper_name(title: str, abstract: str) -> str | None:
     """The name a paper gives what it proposes (APO, TIES-Merging, DFedSAM), which users and
     other papers call it by: a coined head of the title ("ProDiff: …"), else the name the
@@ -234,7 +236,7 @@ def paper_name(title: str, abstract: str) -> str | None:
     titled = bool(colon) and len(head.split()) <= MAX_TITLE_NAME_WORDS
     if titled and names_in(head):
         return head
-    for sentence in SENTENCE_END.split(abstract):
+    for sentence in split_sentences(abstract):
         for verb in INTRODUCES.finditer(sentence):
             after = sentence[verb.end() :]
             found = NAMED_NEXT.match(after) or (None if verb["naming"] else DEFINED.search(after))
