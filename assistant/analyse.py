@@ -63,8 +63,10 @@ MEASURE = re.compile(
 )
 FUNCTION_WORDS = frozenset(
     """were was are is does do did have has had can could would will in on per of the a an
-    different total distinct""".split()  # noqa: SIM905
+    different total distinct over for to with at by from that which when used""".split()  # noqa: SIM905
 )
+MAX_MEASURE_WORDS = 3
+GENERIC_MEASURES = frozenset({"number", "numbers", "value", "values", "figure", "figures"})
 QUESTION_WORD = re.compile(
     r"^\s*(?:what|which|how|why|who|when|where|does|do|did|is|are|can|name|list|give|tell)\b",
     re.IGNORECASE,
@@ -83,6 +85,16 @@ FIGURE_WORD = re.compile(
     r"|forty|fifty|hundreds?|thousands?|millions?|billions?|half|twice|double|triple)\b",
     re.IGNORECASE,
 )
+# "the two" points back at things already named: it counts nothing new.
+COUNTING_WORD = re.compile(rf"(?<![Tt]he ){FIGURE_WORD.pattern}", re.IGNORECASE)
+# When a paper appeared: a year is the figure asked for, whatever words stand beside it.
+YEAR_ASKED = re.compile(
+    r"\b(?:which|what) year\b|\bwhen (?:was|were|did)\b[^?]{0,80}\b(?:publish|releas|present"
+    r"|introduc|propos|appear)",
+    re.IGNORECASE,
+)
+YEAR = "year"
+A_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 RESOLUTION = re.compile(r"\b\d+\s*[x×]\s*\d+\b")  # "256x256" names a dataset's size
 
 
@@ -102,7 +114,8 @@ class QuestionAnalysis:
     asks: Asks = Asks.FACT
     names: tuple[str, ...] = ()  # name-like terms: acronyms, CamelCase, names with digits
     figures: tuple[str, ...] = ()  # figures the question states (premises to check)
-    counted: frozenset[str] = field(default_factory=frozenset)  # what is counted or measured
+    counted: frozenset[str] = field(default_factory=frozenset)  # stems of `measure`
+    measure: str = ""  # what a figure question counts or measures, as asked: "3D volumes"
     papers_wanted: int = 1
 
     @property
@@ -116,13 +129,15 @@ Analyser = Callable[[str], QuestionAnalysis]
 def analyse(question: str) -> QuestionAnalysis:
     text = " ".join(MARKUP.sub(" ", question).split()) or question
     language = language_of(text)
+    measure = YEAR if YEAR_ASKED.search(text) else _measure(text)
     return QuestionAnalysis(
         text=text,
         language=language,
         asks=_asks(text),
         names=tuple(dict.fromkeys(names_in(text))),
         figures=tuple(sorted(numbers_in(RESOLUTION.sub(" ", without_names(text)), language))),
-        counted=_counted(text),
+        counted=stems({word.casefold() for word in measure.split()}),
+        measure=measure,
         papers_wanted=3 if re.search(r"\bthree\b", text, re.IGNORECASE) else 2,
     )
 
@@ -140,24 +155,25 @@ def _asks(text: str) -> Asks:
         return Asks.WHICH_PAPER
     if COUNT.search(text) and not re.search(r"\bhow many times\b", text, re.IGNORECASE):
         return Asks.COUNT
-    if FIGURE.search(text) or COUNT.search(text):
+    if FIGURE.search(text) or COUNT.search(text) or YEAR_ASKED.search(text):
         return Asks.FIGURE
     return Asks.FACT
 
 
-def _counted(text: str) -> frozenset[str]:
-    """What "how many …" counts: its next words up to a function word ("V100 GPUs were" →
-    v100, gpus stems); nothing for "how many times"."""
+def _measure(text: str) -> str:
+    """What "how many …" counts or "what …" measures: its next words up to a function word
+    ("how many V100 GPUs were" → "V100 GPUs"); nothing for "how many times"."""
     match = COUNTED.search(text) or MEASURE.search(text)
     if match is None:
-        return frozenset()
+        return ""
     words = []
-    for word in match.group(1).split():
-        if word.casefold() in FUNCTION_WORDS:
+    for word in text[match.start(1) :].split()[:MAX_MEASURE_WORDS]:
+        word = word.strip("?？,.;:!")
+        if not word or word.casefold() in FUNCTION_WORDS:
             break
-        words.append(word.casefold())
-    counted = stems(set(words))
-    return frozenset() if "time" in counted else frozenset(counted)
+        if word.casefold() not in GENERIC_MEASURES:
+            words.append(word)
+    return "" if words[:1] == ["times"] else " ".join(words)  # "how many times faster"
 
 
 def states_a_figure(text: str) -> bool:
@@ -173,13 +189,36 @@ def missing_names(names: Iterable[str], texts: Iterable[str]) -> list[str]:
 
 
 def gives_the_figure(sentence: str, analysis: QuestionAnalysis) -> bool:
-    """The sentence states a figure of the kind asked: for "how many GPUs …?", a number of GPUs
-    (in words too: "seven datasets"), not "5.7 days"."""
+    """The sentence states a figure of the kind asked, in the question's words: for "how many
+    3D volumes …?", a number and "3D volumes" (in words too: "seven datasets"), not "5.7 days"
+    nor "3D features". (The measure in other words is judged by meaning: `beside_figures`.)"""
     plain = without_names(sentence)
-    if not (numbers_in(plain) or (analysis.asks == Asks.COUNT and FIGURE_WORD.search(plain))):
+    if analysis.measure == YEAR:
+        return bool(A_YEAR.search(plain))
+    if not (numbers_in(plain) or (analysis.asks == Asks.COUNT and COUNTING_WORD.search(plain))):
         return False
     words = {word.casefold() for word in TOKEN.findall(sentence)}
-    return not analysis.counted or bool(analysis.counted & stems(words))
+    return analysis.counted <= stems(words)
+
+
+def beside_figures(sentence: str, reach: int = 3) -> list[str]:
+    """The phrases around each figure of a sentence, the figures left out ("FID scores of 2.51"
+    → "FID scores of", "scores of", …): where a sentence says what it measures."""
+    tokens = sentence.split()
+    figures = [_is_figure(token) for token in tokens]
+    phrases: dict[str, None] = {}
+    for index in (i for i, figure in enumerate(figures) if figure):
+        for start in range(max(0, index - reach), index + 1):
+            for end in range(index + 1, min(len(tokens), index + reach + 1) + 1):
+                words = [tokens[i] for i in range(start, end) if not figures[i]]
+                if words:
+                    phrases[" ".join(words)] = None
+    return list(phrases)
+
+
+def _is_figure(token: str) -> bool:
+    word = token.strip(",.;:()[]")
+    return bool(FIGURE_WORD.fullmatch(word) or (numbers_in(word) and not names_in(word)))
 
 
 def numbers_in(text: str, language: str = "English") -> set[str]:

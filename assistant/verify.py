@@ -23,8 +23,10 @@ import numpy as np
 
 import prompts
 from assistant.analyse import (
+    YEAR,
     Asks,
     QuestionAnalysis,
+    beside_figures,
     gives_the_figure,
     mentions,
     missing_names,
@@ -117,25 +119,36 @@ class Evidence:
         return self.verifier.vectors([self.sentences[key] for key in keys]) @ self._queries[text]
 
     def on_point(self, key: str, analysis: QuestionAnalysis) -> bool:
-        """The sentence gives what is asked: a figure for a quantity question, about the names
-        asked. (What a figure counts is judged by meaning, through closeness to the question:
-        "pictures" are counted as "images".)"""
-        sentence = self.sentences[key]
-        # A figure of another measure does not answer, unless the sentence is close in
-        # meaning to the question (the measure in other words: "pictures" counted as "images").
-        if (
-            analysis.wants_figure
-            and not gives_the_figure(sentence, analysis)
-            and (
-                not states_a_figure(sentence)
-                or self.closeness(analysis.text, [key])[0]
-                < self.verifier.settings.measure_min_similarity
-            )
+        """The sentence gives what is asked: a figure of the measure asked for a quantity
+        question, about the names asked."""
+        if analysis.wants_figure and not (
+            gives_the_figure(self.sentences[key], analysis) or self.measures(key, analysis)
         ):
             return False
         if analysis.asks in (Asks.WHICH_PAPER, Asks.COMPARISON, Asks.TOPIC):
             return True
         return not self.names_missing(analysis.names, [self.rank_of(key)])
+
+    def measures(self, key: str, analysis: QuestionAnalysis) -> bool:
+        """The sentence states a figure of the measure asked in other words ("pictures" counted
+        as "images"): it is close in meaning to the question, and the words beside one of its
+        figures to the measure asked. Closeness to the question alone is not enough: it comes
+        from the subject, so a neighbouring figure (an accuracy for a learning rate) passes."""
+        sentence = self.sentences[key]
+        settings = self.verifier.settings
+        if (
+            analysis.measure == YEAR
+            or not states_a_figure(sentence)
+            or (self.closeness(analysis.text, [key])[0] < settings.measure_min_similarity)
+        ):
+            return False
+        phrases = beside_figures(sentence)
+        if not analysis.measure or not phrases:
+            return not analysis.measure
+        if analysis.measure not in self._queries:
+            self._queries[analysis.measure] = self.verifier.embed(analysis.measure)
+        beside = self.verifier.vectors(phrases) @ self._queries[analysis.measure]
+        return float(beside.max()) >= settings.measure_words_min_similarity
 
     def best(
         self, analysis: QuestionAnalysis, keys: list[str], threshold: float, claim: str = ""
@@ -156,6 +169,14 @@ class Evidence:
         """The sentences (of the best retrieved paper, if `top`) that state one of `figures`."""
         keys = self.ids_of(self.packed[0].rank) if top else list(self.sentences)
         return [key for key in keys if numbers_in(self.sentences[key]) & figures]
+
+    def giving(self, analysis: QuestionAnalysis) -> list[str]:
+        """The best retrieved paper's sentences that state a figure of the measure asked, in
+        the question's words ("up to 15 percentage points" for "how many percentage points")."""
+        if not analysis.measure:
+            return []
+        keys = self.ids_of(self.packed[0].rank)
+        return [key for key in keys if gives_the_figure(self.sentences[key], analysis)]
 
     def copied(self, body: str, keys: list[str]) -> str | None:
         """The sentence of the cited papers that `body` copies the start of, cut short."""
@@ -268,9 +289,11 @@ class Verifier:
                 continue
             # The wording failed: a sentence of the papers it cites may still answer.
             around = list(evidence.sentences)  # its ids may point at the wrong paper
-            best = evidence.best(
-                analysis, around, self.settings.fallback_min_similarity, body
-            ) or evidence.best(analysis, evidence.stating(numbers_in(body), top=True), 0.0)
+            best = (
+                evidence.best(analysis, around, self.settings.fallback_min_similarity, body)
+                or evidence.best(analysis, evidence.stating(numbers_in(body), top=True), 0.0)
+                or evidence.best(analysis, evidence.giving(analysis), 0.0)
+            )
             if best is not None:
                 parts.append(evidence.quote(best[0]))
                 used.append(best[0])
@@ -376,7 +399,7 @@ class Verifier:
             for key in verdict.evidence
             if key in evidence.sentences
         ):
-            return declined(verdict.unsupported)  # a figure, but not of what was asked
+            return self.on_point_instead(verdict, analysis, evidence)
         used = [key for key in verdict.evidence if key in evidence.sentences]
         if used and evidence.closeness(analysis.text, used).max() < (
             self.settings.answer_min_similarity
@@ -387,6 +410,19 @@ class Verifier:
         if evidence.names_missing(analysis.names, verdict.citations):
             return declined(verdict.unsupported)
         return verdict
+
+    def on_point_instead(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """A figure, but not of what was asked: the cited papers' sentence that gives it, if
+        one does (a small model often quotes the neighbouring figure), else a decline."""
+        keys = [key for rank in verdict.citations for key in evidence.ids_of(rank)]
+        found = self.settings.extractive_fallback and evidence.best(
+            analysis, keys, self.settings.fallback_min_similarity
+        )
+        if not found:
+            return declined(verdict.unsupported)
+        return _verdict(evidence.quote(found[0]), [found[0]], verdict.unsupported)
 
     def cover_each_paper(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
@@ -435,7 +471,7 @@ class Verifier:
         claimed = [figure for figure in analysis.figures if figure not in reported]
         if not claimed:
             return verdict
-        figure_asked = replace(analysis, asks=Asks.FIGURE, counted=frozenset())
+        figure_asked = replace(analysis, asks=Asks.FIGURE, counted=frozenset(), measure="")
         keys = [key for rank in about for key in evidence.ids_of(rank)]
         instead = evidence.best(figure_asked, keys, self.settings.fallback_min_similarity)
         elsewhere = [

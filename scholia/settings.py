@@ -188,6 +188,13 @@ class AnswerSettings(BaseModel):
         "figure is not named as that measure still answers if its MiniLM cosine with the "
         "question reaches this (the measure said in other words).",
     )
+    measure_words_min_similarity: float = Field(
+        default=0.45,
+        ge=0.0,
+        le=1.0,
+        description="Such a sentence must also say what its figure measures: the MiniLM cosine "
+        "of the measure asked ('pictures') with the words beside one of its figures ('images').",
+    )
     decline_override_similarity: float = Field(
         default=0.55,
         ge=0.0,

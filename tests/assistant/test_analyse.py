@@ -1,6 +1,14 @@
 import pytest
 
-from assistant.analyse import Asks, analyse, gives_the_figure, mentions, numbers_in, paper_name
+from assistant.analyse import (
+    Asks,
+    analyse,
+    beside_figures,
+    gives_the_figure,
+    mentions,
+    numbers_in,
+    paper_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -131,3 +139,41 @@ def test_comparisons_in_other_words(question: str) -> None:
 
 def test_a_compound_modifier_does_not_make_a_name() -> None:
     assert analyse("Which layer did the DreamerV3-derived agent need?").names == ("DreamerV3",)
+
+
+@pytest.mark.parametrize(
+    ("question", "measure"),
+    [
+        ("How many attention heads does each layer use?", "attention heads"),
+        ("What dropout rate was used for fine-tuning?", "dropout rate"),
+        ("Which top-5 accuracy numbers does it report on the test set?", "top-5 accuracy"),
+        ("How many times faster than the baseline does it decode?", ""),
+        ("What year did the benchmark first appear in print?", "year"),
+        ("When was the tokenizer released to the public?", "year"),
+    ],
+)
+def test_what_a_figure_question_measures(question: str, measure: str) -> None:
+    analysis = analyse(question)
+    assert analysis.measure == measure
+    assert analysis.wants_figure
+
+
+def test_a_figure_of_the_measure_asked_names_all_of_it() -> None:
+    heads = analyse("How many attention heads does the decoder use?")
+    assert gives_the_figure("The decoder uses 16 attention heads per layer.", heads)
+    assert not gives_the_figure("The decoder uses 16 layers and attention pooling.", heads)
+    assert not gives_the_figure("It attends with 16 heads.", heads)  # in other words: by meaning
+    assert not gives_the_figure("The two heads of the decoder share attention.", heads)
+
+
+def test_a_year_question_needs_a_year() -> None:
+    when = analyse("In which year was dropout first proposed?")
+    assert gives_the_figure("Dropout, first proposed by Hinton et al. (2012), is common.", when)
+    assert not gives_the_figure("Dropout of 0.1 was used for 3 epochs.", when)
+
+
+def test_the_words_beside_each_figure_leave_the_figure_out() -> None:
+    phrases = beside_figures("It reaches a BLEU score of 41.2 on WMT14 after 300 steps.")
+    assert "BLEU score of" in phrases and "steps." in phrases
+    assert not any(any(c.isdigit() for c in p.replace("WMT14", "")) for p in phrases)
+    assert beside_figures("No figure stands in this sentence.") == []

@@ -291,3 +291,40 @@ def test_sentences_cleared_from_the_cache_by_another_thread_are_embedded_again(
     verifier.embedder = ClearingEmbedder()  # type: ignore[assignment]
     vectors = verifier.vectors(["ProDiff is fast.", "GNNPipe is parallel."])
     assert vectors.shape[0] == 2
+
+
+LITESEG = RetrievedPaper(
+    "liteseg",
+    "LiteSeg: Real-Time Segmentation of Satellite Images",
+    "LiteSeg segments satellite images of cities in real time. "
+    "LiteSeg reduces the memory footprint by 40% compared with U-Net. "
+    "Trained on 1.2 million pictures of rooftops, LiteSeg reaches 0.91 IoU on building maps.",
+    0.9,
+)
+
+
+def liteseg(question: str, verifier: Verifier) -> tuple[object, list[PackedSource]]:
+    analysis = analyse(question)
+    return analysis, pack([LITESEG], 10_000, analysis, verifier.similarities)
+
+
+def test_a_figure_of_another_measure_gives_way_to_the_one_asked(verifier: Verifier) -> None:
+    """The model quotes the paper's neighbouring figure; the sentence stating the measure asked
+    in other words ("pictures" for "images") answers instead."""
+    question = "How many images was LiteSeg trained on?"
+    analysis, sources = liteseg(question, verifier)
+    memory = next(k for k, s in sources[0].evidence.items() if "40%" in s)
+    claim = ("LiteSeg reduces the memory footprint by 40% compared with U-Net.", (memory,))
+    verdict = verifier.verify(draft(claim), analysis, sources)  # type: ignore[arg-type]
+    assert "1.2 million pictures" in verdict.answer and "40%" not in verdict.answer
+
+
+def test_a_neighbouring_figure_does_not_answer_a_measure_no_sentence_gives(
+    verifier: Verifier,
+) -> None:
+    """Close to the question (same paper, same training), yet no figure of a learning rate."""
+    question = "What learning rate was LiteSeg trained with on the rooftop pictures?"
+    analysis, sources = liteseg(question, verifier)
+    rooftops = next(k for k, s in sources[0].evidence.items() if "rooftops" in s)
+    claim = ("LiteSeg was trained on 1.2 million pictures and reaches 0.91 IoU.", (rooftops,))
+    assert verifier.verify(draft(claim), analysis, sources).declined  # type: ignore[arg-type]
