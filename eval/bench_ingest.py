@@ -29,6 +29,12 @@ from unittest.mock import patch
 from eval.harness import Panel, write_outputs
 
 RESULT_FILE, PLOT_FILE = "bench_ingest.json", "bench_ingest.png"
+LOGGED = ("ingest_s_per_doc", "throughput_ratio", "throughput_ratio_cpu", "peak_rss_ingest_mb")
+BY_SIZE = (*LOGGED, "ingest_cpu_s_per_doc")  # in the summary, by size
+
+
+def _cpu_s() -> float:
+    return sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # user + system
 
 
 def synthetic_records(size: int, seed: int = 0) -> Iterator[dict[str, Any]]:
@@ -84,11 +90,6 @@ def measured(*phases: tuple[Any, str, str]) -> Iterator[dict[str, Any]]:
         yield figures
         figures |= {"wall_s": time.perf_counter() - tick, "cpu_s": _cpu_s() - cpu}
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _digest(texts: list[str]) -> str:
@@ -192,9 +193,6 @@ def run_ingest_benchmark(
     return summary
 
 
-LOGGED = ("ingest_s_per_doc", "throughput_ratio", "throughput_ratio_cpu", "peak_rss_ingest_mb")
-
-
 def _combine(size: int, ingest: dict, first: dict, second: dict) -> dict[str, Any]:
     if not ingest["texts_digest"] == first["texts_digest"] == second["texts_digest"]:
         raise RuntimeError("the raw baseline did not encode the chunk texts the ingest stored")
@@ -238,9 +236,6 @@ def _summary(sizes: list[int], seed: int, results: list[dict[str, Any]]) -> dict
         "cpu_s_per_doc_spread": spread("ingest_cpu_s_per_doc"),
         "results": results,
     }
-
-
-BY_SIZE = (*LOGGED, "ingest_cpu_s_per_doc")
 
 
 def panels(results: list[dict[str, Any]]) -> list[Panel]:

@@ -1,11 +1,10 @@
 """Concurrent clients against a running Scholia (loopback only).
 
 `scholia eval load`: clients mixing /ask, /search and requests that must be refused, back to back
-for a fixed time; latency and throughput by kind and route, statuses, the app's RSS over time.
-Each client keeps one role (`DEFAULT_MIX`), so the questions in the LLM at once are bounded by the
-asking clients: in a plain closed loop every client would end up waiting on /ask. Then no request
-starts and those in flight are awaited, so every request sent is counted. Under load /ask may end
-in 503/504; any other 5xx, a transport error, or a bad request answered otherwise is unexpected.
+for a fixed time, then the requests in flight are awaited; latency, throughput and statuses by
+kind and route, the app's RSS over time. Each client keeps one role (`DEFAULT_MIX`): in a plain
+closed loop every client would end up waiting on /ask. /ask may end in 503/504 under load; any
+other 5xx, a transport error, or a bad request answered otherwise is unexpected.
 
 `scholia eval concurrency`: /ask (not streamed) through 1, 4, 16 … concurrent clients beside the
 identical prompts sent straight to the LLM server at the same concurrency.
@@ -21,34 +20,22 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from eval.harness import (
-    Panel,
-    RawLLM,
-    auth_headers,
-    check_loopback,
-    describe_machine,
-    dev_questions,
-    identical_prompts,
-    now,
-    ratio,
-    stats,
-    write_benchmark,
-)
+from eval import harness
+from eval.harness import Panel
 from scholia.settings import Settings
 
 Log = Callable[[str], None]
+# One request: sent `t` s into the run, `kind`, `status` (or the client-side error, e.g.
+# "ReadTimeout"), `ms`, `unexpected` (why it counts against the app, "" when fine), `warmup`.
+Outcome = dict[str, Any]
 DEFAULT_MIX: Mapping[str, float] = {"ask": 0.25, "search": 0.5, "bad": 0.25}
-ASK, SEARCH = "ask", "search"
-EMPTY_QUESTION, OVERSIZED_BODY, MALFORMED_JSON = (
-    "empty question",
-    "oversized body",
-    "malformed JSON",
-)
+ASK, SEARCH, EMPTY_QUESTION = "ask", "search", "empty question"
+OVERSIZED_BODY, MALFORMED_JSON = "oversized body", "malformed JSON"
 BAD_KINDS = (EMPTY_QUESTION, OVERSIZED_BODY, MALFORMED_JSON)
 # kind → (route, the status it must get)
 EXPECTED = {ASK: ("/ask", 200), SEARCH: ("/search", 200), EMPTY_QUESTION: ("/ask", 422)}
@@ -56,16 +43,6 @@ EXPECTED |= {OVERSIZED_BODY: ("/ask", 413), MALFORMED_JSON: ("/search", 422)}
 TOLERATED_ASK_STATUSES = {503, 504}  # load shedding, LLM trouble: an answer, not a fault
 SAMPLE_EVERY_S, SETTLE_S = 2.0, 2.0  # RSS; the wait after the last answer before "after"
 MAX_RATE_LIMIT_RETRIES = 5
-
-
-@dataclass(frozen=True)
-class Outcome:
-    t: float  # seconds into the run when sent
-    kind: str
-    status: int | str  # HTTP status, or the client-side error ("ReadTimeout", "ConnectError")
-    ms: float
-    unexpected: str = ""  # why it counts against the app
-    warmup: bool = False
 
 
 def client_roles(clients: int, mix: Mapping[str, float] = DEFAULT_MIX) -> list[str]:
@@ -123,47 +100,49 @@ def judge(kind: str, status: int, body: bytes) -> str:
 def _group(outcomes: list[Outcome]) -> dict[str, Any]:
     """Requests, throughput, latency and statuses of one kind or route. Throughput is over the
     time until its last answer: /search stops with the load, an /ask in flight may take minutes."""
-    window = max(o.t + o.ms / 1000 for o in outcomes)
-    latency = stats([o.ms for o in outcomes if isinstance(o.status, int)], digits=1)
+    window = max(o["t"] + o["ms"] / 1000 for o in outcomes)
+    latency = harness.stats([o["ms"] for o in outcomes if isinstance(o["status"], int)], 1)
     return {
         "requests": len(outcomes),
         "per_s": round(len(outcomes) / window, 3) if window > 0 else 0.0,
         "latency_ms": {key: latency[key] for key in ("p50", "p95", "p99", "max")},
-        "statuses": dict(sorted(Counter(str(o.status) for o in outcomes).items())),
-        "unexpected": sum(bool(o.unexpected) for o in outcomes),
+        "statuses": dict(sorted(Counter(str(o["status"]) for o in outcomes).items())),
+        "unexpected": sum(bool(o["unexpected"]) for o in outcomes),
     }
 
 
 def summarize(outcomes: list[Outcome], rss: list[tuple[float, float]], timing: dict) -> dict:
-    def by(key: Callable[[Outcome], str]) -> dict[str, Any]:
-        groups: dict[str, list[Outcome]] = {}
-        for outcome in outcomes:
-            groups.setdefault(key(outcome), []).append(outcome)
-        return {name: _group(group) for name, group in groups.items()}
-
-    unexpected = [o for o in outcomes if o.unexpected]
-    kinds = by(lambda o: o.kind)
-    during = [mb for t, mb in rss if t <= timing["duration_s"]]
-    after_warmup = next((mb for t, mb in rss if t >= timing["warmup_s"]), None)
-    return {
-        **_group(outcomes),
-        "per_s": round(len(outcomes) / timing["wall_s"], 3),
-        "by_kind": {kind: kinds[kind] | {"route": EXPECTED[kind][0]} for kind in sorted(kinds)},
-        "by_route": dict(sorted(by(lambda o: EXPECTED[o.kind][0]).items())),
-        "unexpected_examples": [f"{o.kind}: {o.unexpected}" for o in unexpected[:20]],
-        "server_errors_other_than_503_504": sum(
-            isinstance(o.status, int) and o.status >= 500 and o.status not in {503, 504}
-            for o in outcomes
-        ),
-        "rss_mb": {
-            "before": rss[0][1],
-            "after_warmup": after_warmup,
-            "peak_during": max(during, default=None),
-            "after": rss[-1][1],
-            "growth_after_warmup": None if after_warmup is None else rss[-1][1] - after_warmup,
-            "samples": rss,
-        },
+    """All requests, by kind and by route; unexpected answers; the app's RSS."""
+    groups: dict[str, dict[str, list[Outcome]]] = {"by_kind": {}, "by_route": {}}
+    for o in outcomes:
+        groups["by_kind"].setdefault(o["kind"], []).append(o)
+        groups["by_route"].setdefault(EXPECTED[o["kind"]][0], []).append(o)
+    by = {
+        name: {key: _group(group[key]) for key in sorted(group)} for name, group in groups.items()
     }
+    for kind, row in by["by_kind"].items():
+        row["route"] = EXPECTED[kind][0]
+    errors = [o["status"] for o in outcomes if isinstance(o["status"], int) and o["status"] >= 500]
+    after_warmup = next((mb for t, mb in rss if t >= timing["warmup_s"]), None)
+    rss_mb = {"before": rss[0][1], "after_warmup": after_warmup, "after": rss[-1][1]}
+    rss_mb["peak_during"] = max(mb for t, mb in rss if t <= timing["duration_s"])
+    if after_warmup is not None:
+        rss_mb["growth_after_warmup"] = round(rss[-1][1] - after_warmup, 1)
+    return {**_group(outcomes), **by, "per_s": round(len(outcomes) / timing["wall_s"], 3)} | {
+        "unexpected_examples": [
+            f"{o['kind']}: {o['unexpected']}" for o in outcomes if o["unexpected"]
+        ][:20],
+        "server_errors_other_than_503_504": sum(status not in {503, 504} for status in errors),
+        "rss_mb": rss_mb | {"samples": rss},
+    }
+
+
+def _http_client(settings: Settings, connections: int, timeout_s: float, base_url: str = "") -> Any:
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections + 4, max_keepalive_connections=None)
+    headers = harness.auth_headers(settings)
+    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s, limits=limits)
 
 
 @dataclass
@@ -182,22 +161,21 @@ class LoadTest:
     request_timeout_s: float | None = None
     progress: bool = False
     log: Log = print
-    questions: list[str] = field(default_factory=dev_questions)
-    outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.url = check_loopback(self.url)
+        self.url = harness.check_loopback(self.url)
         if self.duration_s <= 0 or not 0 <= self.warmup_s < self.duration_s:
             raise ValueError("need duration > 0 and 0 ≤ warmup < duration")
-        self.roles = client_roles(self.clients)
+        self.roles, self.questions = client_roles(self.clients), harness.dev_questions()
         self.timeout_s: float = self.request_timeout_s or self.settings.llm.deadline_s + 60
         self.oversize_bytes = self.settings.server.max_body_bytes + 1024
+        self.outcomes: list[Outcome] = []
 
     async def request(self, client: Any, kind: str, rng: random.Random) -> tuple[int, bytes]:
         question, json_type = rng.choice(self.questions), {"content-type": "application/json"}
         if kind == OVERSIZED_BODY:
             body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
-            headers = {**auth_headers(self.settings), **json_type}
+            headers = {**harness.auth_headers(self.settings), **json_type}
             early = post_answered_early
             return await asyncio.to_thread(early, self.url, "/ask", body, headers, self.timeout_s)
         requests: dict[str, dict[str, Any]] = {
@@ -224,79 +202,55 @@ class LoadTest:
                 status = type(error).__name__
                 verdict = f"client error {status}: {error}"
             ms = (time.perf_counter() - tick) * 1000
-            self.outcomes.append(Outcome(began, kind, status, ms, verdict, began < self.warmup_s))
+            outcome = {"t": began, "kind": kind, "status": status, "ms": ms}
+            self.outcomes.append(outcome | {"unexpected": verdict, "warmup": began < self.warmup_s})
             bar.update()
-            bar.set_postfix(
-                unexpected=sum(bool(o.unexpected) for o in self.outcomes), refresh=False
-            )
+            if verdict:
+                bar.set_postfix(unexpected=sum(bool(o["unexpected"]) for o in self.outcomes))
 
     async def load(self, pid: int) -> tuple[list[tuple[float, float]], float]:
-        """Load until `duration_s`, await the requests in flight; the app's RSS sampled all along."""
+        """Load until `duration_s`, await the requests in flight; RSS sampled all along."""
         import psutil
         from tqdm import tqdm
 
         process, rss, start = psutil.Process(pid), list[tuple[float, float]](), time.monotonic()
 
         def sample() -> None:
-            rss.append(
-                (round(time.monotonic() - start, 2), round(process.memory_info().rss / 2**20, 1))
-            )
+            mb = round(process.memory_info().rss / 2**20, 1)
+            rss.append((round(time.monotonic() - start, 2), mb))
 
-        async def sample_every(seconds: float) -> None:
+        async def sampling() -> None:
             while True:
                 sample()
-                await asyncio.sleep(seconds)
+                await asyncio.sleep(SAMPLE_EVERY_S)
 
-        sampler = asyncio.create_task(sample_every(SAMPLE_EVERY_S))
+        sampler = asyncio.create_task(sampling())
         with tqdm(desc="load", unit="answer", disable=not self.progress) as bar:
-            async with _http_client(
-                self.settings, self.clients, self.timeout_s, self.url
-            ) as client:
+            async with _http_client(self.settings, self.clients, self.timeout_s, self.url) as http:
                 await asyncio.gather(
-                    *(self.client(i, client, start, bar) for i in range(self.clients))
+                    *(self.client(i, http, start, bar) for i in range(self.clients))
                 )
         wall_s = time.monotonic() - start
         await asyncio.sleep(SETTLE_S)
         sampler.cancel()
         sample()  # after: every answer is in
-        self.outcomes.sort(key=lambda o: o.t)
         return rss, round(wall_s, 3)
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         """Run the load; write load.json, load.md and load.png into `out_dir`."""
-        report: dict[str, Any] = {
-            "started": now(),
-            "url": self.url,
-            "pid": self.pid or app_pid_for(self.url),
-        }
+        report = harness.begin(url=self.url, pid=self.pid or app_pid_for(self.url))
         self.log(f"load: {self.clients} clients for {self.duration_s:g} s against {self.url}")
         rss, wall_s = asyncio.run(self.load(report["pid"]))
         timing = {"duration_s": self.duration_s, "warmup_s": self.warmup_s, "wall_s": wall_s}
-        report |= {"finished": now(), "clients": self.clients, "roles": dict(Counter(self.roles))}
-        report |= {
-            "timing": timing,
-            "oversize_bytes": self.oversize_bytes,
-            "request_timeout_s": self.timeout_s,
-        }
-        report |= {
-            "seed": self.seed,
-            "machine": describe_machine(),
-            **summarize(self.outcomes, rss, timing),
-        }
-        report["outcomes"] = list(map(asdict, self.outcomes))
-        write_benchmark(out_dir, "load", report, load_panels(report), SAMPLE_EVERY_S=SAMPLE_EVERY_S)
+        report |= {"clients": self.clients, "roles": dict(Counter(self.roles)), "timing": timing}
+        report |= {"oversize_bytes": self.oversize_bytes, "request_timeout_s": self.timeout_s}
+        self.outcomes.sort(key=lambda o: o["t"])
+        report |= summarize(self.outcomes, rss, timing) | {"seed": self.seed}
+        report["outcomes"] = self.outcomes
+        harness.write_benchmark(
+            out_dir, "load", report, load_panels(report), every_s=SAMPLE_EVERY_S
+        )
         return report
-
-
-def _http_client(settings: Settings, connections: int, timeout_s: float, base_url: str = "") -> Any:
-    import httpx
-
-    limits = httpx.Limits(
-        max_connections=connections + 4, max_keepalive_connections=connections + 4
-    )
-    return httpx.AsyncClient(
-        base_url=base_url, headers=auth_headers(settings), timeout=timeout_s, limits=limits
-    )
 
 
 def load_panels(report: dict[str, Any]) -> list[Panel]:
@@ -316,9 +270,6 @@ def load_panels(report: dict[str, Any]) -> list[Panel]:
     ]
 
 
-# ----------------------------------------------------------------------------- concurrency
-
-
 @dataclass
 class Concurrency:
     """`settings` (default: from the environment): max_tokens, temperature, the API key and the
@@ -335,20 +286,19 @@ class Concurrency:
     requests_per_level: int | None = None
     time_cap_s: float = 600.0
     log: Log = print
-    prompts: list[tuple[str, Any]] = field(default_factory=list, init=False)
-    deadline: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         from assistant.api.services import build_services
 
-        self.app_url, self.llm_url = check_loopback(self.app_url), check_loopback(self.llm_url)
+        self.app_url = harness.check_loopback(self.app_url)
+        self.llm_url = harness.check_loopback(self.llm_url)
         if not self.levels or min(self.levels) < 1:
             raise ValueError(f"levels must be positive integers, got {self.levels}")
         self.services = self.services or build_services(self.settings)
-        timeout_s = self.settings.llm.deadline_s * 2
-        self.raw_llm = RawLLM(
-            self.settings, self.llm_url, self.model or self.settings.llm.model, timeout_s
-        )
+        model, timeout_s = self.model or self.settings.llm.model, self.settings.llm.deadline_s * 2
+        self.raw_llm = harness.RawLLM(self.settings, self.llm_url, model, timeout_s)
+        self.prompts: list[tuple[str, Any]] = []  # (question, the messages /ask sends for it)
+        self.deadline = 0.0
 
     async def scholia(self, client: Any, index: int) -> dict[str, Any]:
         body = {"question": self.prompts[index % len(self.prompts)][0], "stream": False}
@@ -384,6 +334,7 @@ class Concurrency:
         tick = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(level)))
         wall_s = time.perf_counter() - tick
+        tokens = ("prompt_tokens", "completion_tokens")
         return {
             "requests": count,
             "ok": len(outcomes),
@@ -391,8 +342,8 @@ class Concurrency:
             "rate_limit_retries": sum(o.get("retries", 0) for o in outcomes),
             "wall_s": round(wall_s, 3),
             "answers_per_s": round(len(outcomes) / wall_s, 3),
-            "latency_ms": stats([o["ms"] for o in outcomes]),
-            **{key: stats([o.get(key, 0) for o in outcomes]) for key in TOKENS},
+            "latency_ms": harness.stats([o["ms"] for o in outcomes]),
+            **{key: harness.stats([o.get(key, 0) for o in outcomes]) for key in tokens},
         }
 
     async def measure(self) -> list[dict[str, Any]]:
@@ -412,55 +363,37 @@ class Concurrency:
                 count = self.requests_per_level or max(4, 2 * level)
                 self.log(f"concurrency: level {level}, {count} requests each")
                 sides = [("scholia", self.scholia), ("raw", self.raw)][:: -1 if position % 2 else 1]
-                row = {name: await self.level(call, client, level, count) for name, call in sides}
-                rows.append({"level": level, **row, **_ratios(row["scholia"], row["raw"])})
+                row: dict[str, Any] = {
+                    n: await self.level(c, client, level, count) for n, c in sides
+                }
+                s, r = row["scholia"], row["raw"]
+                row["ratio_answers_per_s"] = harness.ratio(s, r, "answers_per_s")
+                for q in ("p50", "p95"):
+                    row[f"ratio_{q}"] = harness.ratio(s["latency_ms"], r["latency_ms"], q)
+                rows.append({"level": level, **row})
         return rows
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         """Measure; write concurrency.json, concurrency.md and concurrency.png into `out_dir`."""
-        asked = dev_questions(self.questions, answerable=True)
-        self.prompts = asyncio.run(identical_prompts(self.services, asked))
+        asked = harness.dev_questions(self.questions, answerable=True)
+        self.prompts = asyncio.run(harness.identical_prompts(self.services, asked))
         if not self.prompts:
-            raise RuntimeError(
-                "none of the questions reaches the LLM (every one would be declined)"
-            )
-        llm = self.settings.llm
-        report: dict[str, Any] = {
-            "started": now(),
-            "app_url": self.app_url,
-            "llm_url": self.llm_url,
-        }
-        report |= {
-            "time_cap_s": self.time_cap_s,
-            "machine": describe_machine(),
-            "model": self.raw_llm.model,
-        }
+            raise RuntimeError("none of the questions reaches the LLM (each would be declined)")
+        llm, self.deadline = self.settings.llm, time.monotonic() + self.time_cap_s
+        report = harness.begin(app_url=self.app_url, llm_url=self.llm_url, model=self.raw_llm.model)
         report |= {
             "questions": len(self.prompts),
             "questions_left_out": len(asked) - len(self.prompts),
         }
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
-        self.deadline = time.monotonic() + self.time_cap_s
-        report |= {"levels": asyncio.run(self.measure()), "finished": now()}
-        write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
+        report |= {"time_cap_s": self.time_cap_s, "levels": asyncio.run(self.measure())}
+        harness.write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
         return report
-
-
-TOKENS = ("prompt_tokens", "completion_tokens")
-
-
-def _ratios(scholia: dict[str, Any], raw: dict[str, Any]) -> dict[str, float | None]:
-    return {
-        "ratio_answers_per_s": ratio(scholia, raw, "answers_per_s"),
-        "ratio_p50": ratio(scholia["latency_ms"], raw["latency_ms"], "p50"),
-        "ratio_p95": ratio(scholia["latency_ms"], raw["latency_ms"], "p95"),
-    }
 
 
 def concurrency_panels(report: dict[str, Any]) -> list[Panel]:
     rows = [row for row in report["levels"] if "skipped" not in row]
-    levels = [row["level"] for row in rows]
-    sides = {"Scholia /ask": "scholia", "raw LLM": "raw"}
+    levels, sides = [row["level"] for row in rows], {"Scholia /ask": "scholia", "raw LLM": "raw"}
     figures: dict[str, Callable[[dict[str, Any]], float]] = {
         "throughput (answers/s)": lambda side: side["answers_per_s"],
         "p95 latency (ms)": lambda side: side["latency_ms"]["p95"] or 0,
@@ -468,7 +401,5 @@ def concurrency_panels(report: dict[str, Any]) -> list[Panel]:
     return [
         Panel(title, "line", series, xlabel="concurrent clients", log_x=True)
         for title, figure in figures.items()
-        for series in [
-            {k: (levels, [figure(row[side]) for row in rows]) for k, side in sides.items()}
-        ]
+        for series in [{k: (levels, [figure(r[side]) for r in rows]) for k, side in sides.items()}]
     ]

@@ -30,6 +30,11 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def begin(**parameters: Any) -> dict[str, Any]:
+    """A report's head: when it started, what it measures with, on which machine."""
+    return {"started": now(), **parameters, "machine": describe_machine()}
+
+
 def describe_machine() -> dict[str, Any]:
     """What a benchmark's numbers depend on: CPU and its flags, cores, memory, load, GPUs."""
     import psutil
@@ -61,16 +66,6 @@ def _gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in output.splitlines() if line.strip()]
-
-
-def machine_line(machine: dict[str, Any]) -> str:
-    """The machine in one line, under each report's title."""
-    return (
-        f"{machine['cpu']} (flags: {', '.join(machine['cpu_flags']) or '—'}) · "
-        f"{machine['logical_cores']} logical cores ({machine['usable_cores']} usable, load "
-        f"{machine['load_average']}) · {machine['memory_gib']} GiB · "
-        f"GPU: {', '.join(machine['gpu']) or 'none'}"
-    )
 
 
 def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
@@ -159,18 +154,11 @@ def write_benchmark(out_dir: Path, name: str, report: dict, panels: list, **cont
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters |= {"fmt": fmt, "flat": flat, "machine": machine_line, "ms": _ms, "pairs": _pairs}
+    env.filters |= {"fmt": fmt, "flat": flat}
+    report["finished"] = now()
     markdown = env.get_template(f"{name}.md.j2").render(report | context)
     markdown += f"\n![{name}]({name}.png)\n"
     write_outputs(out_dir, {f"{name}.json": report, f"{name}.md": markdown, f"{name}.png": panels})
-
-
-def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms"
-
-
-def _pairs(counts: dict[str, Any]) -> str:
-    return ", ".join(f"{key}: {value}" for key, value in counts.items())
 
 
 def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
