@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-from eval.harness import Panel, write_outputs
+from eval.harness import Panel, flat, write_outputs
 
 RESULT_FILE, PLOT_FILE = "bench_ingest.json", "bench_ingest.png"
 LOGGED = ("ingest_s_per_doc", "throughput_ratio", "throughput_ratio_cpu", "peak_rss_ingest_mb")
@@ -186,7 +186,7 @@ def run_ingest_benchmark(
         ingest = _in_child(ingest_child, corpus, folder / "data")
         results.append(_combine(size, ingest, first, _in_child(raw_child, corpus, 1)))
         shutil.rmtree(out_dir / "work", ignore_errors=True)
-        log(f"bench_ingest: {size} papers: {json.dumps({k: results[-1][k] for k in LOGGED})}")
+        log(f"bench_ingest: {size} papers: {flat({k: results[-1][k] for k in LOGGED})}")
         summary = _summary(sizes, seed, results)
         write_outputs(out_dir, {RESULT_FILE: summary})
     write_outputs(out_dir, {PLOT_FILE: panels(results)})

@@ -137,12 +137,11 @@ def summarize(outcomes: list[Outcome], rss: list[tuple[float, float]], timing: d
     }
 
 
-def _http_client(settings: Settings, connections: int, timeout_s: float, base_url: str = "") -> Any:
+def _http_client(headers: dict[str, str], connections: int, timeout_s: float, url: str = "") -> Any:
     import httpx
 
     limits = httpx.Limits(max_connections=connections + 4, max_keepalive_connections=None)
-    headers = harness.auth_headers(settings)
-    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s, limits=limits)
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s, limits=limits)
 
 
 @dataclass
@@ -170,12 +169,13 @@ class LoadTest:
         self.timeout_s: float = self.request_timeout_s or self.settings.llm.deadline_s + 60
         self.oversize_bytes = self.settings.server.max_body_bytes + 1024
         self.outcomes: list[Outcome] = []
+        self.headers = harness.auth_headers(self.settings)
 
     async def request(self, client: Any, kind: str, rng: random.Random) -> tuple[int, bytes]:
         question, json_type = rng.choice(self.questions), {"content-type": "application/json"}
         if kind == OVERSIZED_BODY:
             body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
-            headers = {**harness.auth_headers(self.settings), **json_type}
+            headers = self.headers | json_type
             early = post_answered_early
             return await asyncio.to_thread(early, self.url, "/ask", body, headers, self.timeout_s)
         requests: dict[str, dict[str, Any]] = {
@@ -225,8 +225,8 @@ class LoadTest:
                 await asyncio.sleep(SAMPLE_EVERY_S)
 
         sampler = asyncio.create_task(sampling())
-        with tqdm(desc="load", unit="answer", disable=not self.progress) as bar:
-            async with _http_client(self.settings, self.clients, self.timeout_s, self.url) as http:
+        with tqdm(desc="load", unit=" answers", disable=not self.progress) as bar:
+            async with _http_client(self.headers, self.clients, self.timeout_s, self.url) as http:
                 await asyncio.gather(
                     *(self.client(i, http, start, bar) for i in range(self.clients))
                 )
@@ -298,7 +298,7 @@ class Concurrency:
         model, timeout_s = self.model or self.settings.llm.model, self.settings.llm.deadline_s * 2
         self.raw_llm = harness.RawLLM(self.settings, self.llm_url, model, timeout_s)
         self.prompts: list[tuple[str, Any]] = []  # (question, the messages /ask sends for it)
-        self.deadline = 0.0
+        self.deadline, self.headers = 0.0, harness.auth_headers(self.settings)
 
     async def scholia(self, client: Any, index: int) -> dict[str, Any]:
         body = {"question": self.prompts[index % len(self.prompts)][0], "stream": False}
@@ -349,7 +349,7 @@ class Concurrency:
     async def measure(self) -> list[dict[str, Any]]:
         """Each level through both sides, alternating which goes first."""
         rows: list[dict[str, Any]] = []
-        async with _http_client(self.settings, max(self.levels), self.raw_llm.timeout_s) as client:
+        async with _http_client(self.headers, max(self.levels), self.raw_llm.timeout_s) as client:
             # Not timed: the HTTP paths, and every prompt once into the LLM's prefix cache, so
             # that neither side profits from the other having run first.
             self.log(f"concurrency: warm-up ({len(self.prompts)} prompts)")

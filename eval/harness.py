@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import threading
@@ -22,7 +23,8 @@ from eval.metrics import percentile
 from eval.suite import SUITES_DIR, load_suite
 from scholia.settings import Settings
 
-VECTOR_FLAGS = ("sse4_2", "avx", "fma", "f16c", "amx")  # what the engine and torch use
+# The instruction sets the engine and torch choose their kernels by
+CPU_FLAGS = re.compile(r"sse4_2|avx2?|fma|f16c|avx_vnni|avx512(f|bw|vl|_vnni|_bf16|_fp16)|amx_\w+")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -52,7 +54,7 @@ def describe_machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpu": cpu.model if cpu.model != "unknown" else platform.processor() or platform.machine(),
-        "cpu_flags": sorted(f for f in cpu.flags if f.startswith(VECTOR_FLAGS)),
+        "cpu_flags": sorted(flag for flag in cpu.flags if CPU_FLAGS.fullmatch(flag)),
         "gpu": _gpus(),
         "torch_threads": torch.get_num_threads(),
         "torch_cuda": bool(torch.cuda.is_available()),
@@ -103,9 +105,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def flat(value: Any) -> str:
-    """A nested value on one line: `key value, key value`."""
+    """A nested value on one line: `key: value; key: [value, value]`."""
     if isinstance(value, dict):
-        return ", ".join(f"{key} {flat(item)}" for key, item in value.items())
+        return "; ".join(f"{key}: {flat(item)}" for key, item in value.items())
     if isinstance(value, list):
         return "[" + ", ".join(flat(item) for item in value) + "]"
     return fmt(value)
@@ -199,8 +201,10 @@ def _draw(ax: Any, panel: Panel) -> None:
         ax.axvline(x, color="grey", linestyle=":", label=label)
     ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
     ax.title.set_fontsize(9)
-    ax.set_xscale("log" if panel.log_x else "linear")
-    ax.set_yscale("log" if panel.log_y else "linear")
+    if panel.log_x:
+        ax.set_xscale("log")
+    if panel.log_y:
+        ax.set_yscale("log")
     if panel.ylim:
         ax.set_ylim(*panel.ylim)
     if len(panel.series) + len(panel.marks) > 1:
