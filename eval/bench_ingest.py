@@ -252,15 +252,8 @@ def panels(results: list[dict[str, Any]]) -> list[Panel]:
     }
     memory = {"peak RSS, ingest": "peak_rss_ingest_mb", "after model load": "rss_after_model_mb"}
     memory["peak RSS, raw encode"] = "peak_rss_raw_encode_mb"
-    log_x = max(sizes) >= 10 * min(sizes)
+    axes = {"xlabel": "papers", "log_x": max(sizes) >= 10 * min(sizes)}
     return [
-        Panel(
-            "Time per paper",
-            "line",
-            lines(per_paper, 1000),
-            xlabel="papers",
-            ylabel="ms",
-            log_x=log_x,
-        ),
-        Panel("Memory", "line", lines(memory), xlabel="papers", ylabel="MB", log_x=log_x),
+        Panel("Time per paper", "line", lines(per_paper, 1000), ylabel="ms", **axes),
+        Panel("Memory", "line", lines(memory), ylabel="MB", **axes),
     ]
