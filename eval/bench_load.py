@@ -1,20 +1,13 @@
-"""`scholia eval load`: many concurrent clients against a running Scholia for a fixed time,
-mixing `/ask`, `/search` and requests that must be refused; latency and throughput by kind,
-status counts, and the app process's memory (RSS) before, during and after.
+"""Concurrent clients against a running Scholia (loopback only).
 
-Each client has one role for the whole run (`DEFAULT_MIX`: a quarter ask, half search, a
-quarter send bad requests), so the number of questions in the LLM at once is bounded by the
-asking clients rather than by how slow the LLM is — in a plain closed loop every client would
-end up waiting on `/ask`. Clients send back to back (no think time) until `duration_s` is up;
-then no request starts and the ones in flight are awaited (the app bounds each LLM call by
-`llm.timeout_s`), so every request sent gets its answer counted.
+`scholia eval load`: clients mixing /ask, /search and requests that must be refused, back to back
+for a fixed time, then the requests in flight are awaited; latency, throughput and statuses by
+kind and route, the app's RSS over time. Each client keeps one role (`DEFAULT_MIX`): in a plain
+closed loop every client would end up waiting on /ask. /ask may end in 503/504 under load; any
+other 5xx, a transport error, or a bad request answered otherwise is unexpected.
 
-Questions (and search queries) are the dev suite's, drawn by a seeded generator. Bad requests
-and the status each must get: an empty question (422), a body over the app's size limit (413),
-malformed JSON (422, "invalid JSON"); each must also carry a JSON `detail`. Under load, `/ask`
-may end in 503/504 (LLM unavailable or too slow); any other 5xx, a transport error, or a bad
-request answered otherwise is "unexpected". The URL must be loopback.
-Writes load.json, load.md and load.png.
+`scholia eval concurrency`: /ask (not streamed) through 1, 4, 16 … concurrent clients beside the
+identical prompts sent straight to the LLM server at the same concurrency.
 """
 
 from __future__ import annotations
@@ -27,57 +20,29 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from eval.harness import (
-    Panel,
-    auth_headers,
-    check_loopback,
-    describe_machine,
-    dev_questions,
-    now,
-    stats,
-    table,
-    write_outputs,
-)
+from eval import harness
+from eval.harness import Panel
 from scholia.settings import Settings
 
+Log = Callable[[str], None]
+# One request: sent `t` s into the run, `kind`, `status` (or the client-side error, e.g.
+# "ReadTimeout"), `ms`, `unexpected` (why it counts against the app, "" when fine), `warmup`.
+Outcome = dict[str, Any]
 DEFAULT_MIX: Mapping[str, float] = {"ask": 0.25, "search": 0.5, "bad": 0.25}
-ASK, SEARCH = "ask", "search"
-EMPTY_QUESTION, OVERSIZED_BODY, MALFORMED_JSON = (
-    "empty question",
-    "oversized body",
-    "malformed JSON",
-)
-# (route, status it must get) for each kind of request.
-EXPECTED: dict[str, tuple[str, int]] = {
-    ASK: ("/ask", 200),
-    SEARCH: ("/search", 200),
-    EMPTY_QUESTION: ("/ask", 422),
-    OVERSIZED_BODY: ("/ask", 413),
-    MALFORMED_JSON: ("/search", 422),
-}
+ASK, SEARCH, EMPTY_QUESTION = "ask", "search", "empty question"
+OVERSIZED_BODY, MALFORMED_JSON = "oversized body", "malformed JSON"
 BAD_KINDS = (EMPTY_QUESTION, OVERSIZED_BODY, MALFORMED_JSON)
-# Load shedding and LLM trouble: the answer to an /ask the app could not serve, not a fault.
-TOLERATED_ASK_STATUSES = {503, 504}
-SAMPLE_EVERY_S = 2.0
-SETTLE_S = 2.0  # after the last answer, before the "after" RSS sample
-MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One request: when it started (s into the run), what it was, how it ended."""
-
-    t: float
-    kind: str
-    status: int | str  # HTTP status, or the client-side error ("ReadTimeout", "ConnectError")
-    ms: float
-    unexpected: str = ""  # why it counts against the app; empty when fine
-    warmup: bool = False
+# kind → (route, the status it must get)
+EXPECTED = {ASK: ("/ask", 200), SEARCH: ("/search", 200), EMPTY_QUESTION: ("/ask", 422)}
+EXPECTED |= {OVERSIZED_BODY: ("/ask", 413), MALFORMED_JSON: ("/search", 422)}
+TOLERATED_ASK_STATUSES = {503, 504}  # load shedding, LLM trouble: an answer, not a fault
+SAMPLE_EVERY_S, SETTLE_S = 2.0, 2.0  # RSS; the wait after the last answer before "after"
+MAX_RATE_LIMIT_RETRIES = 5
 
 
 def client_roles(clients: int, mix: Mapping[str, float] = DEFAULT_MIX) -> list[str]:
@@ -86,8 +51,7 @@ def client_roles(clients: int, mix: Mapping[str, float] = DEFAULT_MIX) -> list[s
         raise ValueError(f"need at least {len(mix)} clients for the mix {dict(mix)}")
     total = sum(mix.values())
     counts = {role: max(1, round(clients * share / total)) for role, share in mix.items()}
-    largest = max(counts, key=lambda role: counts[role])
-    counts[largest] += clients - sum(counts.values())
+    counts[max(counts, key=lambda role: counts[role])] += clients - sum(counts.values())
     return [role for role, count in counts.items() for _ in range(count)]
 
 
@@ -95,15 +59,10 @@ def app_pid_for(url: str) -> int:
     """The process listening on the URL's port (the app, for its RSS)."""
     import psutil
 
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    port = urlparse(url).port or 80
     for connection in psutil.net_connections(kind="tcp"):
-        if (
-            connection.status == psutil.CONN_LISTEN
-            and connection.laddr
-            and connection.laddr.port == port
-            and connection.pid
-        ):
+        listening = connection.status == psutil.CONN_LISTEN and connection.laddr
+        if listening and connection.laddr.port == port and connection.pid:
             return int(connection.pid)
     raise RuntimeError(f"no process of this user listens on port {port}; pass --pid")
 
@@ -111,16 +70,11 @@ def app_pid_for(url: str) -> int:
 def post_answered_early(
     url: str, path: str, body: bytes, headers: dict[str, str], timeout_s: float
 ) -> tuple[int, bytes]:
-    """POST on a blocking connection that still reads the answer when the server replies
-    before reading the body (413) and closes, so that sending the rest fails.
-
-    httpx's async transport cannot: once a write fails it marks the connection broken and never
-    reads the 413 already sent. http.client ignores the failed write, then reads the answer.
-    """
+    """POST that still reads the answer when the server replies (413) before reading the body
+    and closes: httpx marks the connection broken once the write fails and never reads the 413;
+    http.client ignores the failed write, then reads the answer."""
     parsed = urlparse(url)
-    connection = http.client.HTTPConnection(
-        parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=timeout_s
-    )
+    connection = http.client.HTTPConnection(parsed.hostname or "", parsed.port, timeout=timeout_s)
     try:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             connection.request("POST", path, body=body, headers=headers)
@@ -134,153 +88,112 @@ def judge(kind: str, status: int, body: bytes) -> str:
     """Why this answer counts against the app ("" when it is what it should be)."""
     wanted = EXPECTED[kind][1]
     if status == wanted and kind in BAD_KINDS:
-        try:
-            detail = json.loads(body).get("detail")
-        except (ValueError, AttributeError):
-            detail = None
-        return "" if isinstance(detail, str) and detail else f"{status} without a JSON detail"
+        with contextlib.suppress(ValueError, AttributeError):
+            if isinstance(detail := json.loads(body).get("detail"), str) and detail:
+                return ""
+        return f"{status} without a JSON detail"
     if status == wanted or (kind == ASK and status in TOLERATED_ASK_STATUSES):
         return ""
     return f"{status}, expected {wanted}: {body[:160].decode('utf-8', 'replace')}"
 
 
-def per_second(outcomes: list[Outcome]) -> float:
-    """Throughput of one kind or route: its answers over the time until its last answer (a
-    /search stops with the load, an /ask in flight may take minutes more)."""
-    window = max((o.t + o.ms / 1000 for o in outcomes), default=0.0)
-    return round(len(outcomes) / window, 3) if window > 0 else 0.0
-
-
-def _statuses(outcomes: list[Outcome]) -> dict[str, int]:
-    return dict(sorted(Counter(str(o.status) for o in outcomes).items()))
-
-
-def summarize_kind(outcomes: list[Outcome]) -> dict[str, Any]:
-    latency = stats([o.ms for o in outcomes if isinstance(o.status, int)], digits=1)
-    route, status = EXPECTED[outcomes[0].kind]
+def _group(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Requests, throughput, latency and statuses of one kind or route. Throughput is over the
+    time until its last answer: /search stops with the load, an /ask in flight may take minutes."""
+    window = max(o["t"] + o["ms"] / 1000 for o in outcomes)
+    latency = harness.stats([o["ms"] for o in outcomes if isinstance(o["status"], int)], 1)
     return {
-        "route": route,
-        "expected_status": status,
         "requests": len(outcomes),
-        "per_s": per_second(outcomes),
+        "per_s": round(len(outcomes) / window, 3) if window > 0 else 0.0,
         "latency_ms": {key: latency[key] for key in ("p50", "p95", "p99", "max")},
-        "statuses": _statuses(outcomes),
-        "unexpected": sum(bool(o.unexpected) for o in outcomes),
+        "statuses": dict(sorted(Counter(str(o["status"]) for o in outcomes).items())),
+        "unexpected": sum(bool(o["unexpected"]) for o in outcomes),
     }
 
 
-def summarize(
-    outcomes: list[Outcome], rss: list[tuple[float, float]], timing: dict[str, float]
-) -> dict[str, Any]:
-    """The report's figures: by kind, by route, overall statuses, unexpected answers, RSS."""
-    wall_s = timing["wall_s"]
-    kinds = {kind: [o for o in outcomes if o.kind == kind] for kind in EXPECTED}
-    routes: dict[str, list[Outcome]] = {}
-    for outcome in outcomes:
-        routes.setdefault(EXPECTED[outcome.kind][0], []).append(outcome)
-    unexpected = [o for o in outcomes if o.unexpected]
-    server_errors = [
-        o
-        for o in outcomes
-        if isinstance(o.status, int) and o.status >= 500 and o.status not in {503, 504}
-    ]
-    return {
-        "requests": len(outcomes),
-        "per_s": round(len(outcomes) / wall_s, 3) if wall_s > 0 else 0.0,
-        "statuses": _statuses(outcomes),
-        "by_kind": {kind: summarize_kind(group) for kind, group in kinds.items() if group},
-        "by_route": {
-            route: {
-                "requests": len(group),
-                "per_s": per_second(group),
-                "statuses": _statuses(group),
-            }
-            for route, group in sorted(routes.items())
-        },
-        "unexpected": len(unexpected),
-        "unexpected_examples": [f"{o.kind}: {o.unexpected}" for o in unexpected[:20]],
-        "server_errors_other_than_503_504": len(server_errors),
-        "rss_mb": _rss_summary(rss, timing),
+def summarize(outcomes: list[Outcome], rss: list[tuple[float, float]], timing: dict) -> dict:
+    """All requests, by kind and by route; unexpected answers; the app's RSS."""
+    groups: dict[str, dict[str, list[Outcome]]] = {"by_kind": {}, "by_route": {}}
+    for o in outcomes:
+        groups["by_kind"].setdefault(o["kind"], []).append(o)
+        groups["by_route"].setdefault(EXPECTED[o["kind"]][0], []).append(o)
+    by = {
+        name: {key: _group(group[key]) for key in sorted(group)} for name, group in groups.items()
     }
-
-
-def _rss_summary(rss: list[tuple[float, float]], timing: dict[str, float]) -> dict[str, Any]:
-    during = [mb for t, mb in rss if t <= timing["duration_s"]]
+    for kind, row in by["by_kind"].items():
+        row["route"] = EXPECTED[kind][0]
+    errors = [o["status"] for o in outcomes if isinstance(o["status"], int) and o["status"] >= 500]
     after_warmup = next((mb for t, mb in rss if t >= timing["warmup_s"]), None)
-    after = rss[-1][1] if rss else None
-    growth = None if after is None or after_warmup is None else round(after - after_warmup, 1)
-    return {
-        "before": rss[0][1] if rss else None,
-        "after_warmup": after_warmup,
-        "peak_during": max(during) if during else None,
-        "after": after,
-        "growth_after_warmup": growth,
-        "samples": [[round(t, 2), mb] for t, mb in rss],
+    rss_mb = {"before": rss[0][1], "after_warmup": after_warmup, "after": rss[-1][1]}
+    rss_mb["peak_during"] = max(mb for t, mb in rss if t <= timing["duration_s"])
+    if after_warmup is not None:
+        rss_mb["growth_after_warmup"] = round(rss[-1][1] - after_warmup, 1)
+    return {**_group(outcomes), **by, "per_s": round(len(outcomes) / timing["wall_s"], 3)} | {
+        "unexpected_examples": [
+            f"{o['kind']}: {o['unexpected']}" for o in outcomes if o["unexpected"]
+        ][:20],
+        "server_errors_other_than_503_504": sum(status not in {503, 504} for status in errors),
+        "rss_mb": rss_mb | {"samples": rss},
     }
+
+
+def _http_client(headers: dict[str, str], connections: int, timeout_s: float, url: str = "") -> Any:
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections + 4, max_keepalive_connections=None)
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s, limits=limits)
 
 
 @dataclass
 class LoadTest:
-    """One run of the load: the clients, the RSS sampler, and what they recorded."""
+    """`pid`: the app's process (default: the one listening on the URL's port). `settings`
+    (default: from the environment): the API key, the body size limit (the oversized body is
+    1 KiB over it), the LLM deadline (each request may take a minute more)."""
 
     url: str
-    clients: int
-    duration_s: float
-    warmup_s: float
-    pid: int
-    settings: Settings
-    mix: Mapping[str, float]
-    seed: int
-    oversize_bytes: int
-    request_timeout_s: float
-    outcomes: list[Outcome] = field(default_factory=list)
-    rss: list[tuple[float, float]] = field(default_factory=list)
+    clients: int = 32
+    duration_s: float = 60.0
+    warmup_s: float = 15.0
+    pid: int | None = None
+    settings: Settings = field(default_factory=Settings)
+    seed: int = 8
+    request_timeout_s: float | None = None
+    progress: bool = False
+    log: Log = print
 
     def __post_init__(self) -> None:
-        import psutil
-
-        self.questions = dev_questions()
-        self.roles = client_roles(self.clients, self.mix)
-        self.headers = auth_headers(self.settings)
-        self.process = psutil.Process(self.pid)
-        self.start = time.monotonic()
-
-    def now(self) -> float:
-        return time.monotonic() - self.start
-
-    def sample_rss(self) -> None:
-        self.rss.append((self.now(), round(self.process.memory_info().rss / MB, 1)))
+        self.url = harness.check_loopback(self.url)
+        if self.duration_s <= 0 or not 0 <= self.warmup_s < self.duration_s:
+            raise ValueError("need duration > 0 and 0 ≤ warmup < duration")
+        self.roles, self.questions = client_roles(self.clients), harness.dev_questions()
+        self.timeout_s: float = self.request_timeout_s or self.settings.llm.deadline_s + 60
+        self.oversize_bytes = self.settings.server.max_body_bytes + 1024
+        self.outcomes: list[Outcome] = []
+        self.headers = harness.auth_headers(self.settings)
 
     async def request(self, client: Any, kind: str, rng: random.Random) -> tuple[int, bytes]:
-        json_type = {"content-type": "application/json"}
+        question, json_type = rng.choice(self.questions), {"content-type": "application/json"}
         if kind == OVERSIZED_BODY:
             body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
-            headers = {**self.headers, **json_type}
-            return await asyncio.to_thread(
-                post_answered_early, self.url, "/ask", body, headers, self.request_timeout_s
-            )
-        if kind == ASK:
-            payload = {"question": rng.choice(self.questions), "stream": False}
-            response = await client.post("/ask", json=payload)
-        elif kind == SEARCH:
-            response = await client.post(
-                "/search", json={"query": rng.choice(self.questions), "top_k": 5}
-            )
-        elif kind == EMPTY_QUESTION:
-            response = await client.post("/ask", json={"question": ""})
-        else:
-            malformed = b'{"query": "diffusion", "top_k": '
-            response = await client.post("/search", content=malformed, headers=json_type)
+            headers = self.headers | json_type
+            early = post_answered_early
+            return await asyncio.to_thread(early, self.url, "/ask", body, headers, self.timeout_s)
+        requests: dict[str, dict[str, Any]] = {
+            ASK: {"json": {"question": question, "stream": False}},
+            SEARCH: {"json": {"query": question, "top_k": 5}},
+            EMPTY_QUESTION: {"json": {"question": ""}},
+            MALFORMED_JSON: {"content": b'{"query": "diffusion", "top_k": ', "headers": json_type},
+        }
+        response = await client.post(EXPECTED[kind][0], **requests[kind])
         return response.status_code, response.content
 
-    async def run_client(self, index: int, client: Any) -> None:
+    async def client(self, index: int, client: Any, start: float, bar: Any) -> None:
         import httpx
 
         rng = random.Random(self.seed * 1000 + index)
-        role = self.roles[index]
-        while self.now() < self.duration_s:
-            kind = rng.choice(BAD_KINDS) if role == "bad" else role
-            began, tick = self.now(), time.perf_counter()
+        while (began := time.monotonic() - start) < self.duration_s:
+            kind = rng.choice(BAD_KINDS) if self.roles[index] == "bad" else self.roles[index]
+            tick = time.perf_counter()
             status: int | str
             try:
                 status, body = await self.request(client, kind, rng)
@@ -289,164 +202,58 @@ class LoadTest:
                 status = type(error).__name__
                 verdict = f"client error {status}: {error}"
             ms = (time.perf_counter() - tick) * 1000
-            self.outcomes.append(Outcome(began, kind, status, ms, verdict, began < self.warmup_s))
+            outcome = {"t": began, "kind": kind, "status": status, "ms": ms}
+            self.outcomes.append(outcome | {"unexpected": verdict, "warmup": began < self.warmup_s})
+            bar.update()
+            if verdict:
+                bar.set_postfix(unexpected=sum(bool(o["unexpected"]) for o in self.outcomes))
 
-    async def run(self, progress: bool, log: Callable[[str], None]) -> dict[str, float]:
-        """Load until `duration_s`, await the requests in flight; sample RSS all along."""
-        import httpx
+    async def load(self, pid: int) -> tuple[list[tuple[float, float]], float]:
+        """Load until `duration_s`, await the requests in flight; RSS sampled all along."""
+        import psutil
         from tqdm import tqdm
 
-        self.sample_rss()  # before: nothing sent yet
-        limits = httpx.Limits(
-            max_connections=self.clients + 4, max_keepalive_connections=self.clients + 4
-        )
-        bar = tqdm(total=round(self.duration_s), desc="load", unit="s", disable=not progress)
-        async with httpx.AsyncClient(
-            base_url=self.url, headers=self.headers, timeout=self.request_timeout_s, limits=limits
-        ) as client:
-            tasks = [asyncio.create_task(self.run_client(i, client)) for i in range(self.clients)]
-            next_note = 10.0
-            while not all(task.done() for task in tasks):
-                await asyncio.sleep(min(SAMPLE_EVERY_S, 1.0))
-                if self.now() - self.rss[-1][0] >= SAMPLE_EVERY_S - 0.05:
-                    self.sample_rss()
-                bar.n = min(round(self.now()), round(self.duration_s))
-                unexpected = sum(bool(o.unexpected) for o in self.outcomes)
-                bar.set_postfix(answers=len(self.outcomes), unexpected=unexpected)
-                if not progress and self.now() >= next_note:
-                    phase = (
-                        "draining"
-                        if self.now() >= self.duration_s
-                        else f"{self.now():.0f}/{self.duration_s:.0f} s"
-                    )
-                    log(
-                        f"load: {phase}, {len(self.outcomes)} answers, {self.rss[-1][1]:.0f} MB RSS"
-                    )
-                    next_note += 10.0
-            for task in tasks:
-                task.result()  # a bug in a client surfaces here, not as a quiet gap in the data
-            wall_s = self.now()
-        bar.close()
+        process, rss, start = psutil.Process(pid), list[tuple[float, float]](), time.monotonic()
+
+        def sample() -> None:
+            mb = round(process.memory_info().rss / 2**20, 1)
+            rss.append((round(time.monotonic() - start, 2), mb))
+
+        async def sampling() -> None:
+            while True:
+                sample()
+                await asyncio.sleep(SAMPLE_EVERY_S)
+
+        sampler = asyncio.create_task(sampling())
+        with tqdm(desc="load", unit=" answers", disable=not self.progress) as bar:
+            async with _http_client(self.headers, self.clients, self.timeout_s, self.url) as http:
+                await asyncio.gather(
+                    *(self.client(i, http, start, bar) for i in range(self.clients))
+                )
+        wall_s = time.monotonic() - start
         await asyncio.sleep(SETTLE_S)
-        self.sample_rss()  # after: every answer is in
-        self.outcomes.sort(key=lambda o: o.t)
-        return {
-            "duration_s": self.duration_s,
-            "warmup_s": self.warmup_s,
-            "wall_s": round(wall_s, 3),
-        }
+        sampler.cancel()
+        sample()  # after: every answer is in
+        return rss, round(wall_s, 3)
 
-
-def run_load_test(
-    url: str,
-    out_dir: Path,
-    *,
-    clients: int = 32,
-    duration_s: float = 60.0,
-    warmup_s: float = 15.0,
-    pid: int | None = None,
-    settings: Settings | None = None,
-    mix: Mapping[str, float] = DEFAULT_MIX,
-    seed: int = 8,
-    oversize_bytes: int | None = None,
-    request_timeout_s: float | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Run the load, write load.json, load.md and load.png into `out_dir`, return the report.
-    `pid`: the app's process (default: the one listening on the URL's port). `settings` (default:
-    from the environment): the API key, the body size limit (the oversized body is 1 KiB over
-    it), the LLM timeout (each request may take that plus a minute)."""
-    url = check_loopback(url)
-    if clients < 1 or duration_s <= 0 or not 0 <= warmup_s < duration_s:
-        raise ValueError("need clients ≥ 1, duration > 0 and 0 ≤ warmup < duration")
-    settings = settings or Settings()
-    oversize_bytes = oversize_bytes or settings.server.max_body_bytes + 1024
-    request_timeout_s = request_timeout_s or settings.llm.deadline_s + 60
-    load = LoadTest(
-        url,
-        clients,
-        duration_s,
-        warmup_s,
-        pid or app_pid_for(url),
-        settings,
-        mix,
-        seed,
-        oversize_bytes,
-        request_timeout_s,
-    )
-    started = now()
-    timing = asyncio.run(load.run(progress, log))
-    report: dict[str, Any] = {
-        "started": started,
-        "finished": now(),
-        "url": url,
-        "pid": load.pid,
-        "clients": clients,
-        "roles": dict(Counter(load.roles)),
-        "timing": timing,
-        "oversize_bytes": oversize_bytes,
-        "request_timeout_s": request_timeout_s,
-        "seed": seed,
-        "machine": describe_machine(),
-        **summarize(load.outcomes, load.rss, timing),
-        "outcomes": [asdict(o) for o in load.outcomes],
-    }
-    write_outputs(
-        out_dir, {"load.json": report, "load.md": render(report), "load.png": panels(report)}
-    )
-    return report
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms"
-
-
-def _mb(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f} MB"
-
-
-def _counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{status}: {count}" for status, count in counts.items())
-
-
-def render(report: dict[str, Any]) -> str:
-    timing, machine, rss = report["timing"], report["machine"], report["rss_mb"]
-    roles = ", ".join(f"{count} {role}" for role, count in report["roles"].items())
-    rows = [
-        [kind, row["route"], row["requests"], f"{row['per_s']:.2f}"]
-        + [_ms(row["latency_ms"][key]) for key in ("p50", "p95", "p99", "max")]
-        + [_counts(row["statuses"])]
-        for kind, row in report["by_kind"].items()
-    ]
-    routes = "; ".join(
-        f"{route} {row['requests']} ({row['per_s']:.2f}/s)"
-        for route, row in report["by_route"].items()
-    )
-    return (
-        f"# Scholia under load\n\n{report['started']} · {report['url']} (pid {report['pid']}) · "
-        f"{machine.get('cpu')}, {machine.get('logical_cores')} cores · load average {machine.get('load_average')}\n\n"
-        f"{report['clients']} concurrent clients ({roles}) for {timing['duration_s']:g} s, back to back; "
-        f"then the requests in flight were awaited (all answered after {timing['wall_s']:.0f} s). req/s: "
-        "answers of that kind ÷ the time until its last answer; latency from sending to the whole answer.\n\n"
-        + table(
-            ["kind", "route", "requests", "req/s", "p50", "p95", "p99", "max", "statuses"], rows
+    def run(self, out_dir: Path) -> dict[str, Any]:
+        """Run the load; write load.json, load.md and load.png into `out_dir`."""
+        report = harness.begin(url=self.url, pid=self.pid or app_pid_for(self.url))
+        self.log(f"load: {self.clients} clients for {self.duration_s:g} s against {self.url}")
+        rss, wall_s = asyncio.run(self.load(report["pid"]))
+        timing = {"duration_s": self.duration_s, "warmup_s": self.warmup_s, "wall_s": wall_s}
+        report |= {"clients": self.clients, "roles": dict(Counter(self.roles)), "timing": timing}
+        report |= {"oversize_bytes": self.oversize_bytes, "request_timeout_s": self.timeout_s}
+        self.outcomes.sort(key=lambda o: o["t"])
+        report |= summarize(self.outcomes, rss, timing) | {"seed": self.seed}
+        report["outcomes"] = self.outcomes
+        harness.write_benchmark(
+            out_dir, "load", report, load_panels(report), every_s=SAMPLE_EVERY_S
         )
-        + f"\nAll: {report['requests']} requests, {report['per_s']:.2f}/s over {timing['wall_s']:.0f} s; "
-        f"statuses {_counts(report['statuses'])}. By route: {routes}.\n\n"
-        f"App RSS: before {_mb(rss['before'])}, after the {timing['warmup_s']:g} s warm-up "
-        f"{_mb(rss['after_warmup'])}, peak during {_mb(rss['peak_during'])}, after {_mb(rss['after'])} "
-        f"(sampled every {SAMPLE_EVERY_S:g} s).\n\n"
-        f"Unexpected answers: {report['unexpected']} (5xx other than 503/504: "
-        f"{report['server_errors_other_than_503_504']}).\n"
-        + "".join(f"- {example}\n" for example in report["unexpected_examples"])
-        + "\n![load](load.png)\n"
-    )
+        return report
 
 
-def panels(report: dict[str, Any]) -> list[Panel]:
+def load_panels(report: dict[str, Any]) -> list[Panel]:
     """Latency of each request by its start time, and the app's RSS, with the phases marked."""
     answered = [o for o in report["outcomes"] if isinstance(o["status"], int)]
     latency = {
@@ -454,25 +261,145 @@ def panels(report: dict[str, Any]) -> list[Panel]:
         for kind in EXPECTED
         if (points := [o for o in answered if o["kind"] == kind])
     }
-    samples = report["rss_mb"]["samples"]
-    marks = {
-        "warm-up ends": report["timing"]["warmup_s"],
-        "load ends": report["timing"]["duration_s"],
+    timing, samples = report["timing"], report["rss_mb"]["samples"]
+    marks = {"warm-up ends": timing["warmup_s"], "load ends": timing["duration_s"]}
+    rss = {"RSS (MB)": ([t for t, _ in samples], [mb for _, mb in samples])}
+    return [
+        Panel("latency by start time", "scatter", latency, ylabel="ms", log_y=True, marks=marks),
+        Panel("app RSS", "line", rss, xlabel="seconds into the run", marks=marks),
+    ]
+
+
+@dataclass
+class Concurrency:
+    """`settings` (default: from the environment): max_tokens, temperature, the API key and the
+    index that builds the identical prompts; `services` may be passed to reuse one. Each level
+    sends `requests_per_level` (default 2 × the level, at least 4) through that many clients."""
+
+    app_url: str
+    llm_url: str
+    levels: list[int]
+    questions: int = 8
+    model: str | None = None
+    settings: Settings = field(default_factory=Settings)
+    services: Any = None
+    requests_per_level: int | None = None
+    time_cap_s: float = 600.0
+    log: Log = print
+
+    def __post_init__(self) -> None:
+        from assistant.api.services import build_services
+
+        self.app_url = harness.check_loopback(self.app_url)
+        self.llm_url = harness.check_loopback(self.llm_url)
+        if not self.levels or min(self.levels) < 1:
+            raise ValueError(f"levels must be positive integers, got {self.levels}")
+        self.services = self.services or build_services(self.settings)
+        model, timeout_s = self.model or self.settings.llm.model, self.settings.llm.deadline_s * 2
+        self.raw_llm = harness.RawLLM(self.settings, self.llm_url, model, timeout_s)
+        self.prompts: list[tuple[str, Any]] = []  # (question, the messages /ask sends for it)
+        self.deadline, self.headers = 0.0, harness.auth_headers(self.settings)
+
+    async def scholia(self, client: Any, index: int) -> dict[str, Any]:
+        body = {"question": self.prompts[index % len(self.prompts)][0], "stream": False}
+        for retries in range(MAX_RATE_LIMIT_RETRIES + 1):
+            tick = time.perf_counter()
+            response = await client.post(f"{self.app_url}/ask", json=body)
+            ms = (time.perf_counter() - tick) * 1000
+            if response.status_code != 429 or retries == MAX_RATE_LIMIT_RETRIES:
+                break
+            # the server's rate limiter, not the pipeline: wait, resend
+            await asyncio.sleep(min(float(response.headers.get("retry-after", 1)), 30))
+        response.raise_for_status()
+        return {"ms": ms, "retries": retries, **response.json().get("usage", {})}
+
+    async def raw(self, client: Any, index: int) -> dict[str, Any]:
+        return await self.raw_llm.complete(self.prompts[index % len(self.prompts)][1], stream=False)
+
+    async def level(self, call: Callable, client: Any, level: int, count: int) -> dict[str, Any]:
+        """`count` calls through `level` concurrent workers; none starts after the deadline."""
+        outcomes: list[dict[str, Any]] = []
+        errors: list[str] = []
+        queue = iter(range(count))
+
+        async def worker() -> None:
+            for index in queue:
+                try:
+                    if time.monotonic() > self.deadline:
+                        raise TimeoutError("not sent: time cap reached")
+                    outcomes.append(await call(client, index))
+                except Exception as error:
+                    errors.append(f"{type(error).__name__}: {str(error)[:200]}")
+
+        tick = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(level)))
+        wall_s = time.perf_counter() - tick
+        tokens = ("prompt_tokens", "completion_tokens")
+        return {
+            "requests": count,
+            "ok": len(outcomes),
+            "errors": errors,
+            "rate_limit_retries": sum(o.get("retries", 0) for o in outcomes),
+            "wall_s": round(wall_s, 3),
+            "answers_per_s": round(len(outcomes) / wall_s, 3),
+            "latency_ms": harness.stats([o["ms"] for o in outcomes]),
+            **{key: harness.stats([o.get(key, 0) for o in outcomes]) for key in tokens},
+        }
+
+    async def measure(self) -> list[dict[str, Any]]:
+        """Each level through both sides, alternating which goes first."""
+        rows: list[dict[str, Any]] = []
+        async with _http_client(self.headers, max(self.levels), self.raw_llm.timeout_s) as client:
+            # Not timed: the HTTP paths, and every prompt once into the LLM's prefix cache, so
+            # that neither side profits from the other having run first.
+            self.log(f"concurrency: warm-up ({len(self.prompts)} prompts)")
+            await self.scholia(client, 0)
+            for _, messages in self.prompts:
+                await self.raw_llm.complete(messages, stream=False, max_tokens=1)
+            for position, level in enumerate(self.levels):
+                if time.monotonic() > self.deadline:
+                    rows.append({"level": level, "skipped": "time cap reached"})
+                    continue
+                count = self.requests_per_level or max(4, 2 * level)
+                self.log(f"concurrency: level {level}, {count} requests each")
+                sides = [("scholia", self.scholia), ("raw", self.raw)][:: -1 if position % 2 else 1]
+                row: dict[str, Any] = {
+                    n: await self.level(c, client, level, count) for n, c in sides
+                }
+                s, r = row["scholia"], row["raw"]
+                row["ratio_answers_per_s"] = harness.ratio(s, r, "answers_per_s")
+                for q in ("p50", "p95"):
+                    row[f"ratio_{q}"] = harness.ratio(s["latency_ms"], r["latency_ms"], q)
+                rows.append({"level": level, **row})
+        return rows
+
+    def run(self, out_dir: Path) -> dict[str, Any]:
+        """Measure; write concurrency.json, concurrency.md and concurrency.png into `out_dir`."""
+        asked = harness.dev_questions(self.questions, answerable=True)
+        self.prompts = asyncio.run(harness.identical_prompts(self.services, asked))
+        if not self.prompts:
+            raise RuntimeError("none of the questions reaches the LLM (each would be declined)")
+        llm, self.deadline = self.settings.llm, time.monotonic() + self.time_cap_s
+        report = harness.begin(app_url=self.app_url, llm_url=self.llm_url, model=self.raw_llm.model)
+        report |= {
+            "questions": len(self.prompts),
+            "questions_left_out": len(asked) - len(self.prompts),
+        }
+        report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
+        report |= {"time_cap_s": self.time_cap_s, "levels": asyncio.run(self.measure())}
+        harness.write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
+        return report
+
+
+def concurrency_panels(report: dict[str, Any]) -> list[Panel]:
+    rows = [row for row in report["levels"] if "skipped" not in row]
+    levels, sides = [row["level"] for row in rows], {"Scholia /ask": "scholia", "raw LLM": "raw"}
+    figures: dict[str, Callable[[dict[str, Any]], float]] = {
+        "throughput (answers/s)": lambda side: side["answers_per_s"],
+        "p95 latency (ms)": lambda side: side["latency_ms"]["p95"] or 0,
     }
     return [
-        Panel(
-            "latency by request start time",
-            "scatter",
-            latency,
-            ylabel="latency (ms)",
-            log_y=True,
-            marks=marks,
-        ),
-        Panel(
-            "app RSS",
-            "line",
-            {"RSS (MB)": ([t for t, _ in samples], [mb for _, mb in samples])},
-            xlabel="seconds into the run",
-            marks=marks,
-        ),
+        Panel(title, "line", series, xlabel="concurrent clients", log_x=True)
+        for title, figure in figures.items()
+        for series in [{k: (levels, [figure(r[side]) for r in rows]) for k, side in sides.items()}]
     ]

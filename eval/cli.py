@@ -355,24 +355,22 @@ def concurrency(
     time_cap: Annotated[float, _option("Seconds for the whole run.", min=1)] = 600.0,
 ) -> None:
     """/ask throughput and p50/p95 latency at each concurrency, beside the raw LLM on the same prompts."""
-    from eval.bench_concurrency import answerable_questions, run_concurrency_benchmark
+    from eval.bench_load import Concurrency
 
     settings = _settings()
-    level_list = _integers(levels, "--levels")
     out = out or _default_out(settings, "concurrency")
     try:
-        run_concurrency_benchmark(
+        Concurrency(
             app_url,
             llm_url,
-            model or settings.llm.model,
-            answerable_questions(questions),
-            level_list,
-            out,
-            settings=settings,
+            _integers(levels, "--levels"),
+            questions,
+            model,
+            settings,
             requests_per_level=requests,
             time_cap_s=time_cap,
             log=_log,
-        )
+        ).run(out)
     except (ValueError, RuntimeError) as error:
         _fail(str(error))
     typer.echo((out / "concurrency.md").read_text())
@@ -397,23 +395,15 @@ def load(
     """Concurrent clients mixing /ask, /search and bad requests: throughput, p50/p95/p99 per
     route, statuses, app RSS over time. Exit 1 on an unexpected answer (a 5xx other than
     503/504, a bad request not refused as it should be, a transport error)."""
-    from eval.bench_load import run_load_test
+    from eval.bench_load import LoadTest
 
     settings = _settings()
     out = out or _default_out(settings, "load")
     progress = sys.stderr.isatty() if progress is None else progress
     try:
-        report = run_load_test(
-            url,
-            out,
-            clients=clients,
-            duration_s=duration,
-            warmup_s=warmup,
-            pid=pid,
-            settings=settings,
-            progress=progress,
-            log=_log,
-        )
+        report = LoadTest(
+            url, clients, duration, warmup, pid, settings, progress=progress, log=_log
+        ).run(out)
     except (ValueError, RuntimeError) as error:
         _fail(str(error))
     typer.echo((out / "load.md").read_text())

@@ -1,13 +1,12 @@
-"""What every benchmark and run report shares: the machine, statistics and ratios, number
-formatting, Markdown tables, charts, the one output writer, the raw LLM baseline, and wiring
-to a served app (loopback only)."""
+"""What the benchmarks and run reports share: the machine, statistics, ratios, formatting, the
+one output writer and its charts, memory sampling, the raw LLM baseline and a served app."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import shutil
+import re
 import socket
 import subprocess
 import threading
@@ -24,8 +23,8 @@ from eval.metrics import percentile
 from eval.suite import SUITES_DIR, load_suite
 from scholia.settings import Settings
 
-CPU_FLAGS = "sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16 "
-CPU_FLAGS += "avx512_fp16 avx_vnni amx_tile amx_bf16 amx_int8"
+# The instruction sets the engine and torch choose their kernels by
+CPU_FLAGS = re.compile(r"sse4_2|avx2?|fma|f16c|avx_vnni|avx512(f|bw|vl|_vnni|_bf16|_fp16)|amx_\w+")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -33,8 +32,13 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def begin(**parameters: Any) -> dict[str, Any]:
+    """A report's head: when it started, what it measures with, on which machine."""
+    return {"started": now(), **parameters, "machine": describe_machine()}
+
+
 def describe_machine() -> dict[str, Any]:
-    """CPU, cores, memory, load, GPUs and torch threads: what a benchmark's numbers depend on."""
+    """What a benchmark's numbers depend on: CPU and its flags, cores, memory, load, GPUs."""
     import psutil
     import torch
 
@@ -50,7 +54,7 @@ def describe_machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpu": cpu.model if cpu.model != "unknown" else platform.processor() or platform.machine(),
-        "cpu_flags": [flag for flag in CPU_FLAGS.split() if flag in cpu.flags],
+        "cpu_flags": sorted(flag for flag in cpu.flags if CPU_FLAGS.fullmatch(flag)),
         "gpu": _gpus(),
         "torch_threads": torch.get_num_threads(),
         "torch_cuda": bool(torch.cuda.is_available()),
@@ -58,8 +62,6 @@ def describe_machine() -> dict[str, Any]:
 
 
 def _gpus() -> list[str]:
-    if not shutil.which("nvidia-smi"):
-        return []
     query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
     try:
         output = subprocess.run(query, capture_output=True, text=True, timeout=20).stdout
@@ -68,21 +70,14 @@ def _gpus() -> list[str]:
     return [line.strip() for line in output.splitlines() if line.strip()]
 
 
-# ----------------------------------------------------------------------------- numbers
-
-
 def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
     """n, p50, p95, p99, mean, min and max, rounded; None where there are no values."""
-
-    def rounded(value: float | None) -> float | None:
-        return None if value is None else round(value, digits)
-
-    return {
-        "n": len(values),
-        **{f"p{q}": rounded(percentile(values, q)) for q in (50, 95, 99)},
-        "mean": rounded(sum(values) / len(values)) if values else None,
-        "min": rounded(min(values)) if values else None,
-        "max": rounded(max(values)) if values else None,
+    figures: dict[str, float | None] = {f"p{q}": percentile(values, q) for q in (50, 95, 99)}
+    figures |= dict.fromkeys(("mean", "min", "max"))
+    if values:
+        figures |= {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+    return {"n": len(values)} | {
+        k: None if v is None else round(v, digits) for k, v in figures.items()
     }
 
 
@@ -110,15 +105,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def flat(value: Any) -> str:
-    """A nested value on one line: `key value, key value`."""
+    """A nested value on one line: `key: value; key: [value, value]`."""
     if isinstance(value, dict):
-        return ", ".join(f"{key} {flat(item)}" for key, item in value.items())
+        return "; ".join(f"{key}: {flat(item)}" for key, item in value.items())
     if isinstance(value, list):
         return "[" + ", ".join(flat(item) for item in value) + "]"
     return fmt(value)
-
-
-# ----------------------------------------------------------------------------- output
 
 
 @dataclass
@@ -150,6 +142,25 @@ def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
             write_figure(out_dir / name, content)
         else:
             (out_dir / name).write_text(content, encoding="utf-8")
+
+
+def write_benchmark(out_dir: Path, name: str, report: dict, panels: list, **context: Any) -> None:
+    """name.json ← the report; name.md ← templates/name.md.j2 filled from the report and
+    `context`, showing name.png ← the panels."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters |= {"fmt": fmt, "flat": flat}
+    report["finished"] = now()
+    markdown = env.get_template(f"{name}.md.j2").render(report | context)
+    markdown += f"\n![{name}]({name}.png)\n"
+    write_outputs(out_dir, {f"{name}.json": report, f"{name}.md": markdown, f"{name}.png": panels})
 
 
 def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
@@ -200,9 +211,6 @@ def _draw(ax: Any, panel: Panel) -> None:
         ax.legend(fontsize=8)
 
 
-# ----------------------------------------------------------------------------- the app, the LLM
-
-
 def check_loopback(url: str) -> str:
     """The URL without a trailing slash; a ValueError when it leaves this machine."""
     if urlparse(url).hostname not in LOOPBACK:
@@ -243,13 +251,13 @@ def serve(app: Any) -> Iterator[str]:
 def dev_questions(
     count: int | None = None, *, answerable: bool = False, fact: bool = False
 ) -> list[str]:
-    """The dev suite's questions: all, the first `count` answerable ones, or `count` cycled
-    through all (or the fact ones)."""
+    """The dev suite's questions: the first `count` answerable ones, or `count` cycled through
+    all (or the fact ones)."""
     questions = load_suite(SUITES_DIR / "dev.jsonl").questions
     if answerable:
         return [q.question for q in questions if q.answerable][:count]
     chosen = [q.question for q in questions if q.type == "fact" or not fact]
-    return chosen if count is None else [chosen[i % len(chosen)] for i in range(count)]
+    return [chosen[i % len(chosen)] for i in range(count or len(chosen))]
 
 
 async def identical_prompts(services: Any, questions: list[str]) -> list[tuple[str, Any]]:
@@ -278,7 +286,7 @@ class RawLLM:
         self.client = openai.AsyncOpenAI(
             base_url=url, api_key=key, timeout=timeout_s, max_retries=0
         )
-        self.model, self.settings = model, settings.llm
+        self.model, self.settings, self.timeout_s = model, settings.llm, timeout_s
 
     async def complete(self, messages: Any, *, stream: bool, max_tokens: int = 0) -> dict[str, Any]:
         """ms to the first token and to the end, prompt and completion tokens."""

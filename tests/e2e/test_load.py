@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eval.bench_load import ASK, BAD_KINDS, EXPECTED, SEARCH, TOLERATED_ASK_STATUSES, run_load_test
+from eval.bench_load import ASK, BAD_KINDS, EXPECTED, SEARCH, TOLERATED_ASK_STATUSES, LoadTest
 from scholia.settings import PROJECT_ROOT
 from tests.e2e.conftest import LiveServer, scholia_app
 
@@ -41,15 +41,14 @@ def test_32_clients_for_60_s_get_only_correct_answers_and_memory_levels_off(
         "SCHOLIA_LLM_TIMEOUT_S": str(LLM_TIMEOUT_S),
     }
     with scholia_app(tmp_path, env) as app:
-        report = run_load_test(
+        report = LoadTest(
             app.url,
-            ARTIFACTS,
             clients=CLIENTS,
             duration_s=DURATION_S,
             warmup_s=WARMUP_S,
             pid=app.process.pid,
             request_timeout_s=LLM_TIMEOUT_S + 60,
-        )
+        ).run(ARTIFACTS)
         print((ARTIFACTS / "load.md").read_text())
         # The app survived and still answers.
         assert httpx.get(app.url + "/ready", timeout=30).status_code == 200

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from assistant.api.main import create_app
 from assistant.api.services import Services
-from eval.bench_concurrency import answerable_questions, run_concurrency_benchmark
+from eval.bench_load import Concurrency
 from scholia.settings import Settings
 from tests.assistant.api.live import serve
 from tests.eval.fake_openai import fake_openai
@@ -20,18 +20,9 @@ def test_concurrency_benchmark_against_a_served_app(
     )
     app = create_app(settings, services)
     with serve(app) as app_url, fake_openai("ProDiff is 24 times faster [1].", "fake-llm") as llm:
-        report = run_concurrency_benchmark(
-            app_url,
-            llm.url,
-            "fake-llm",
-            answerable_questions(4),
-            [1, 2],
-            tmp_path,
-            settings=settings,
-            services=services,
-            time_cap_s=120,
-            log=lambda _: None,
-        )
+        benchmark = Concurrency(app_url, llm.url, [1, 2], 4, "fake-llm", settings, services)
+        benchmark.time_cap_s, benchmark.log = 120, lambda _: None
+        report = benchmark.run(tmp_path)
         raw_requests = [r for r in llm.requests if r["max_tokens"] != 1]
         assert raw_requests and all(not r.get("stream") for r in raw_requests)
         assert all(r["max_tokens"] == settings.llm.max_answer_tokens for r in raw_requests)

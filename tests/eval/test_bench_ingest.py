@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +48,12 @@ def test_synthetic_corpus_is_unique_deterministic_and_made_of_real_sentences(
 def test_benchmark_writes_json_and_plot(
     tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bench_ingest, "_warm_up", lambda batch_size: embedder)
+    monkeypatch.setattr(bench_ingest, "_warm_up", lambda: embedder)
 
-    def in_process(arguments: list[str], folder: Path, batch_size: int) -> dict[str, Any]:
-        result = folder / "child-result.json"
-        argv = ["--batch-size", str(batch_size), "--child", str(result), *arguments]
-        assert bench_ingest.main(argv) == 0
-        data: dict[str, Any] = json.loads(result.read_text())
-        data["load_average_1m"] = [0.0, 0.0]
-        return data
+    def in_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        return function(*args) | {"load_average_1m": [0.0, 0.0]}
 
-    monkeypatch.setattr(bench_ingest, "_run_child", in_process)
+    monkeypatch.setattr(bench_ingest, "_in_child", in_process)
     lines: list[str] = []
     summary = bench_ingest.run_ingest_benchmark([3, 6], tmp_path / "out", log=lines.append)
 
@@ -69,13 +66,24 @@ def test_benchmark_writes_json_and_plot(
         ratio = result["raw_encode_s"] / result["ingest_s"]
         assert result["throughput_ratio"] == pytest.approx(ratio)
         assert result["peak_rss_ingest_mb"] >= result["rss_after_model_mb"] > 0
-        assert {"embed", "chroma_write", "chunk", "bm25_build"} <= set(result["phases_s"])
+        assert {"embed", "chroma_write", "chunk", "bm25_build", "other"} <= set(result["phases_s"])
+        assert result["phases_s"]["embed"] > 0
     assert set(summary["throughput_ratio"]) == {3, 6}
     assert summary["s_per_doc_spread"] >= 1.0
     png = (tmp_path / "out" / bench_ingest.PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     assert not (tmp_path / "out" / "work").exists()  # corpora and indexes are cleaned up
-    assert any("ratio" in line for line in lines)
+    assert any("throughput_ratio" in line for line in lines)
+
+
+def _process() -> dict[str, Any]:
+    return {"pid": os.getpid()}
+
+
+def test_each_measurement_runs_in_a_fresh_process() -> None:
+    first, second = bench_ingest._in_child(_process), bench_ingest._in_child(_process)
+    assert len({first["pid"], second["pid"], os.getpid()}) == 3
+    assert len(first["load_average_1m"]) == 2
 
 
 def test_raw_baseline_must_match_the_stored_chunks() -> None:

@@ -16,10 +16,10 @@ from eval.bench_load import (
     EMPTY_QUESTION,
     EXPECTED,
     SEARCH,
+    LoadTest,
     app_pid_for,
     client_roles,
     judge,
-    run_load_test,
 )
 from scholia.settings import Settings
 from tests.assistant.api.live import serve
@@ -56,16 +56,8 @@ def test_load_against_a_served_app(
     settings = _unlimited(indexed_settings)
     with serve(create_app(settings, services)) as url:
         assert app_pid_for(url) == os.getpid()  # the in-thread server listens in this process
-        report = run_load_test(
-            url,
-            tmp_path,
-            clients=6,
-            duration_s=3,
-            warmup_s=1,
-            pid=os.getpid(),
-            settings=settings,
-            log=lambda _: None,
-        )
+        load = LoadTest(url, 6, 3, 1, os.getpid(), settings, log=lambda _: None)
+        report = load.run(tmp_path)
     assert report["unexpected"] == 0, report["unexpected_examples"]
     assert report["roles"] == {"ask": 2, "search": 2, "bad": 2}
     by_kind = report["by_kind"]
@@ -115,4 +107,4 @@ def test_load_cli_fails_when_the_app_answers_500(
 
 def test_load_refuses_a_remote_url(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="loopback"):
-        run_load_test("http://example.com:8000", tmp_path, pid=os.getpid(), log=lambda _: None)
+        LoadTest("http://example.com:8000", pid=os.getpid())
