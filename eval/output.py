@@ -43,7 +43,6 @@ _templates = jinja2.Environment(
     keep_trailing_newline=True,
     undefined=jinja2.StrictUndefined,
 )
-_templates.filters["fmt"] = fmt
 _templates.globals |= {"table": table, "block_table": block_table}
 
 
