@@ -49,97 +49,55 @@ def _option(help: str, *names: str, **limits: Any) -> Any:
     return typer.Option(*names, help=help, **limits)
 
 
-OutFolder = Annotated[Path | None, _option("Run folder; an existing run there is resumed.")]
-Thresholds = Annotated[Path | None, _option("Thresholds file (default eval/thresholds.toml).")]
 Progress = Annotated[
     bool | None, _option("Progress bar (default: on a terminal).", "--progress/--no-progress")
 ]
-JudgeUrl = Annotated[
-    str | None,
-    _option(
-        "OpenAI-compatible judge (…/v1) for the LLM-judged RAGAS metrics. Default: the answering LLM."
-    ),
-]
+Thresholds = Annotated[Path | None, _option("Thresholds file (default eval/thresholds.toml).")]
+Check = Annotated[bool, _option("Exit 1 when a metric misses its threshold.", "--check")]
+JudgeUrl = Annotated[str | None, _option("OpenAI-compatible judge (…/v1); default: the LLM.")]
 JudgeMetrics = Annotated[
     list[JudgeMetric] | None,
-    _option(
-        "Only this LLM-judged metric (repeatable; default all five). Each costs one "
-        "to several judge calls per question: minutes on a slow CPU.",
-        "--judge-metric",
-    ),
+    _option("Only this judged metric (repeatable; each costs judge calls).", "--judge-metric"),
 ]
-Record = Annotated[
-    bool,
-    _option(
-        "Keep every LLM request and its completion in the run folder (completions.jsonl), "
-        "for --replay.",
-        "--record",
-    ),
-]
+Record = Annotated[bool, _option("Keep each LLM request and completion, for --replay.", "--record")]
 Replay = Annotated[
     Path | None,
     _option(
-        "Answer from the completions a --record run kept in this folder, with no LLM "
-        "server; implies --no-judge (judge calls are not recorded). A request not in the "
-        "recording stops the run (exit 2). With --record: ask the LLM only what the "
-        "recording lacks, and record everything (a new recording after a small change)."
+        "Answer from this --record run's completions.jsonl: no LLM server, no judge; a request "
+        "not recorded stops the run (exit 2). With --record: ask the LLM only what it lacks."
     ),
 ]
 MaxMisses = Annotated[
-    int,
-    _option(
-        "With --replay: questions whose request is not in the recording that may be "
-        "skipped (reported) before the run stops; for a recording made on another CPU.",
-        "--max-misses",
-        min=0,
-    ),
+    int, _option("With --replay: unrecorded requests to skip (another CPU).", "--max-misses", min=0)
 ]
-
-
-SuiteName = Annotated[
-    str, typer.Argument(help="A suite file (JSON Lines), or a bundled suite name (dev).")
-]
-JudgeModel = Annotated[str | None, _option("Judge model name. Default: the answering model.")]
-NoJudge = Annotated[bool, _option("Answer and score without the LLM judge.", "--no-judge")]
-Limit = Annotated[int | None, _option("Evaluate only the first N questions.", min=1)]
-Stratify = Annotated[bool, _option("With --limit: take questions round-robin across types.")]
-Types = Annotated[list[str] | None, _option("Only questions of this type (repeatable).", "--type")]
-ModeOption = Annotated[Mode, _option("Retrieval mode; `all` compares dense, bm25 and hybrid.")]
-NoLLM = Annotated[bool, _option("Retrieval metrics only: no answers, no judge.", "--no-llm")]
-TopK = Annotated[int, _option("Sources per /ask.", min=1, max=20)]
-Check = Annotated[bool, _option("Exit 1 when a metric misses its threshold.", "--check")]
-Restart = Annotated[bool, _option("Discard a previous run in --out instead of resuming it.")]
-JudgeMaxTokens = Annotated[int, _option("Token limit of one judge reply.", min=64)]
-JudgeTimeout = Annotated[float, _option("Seconds one judge call may take.", min=1)]
 
 
 @eval_app.command("run")
 def run(
-    suite: SuiteName,
-    judge_url: JudgeUrl = None,
-    judge_model: JudgeModel = None,
-    no_judge: NoJudge = False,
-    out: OutFolder = None,
-    limit: Limit = None,
-    stratify: Stratify = False,
-    types: Types = None,
-    mode: ModeOption = Mode.hybrid,
-    no_llm: NoLLM = False,
-    top_k: TopK = 5,
+    suite: Annotated[str, typer.Argument(help="A suite file (JSON Lines) or name (dev).")],
+    out: Annotated[Path | None, _option("Run folder; a run there is resumed.")] = None,
+    limit: Annotated[int | None, _option("Only the first N questions.", min=1)] = None,
+    stratify: Annotated[bool, _option("With --limit: round-robin across types.")] = False,
+    types: Annotated[list[str] | None, _option("Only this type (repeatable).", "--type")] = None,
+    mode: Annotated[Mode, _option("Retrieval mode; all: dense, bm25 and hybrid.")] = Mode.hybrid,
+    no_llm: Annotated[bool, _option("Retrieval metrics only.", "--no-llm")] = False,
+    top_k: Annotated[int, _option("Sources per /ask.", min=1, max=20)] = 5,
     check: Check = False,
     thresholds: Thresholds = None,
-    restart: Restart = False,
-    judge_max_tokens: JudgeMaxTokens = 512,
-    judge_timeout: JudgeTimeout = 300.0,
-    judge_metrics: JudgeMetrics = None,
+    restart: Annotated[bool, _option("Discard a previous run in --out.")] = False,
     progress: Progress = None,
+    no_judge: Annotated[bool, _option("Score without the LLM judge.", "--no-judge")] = False,
+    judge_url: JudgeUrl = None,
+    judge_model: Annotated[str | None, _option("Judge model; default: the LLM's.")] = None,
+    judge_max_tokens: Annotated[int, _option("Token limit of one judge reply.", min=64)] = 512,
+    judge_timeout: Annotated[float, _option("Seconds one judge call may take.", min=1)] = 300.0,
+    judge_metrics: JudgeMetrics = None,
     record: Record = False,
     replay: Replay = None,
     max_misses: MaxMisses = 0,
 ) -> None:
-    """Evaluate a suite: retrieval metrics, answers, RAGAS scores; writes results.jsonl,
-    summary.json, report.md and plots into the run folder."""
-    from eval.gate import ThresholdsError, load_thresholds
+    """Evaluate a suite: retrieval, answers, RAGAS scores; results.jsonl, summary.json, report.md."""
+    from eval.compare import ThresholdsError, load_thresholds
     from eval.replay import ReplayError
     from eval.runner import MODES, LLMDownError, RunConfigError, RunOptions, run_suite
     from eval.suite import SuiteError, load_suite, select
@@ -153,10 +111,9 @@ def run(
     questions = select(loaded.questions, limit, types, stratify)
     if not questions:
         _fail(f"no question of type {', '.join(types or [])} in {loaded.path}")
-    no_judge = no_judge or _check_completions(record, replay, no_llm, judge_url or judge_model)
-    judging = not (no_llm or no_judge)
+    no_judge = no_judge or _replaying(record, replay, no_llm, bool(judge_url or judge_model))
     judge_with = (judge_url, judge_model, judge_max_tokens, judge_timeout, judge_metrics)
-    judge = _judge(settings, *judge_with) if judging else None
+    judge = None if no_llm or no_judge else _judge(settings, *judge_with)
     modes = list(MODES) if mode is Mode.all else [mode.value]
     answer_mode = settings.retrieval.mode if mode is Mode.all else mode.value
     options = RunOptions(modes, answer_mode, not no_llm, judge, top_k, progress, record, replay)
@@ -170,10 +127,39 @@ def run(
         _fail(str(error))
     except LLMDownError as error:
         _fail(str(error), code=3)
-    _print_headline(summary)
+    _print_headline(summary["metrics"], list(summary["retrieval"]))
     typer.echo(f"report: {out / 'report.md'}")
     if bounds is not None:
         _gate(summary["metrics"], bounds, exit_on_failure=check)
+
+
+def _replaying(record: bool, replay: Path | None, no_llm: bool, judge_asked: bool) -> bool:
+    """Refuse --record/--replay combinations that cannot work; True: the judge is off."""
+    if no_llm and (record or replay):
+        _fail(
+            "--replay answers the questions; drop --no-llm"
+            if replay
+            else "--record keeps LLM completions; with --no-llm there are none"
+        )
+    if replay is not None and judge_asked:
+        typer.echo("note: --replay runs without the LLM judge (--no-judge)", err=True)
+    return replay is not None
+
+
+def _print_headline(metrics: dict[str, float], modes: list[str]) -> None:
+    for mode in modes:
+        figures = (f"{m} {metrics.get(f'retrieval.{mode}.{m}', float('nan')):.3f}" for m in HITS)
+        typer.echo(f"{mode:>6}: " + "  ".join(figures))
+    for key in (key for key in HEADLINE if key in metrics):
+        typer.echo(f"{key}: {metrics[key]:.3f}")
+    if "judge.missing" in metrics:
+        missing, attempted = metrics["judge.missing"], metrics["judge.attempted"]
+        typer.echo(f"judge.missing: {missing:.0f} of {attempted:.0f}")
+
+
+HITS = ("hit@1", "hit@3", "hit@5", "recall@5", "mrr", "ndcg@10")
+ANSWERS = "key_string_accuracy wrong_decline_rate decline_rate_unanswerable rouge_l chrf"
+HEADLINE = [f"answers.{m}" for m in ANSWERS.split()] + [f"judge.{m}" for m in JudgeMetric]
 
 
 def _judge(
@@ -201,11 +187,11 @@ def _judge(
 def _gate(
     metrics: dict[str, float], bounds: dict[str, dict[str, float]], exit_on_failure: bool
 ) -> None:
-    from eval.gate import check, gate_passed, render
+    from eval.compare import gate
 
-    checks = check(metrics, bounds)
-    typer.echo(render(checks))
-    if exit_on_failure and not gate_passed(checks):
+    passed, report = gate(metrics, bounds)
+    typer.echo(report)
+    if exit_on_failure and not passed:
         raise typer.Exit(1)
 
 
@@ -220,62 +206,13 @@ def _integers(text: str, option: str) -> list[int]:
         _fail(f"{option} must be comma-separated integers, got {text!r}")
 
 
-def _check_completions(
-    record: bool, replay: Path | None, no_llm: bool, judge_asked: str | None
-) -> bool:
-    """Refuse --record/--replay combinations that cannot work; True: the judge is off."""
-    if replay is None:
-        if record and no_llm:
-            _fail("--record keeps LLM completions; with --no-llm there are none")
-        return False
-    if no_llm:
-        _fail("--replay answers the questions; drop --no-llm")
-    if judge_asked:
-        typer.echo("note: --replay runs without the LLM judge (--no-judge)", err=True)
-    return True
-
-
-def _print_headline(summary: dict[str, object]) -> None:
-    metrics = summary["metrics"]
-    assert isinstance(metrics, dict)
-    retrieval = summary["retrieval"]
-    assert isinstance(retrieval, dict)
-    for mode in retrieval:
-        typer.echo(
-            f"{mode:>6}: "
-            + "  ".join(
-                f"{name} {metrics.get(f'retrieval.{mode}.{name}', float('nan')):.3f}"
-                for name in ("hit@1", "hit@3", "hit@5", "recall@5", "mrr", "ndcg@10")
-            )
-        )
-    for key in (
-        "answers.key_string_accuracy",
-        "answers.wrong_decline_rate",
-        "answers.decline_rate_unanswerable",
-        "answers.rouge_l",
-        "answers.chrf",
-        "judge.faithfulness",
-        "judge.answer_relevancy",
-        "judge.context_precision",
-        "judge.context_recall",
-        "judge.factual_correctness",
-        "judge.missing",
-    ):
-        if key in metrics:
-            typer.echo(
-                f"{key}: {metrics[key]:.3f}"
-                if "missing" not in key
-                else f"{key}: {metrics[key]:.0f} of {metrics.get('judge.attempted', 0):.0f}"
-            )
-
-
 @eval_app.command("check")
 def check_run(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     thresholds: Thresholds = None,
 ) -> None:
     """Check a finished run against the thresholds (exit 1 on failure)."""
-    from eval.gate import ThresholdsError, load_thresholds
+    from eval.compare import ThresholdsError, load_thresholds
 
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
@@ -295,13 +232,12 @@ def compare(
     all_metrics: Annotated[bool, _option("Per-type metrics too.", "--all-metrics")] = False,
 ) -> None:
     """What improved and what regressed from RUN_A to RUN_B, question by question."""
-    from eval.compare import RunNotFoundError, compare_runs, render
+    from eval.compare import RunNotFoundError, compare_runs, render_comparison
 
     try:
-        comparison = compare_runs(run_a, run_b)
+        text = render_comparison(compare_runs(run_a, run_b), all_metrics=all_metrics)
     except RunNotFoundError as error:
         _fail(str(error))
-    text = render(comparison, all_metrics=all_metrics)
     typer.echo(text)
     if out is not None:
         out.write_text(text)

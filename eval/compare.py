@@ -1,20 +1,72 @@
-"""`scholia eval compare RUN_A RUN_B`: metric deltas and what improved or regressed, per question."""
+"""A run against thresholds (the CI gate: eval/thresholds.toml says how) or against another run
+(`scholia eval compare`)."""
 
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.harness import fmt, table
+from eval.output import fmt, read_jsonl, render
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
-from eval.runner import SUMMARY, load_results
 
+DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
 # A graded score must move by at least this much to count as a change of that question.
 SCORE_DELTA = 0.1
-# Metrics where a lower value is better.
 LOWER_IS_BETTER = ("wrong_decline_rate", "latency.", ".missing", "errors")
+
+
+class ThresholdsError(ValueError):
+    pass
+
+
+class RunNotFoundError(FileNotFoundError):
+    pass
+
+
+def load_thresholds(path: Path | None = None) -> dict[str, dict[str, float]]:
+    path = path or DEFAULT_THRESHOLDS
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ThresholdsError(f"No thresholds file: {path}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ThresholdsError(f"{path}: {error}") from error
+    if unknown := sorted(set(data) - {"min", "max"}):
+        raise ThresholdsError(f"{path}: unknown table(s) {', '.join(unknown)}; use [min] and [max]")
+    bounds: dict[str, dict[str, float]] = {"min": {}, "max": {}}
+    for bound, metrics in bounds.items():
+        for metric, value in data.get(bound, {}).items():
+            if isinstance(value, dict):
+                hint = f'quote dotted metric names, e.g. "{metric}.…" = 0.5'
+                raise ThresholdsError(f"{path}: [{bound}] {metric}: {hint}")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ThresholdsError(f"{path}: [{bound}] {metric} must be a number")
+            metrics[metric] = float(value)
+    return bounds
+
+
+def gate(metrics: dict[str, float], thresholds: dict[str, dict[str, float]]) -> tuple[bool, str]:
+    """Whether the run passes (a threshold applies, and all that apply hold), and why."""
+    lines, applied, failed = [], 0, 0
+    for bound, sign in (("min", "≥"), ("max", "≤")):
+        for metric, threshold in thresholds.get(bound, {}).items():
+            value = metrics.get(metric)
+            ok = value is None or (value >= threshold if bound == "min" else value <= threshold)
+            status = "skip" if value is None else "ok  " if ok else "FAIL"
+            shown = "not measured" if value is None else f"{value:.4f}"
+            lines.append(f"{status} {metric} = {shown} (needs {sign} {threshold:g})")
+            applied, failed = applied + (value is not None), failed + (not ok)
+    passed = applied > 0 and not failed
+    if not applied:
+        lines.append("gate: FAILED (no threshold applies to this run)")
+    else:
+        skipped = len(lines) - applied
+        counts = f"{applied - failed}/{applied} checks passed, {skipped} skipped"
+        lines.append(f"gate: {'PASSED' if passed else 'FAILED'} ({counts})")
+    return passed, "\n".join(lines)
 
 
 @dataclass
@@ -35,91 +87,65 @@ class Comparison:
     only_a: list[str]
     only_b: list[str]
 
-    @property
-    def improved(self) -> list[Change]:
-        return [c for c in self.changes if c.better and not c.worse]
-
-    @property
-    def regressed(self) -> list[Change]:
-        return [c for c in self.changes if c.worse and not c.better]
-
-    @property
-    def mixed(self) -> list[Change]:
-        return [c for c in self.changes if c.better and c.worse]
-
-
-class RunNotFoundError(FileNotFoundError):
-    pass
+    def groups(self) -> dict[str, list[Change]]:
+        return {
+            "Regressed": [c for c in self.changes if c.worse and not c.better],
+            "Improved": [c for c in self.changes if c.better and not c.worse],
+            "Mixed": [c for c in self.changes if c.better and c.worse],
+        }
 
 
 def load_run(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    summary_path = path / SUMMARY
-    if not summary_path.is_file():
-        raise RunNotFoundError(f"{path} is not a finished eval run (no {SUMMARY})")
-    return json.loads(summary_path.read_text()), load_results(path)
+    """A finished run's summary and its latest record of each question."""
+    if not (path / "summary.json").is_file():
+        raise RunNotFoundError(f"{path} is not a finished eval run (no summary.json)")
+    records = {str(r["id"]): r for r in read_jsonl(path / "results.jsonl")}
+    return json.loads((path / "summary.json").read_text()), records
 
 
 def _first_rank(record: dict[str, Any], mode: str) -> int | None:
-    ranks = record.get("retrieval", {}).get(mode, {}).get("relevant_ranks") or []
-    return min(ranks) if ranks else None
-
-
-def _rank_text(rank: int | None) -> str:
-    return f"#{rank}" if rank else "miss"
+    return min(record["retrieval"][mode].get("relevant_ranks") or [0]) or None
 
 
 def question_change(a: dict[str, Any], b: dict[str, Any]) -> Change:
     change = Change(b["id"], b["type"], b["question"])
-    for mode in sorted(set(a.get("retrieval", {})) & set(b.get("retrieval", {}))):
-        if not (b["retrieval"][mode].get("scores") and a["retrieval"][mode].get("scores")):
-            continue
-        before, after = _first_rank(a, mode), _first_rank(b, mode)
-        if before == after:
-            continue
-        text = f"{mode} gold rank {_rank_text(before)}→{_rank_text(after)}"
-        better = after is not None and (before is None or after < before)
+
+    def note(better: bool, text: str) -> None:
         (change.better if better else change.worse).append(text)
+
+    for mode in sorted(set(a.get("retrieval", {})) & set(b.get("retrieval", {}))):
+        before, after = _first_rank(a, mode), _first_rank(b, mode)
+        scored = a["retrieval"][mode].get("scores") and b["retrieval"][mode].get("scores")
+        if scored and before != after:
+            shown = [f"#{rank}" if rank else "miss" for rank in (before, after)]
+            better = after is not None and (before is None or after < before)
+            note(better, f"{mode} gold rank {shown[0]}→{shown[1]}")
     scores_a, scores_b = a.get("scores") or {}, b.get("scores") or {}
     for metric, label in (("key_string", "key strings"), ("correct_decline", "decline decision")):
         before, after = scores_a.get(metric), scores_b.get(metric)
-        if before is None or after is None or before == after:
-            continue
-        mark = f"{label} {'✓' if before else '✗'}→{'✓' if after else '✗'}"
-        (change.better if after > before else change.worse).append(mark)
+        if before is not None and after is not None and before != after:
+            note(after > before, f"{label} {'✓' if before else '✗'}→{'✓' if after else '✗'}")
     for metric in (*NON_LLM_METRICS, *JUDGE_METRICS):
         before, after = scores_a.get(metric), scores_b.get(metric)
-        if before is None or after is None or abs(after - before) < SCORE_DELTA:
-            continue
-        text = f"{metric} {before:.2f}→{after:.2f}"
-        (change.better if after > before else change.worse).append(text)
-    answer_a, answer_b = a.get("answer") or {}, b.get("answer") or {}
-    if answer_a.get("text") is not None and answer_b.get("text") is None and "answer" in b:
-        change.worse.append("answer failed")
-    if answer_a.get("text") is None and "answer" in a and answer_b.get("text") is not None:
-        change.better.append("answer no longer fails")
+        if before is not None and after is not None and abs(after - before) >= SCORE_DELTA:
+            note(after > before, f"{metric} {before:.2f}→{after:.2f}")
+    failed_a = "answer" in a and (a["answer"] or {}).get("text") is None
+    failed_b = "answer" in b and (b["answer"] or {}).get("text") is None
+    if failed_a != failed_b and "answer" in a and "answer" in b:
+        note(failed_a, "answer no longer fails" if failed_a else "answer failed")
     return change
 
 
 def compare_runs(run_a: Path, run_b: Path) -> Comparison:
-    summary_a, records_a = load_run(run_a)
-    summary_b, records_b = load_run(run_b)
+    (summary_a, records_a), (summary_b, records_b) = load_run(run_a), load_run(run_b)
     metrics_a, metrics_b = summary_a.get("metrics", {}), summary_b.get("metrics", {})
-    keys = [k for k in metrics_b if k in metrics_a] + [k for k in metrics_a if k not in metrics_b]
-    keys += [k for k in metrics_b if k not in metrics_a]
-    deltas = [(key, metrics_a.get(key), metrics_b.get(key)) for key in keys]
-    changes = []
-    for qid, b in records_b.items():
-        a = records_a.get(qid)
-        if a is None:
-            continue
-        change = question_change(a, b)
-        if change.better or change.worse:
-            changes.append(change)
+    keys = dict.fromkeys([*(k for k in metrics_b if k in metrics_a), *metrics_a, *metrics_b])
+    changes = [question_change(records_a[q], b) for q, b in records_b.items() if q in records_a]
     return Comparison(
         run_a,
         run_b,
-        deltas,
-        changes,
+        [(key, metrics_a.get(key), metrics_b.get(key)) for key in keys],
+        [c for c in changes if c.better or c.worse],
         only_a=sorted(set(records_a) - set(records_b)),
         only_b=sorted(set(records_b) - set(records_a)),
     )
@@ -135,56 +161,27 @@ def _is_overall(metric: str) -> bool:
     return True
 
 
-def _arrow(metric: str, a: float | None, b: float | None) -> str:
-    if a is None or b is None or a == b:
-        return ""
-    lower_better = any(token in metric for token in LOWER_IS_BETTER)
-    return "▲" if (b > a) != lower_better else "▼"
+def _metric_row(metric: str, a: float | None, b: float | None) -> list[str]:
+    arrow = ""
+    if a is not None and b is not None and a != b:
+        lower_better = any(token in metric for token in LOWER_IS_BETTER)
+        arrow = "▲" if (b > a) != lower_better else "▼"
+    return [metric, fmt(a), fmt(b), "—" if a is None or b is None else f"{b - a:+.3f}", arrow]
 
 
-def render(comparison: Comparison, all_metrics: bool = False) -> str:
-    lines = [
-        "# Eval comparison",
-        "",
-        f"A: `{comparison.run_a}`  ·  B: `{comparison.run_b}`",
-        "",
-        f"{len(comparison.improved)} improved · {len(comparison.regressed)} regressed · "
-        f"{len(comparison.mixed)} mixed (questions in both runs)",
-        "",
-        "## Metrics (▲ better in B, ▼ worse)",
-        "",
+def _change_row(c: Change) -> list[str]:
+    what = "; ".join([*(f"+ {t}" for t in c.better), *(f"− {t}" for t in c.worse)])
+    return [c.id, c.type, what, " ".join(c.question.split())[:80].replace("|", "/")]
+
+
+def render_comparison(comparison: Comparison, all_metrics: bool = False) -> str:
+    metrics = [
+        _metric_row(*delta)
+        for delta in comparison.deltas
+        if all_metrics
+        or (_is_overall(delta[0]) and not (delta[0].startswith("latency") and delta[1] == delta[2]))
     ]
-    rows = []
-    for metric, a, b in comparison.deltas:
-        delta = None if a is None or b is None else b - a
-        if not all_metrics and (
-            not _is_overall(metric) or (delta == 0 and metric.startswith("latency"))
-        ):
-            continue
-        signed = "—" if delta is None else f"{delta:+.3f}"
-        rows.append([metric, fmt(a), fmt(b), signed, _arrow(metric, a, b)])
-    lines.append(table(["metric", "A", "B", "Δ", ""], rows))
-    for title, group in (
-        ("Regressed", comparison.regressed),
-        ("Improved", comparison.improved),
-        ("Mixed", comparison.mixed),
-    ):
-        if not group:
-            continue
-        rows = []
-        for change in group:
-            what = [*(f"+ {t}" for t in change.better), *(f"− {t}" for t in change.worse)]
-            question = " ".join(change.question.split())[:80].replace("|", "/")
-            rows.append([change.id, change.type, "; ".join(what), question])
-        lines += [
-            f"## {title} ({len(group)})",
-            "",
-            table(["id", "type", "what changed", "question"], rows),
-        ]
-    if comparison.only_a or comparison.only_b:
-        lines += [
-            f"Only in A: {', '.join(comparison.only_a) or '—'}",
-            f"Only in B: {', '.join(comparison.only_b) or '—'}",
-            "",
-        ]
-    return "\n".join(lines)
+    groups = {
+        title: [_change_row(c) for c in group] for title, group in comparison.groups().items()
+    }
+    return render("compare.md.j2", c=comparison, groups=groups, metrics=metrics)

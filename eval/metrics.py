@@ -1,4 +1,4 @@
-"""Retrieval and answer metrics that need no model: pure functions over one question's results."""
+"""Metrics that need no model: retrieval ranks and scores, key strings, means and percentiles."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from collections.abc import Iterable, Sequence
 from eval.suite import normalize_title
 
 K_VALUES = (1, 3, 5, 10)
-NDCG_K = 10
-RETRIEVAL_DEPTH = max(K_VALUES)
+RETRIEVAL_DEPTH = 10  # papers retrieved per question; nDCG is at this depth too
 
 
 def relevant_ranks(
@@ -19,15 +18,9 @@ def relevant_ranks(
     gold_titles: Iterable[str],
 ) -> list[int]:
     """1-based ranks of the retrieved papers that are gold (by id, or by normalised title)."""
-    ids = set(gold_ids)
-    titles = {normalize_title(title) for title in gold_titles}
-    return [
-        rank
-        for rank, (paper_id, title) in enumerate(
-            zip(retrieved_ids, retrieved_titles, strict=True), start=1
-        )
-        if paper_id in ids or normalize_title(title) in titles
-    ]
+    ids, titles = set(gold_ids), {normalize_title(title) for title in gold_titles}
+    found = enumerate(zip(retrieved_ids, retrieved_titles, strict=True), start=1)
+    return [rank for rank, (id_, title) in found if id_ in ids or normalize_title(title) in titles]
 
 
 def retrieval_scores(ranks: Sequence[int], gold_count: int) -> dict[str, float]:
@@ -40,18 +33,15 @@ def retrieval_scores(ranks: Sequence[int], gold_count: int) -> dict[str, float]:
         scores[f"hit@{k}"] = 1.0 if found else 0.0
         scores[f"recall@{k}"] = min(found, gold_count) / gold_count
     scores["mrr"] = 1.0 / min(ranks) if ranks else 0.0
-    dcg = sum(1.0 / math.log2(rank + 1) for rank in ranks if rank <= NDCG_K)
-    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(gold_count, NDCG_K) + 1))
-    scores[f"ndcg@{NDCG_K}"] = dcg / ideal
+    dcg = sum(1.0 / math.log2(rank + 1) for rank in ranks if rank <= RETRIEVAL_DEPTH)
+    ideal = sum(
+        1.0 / math.log2(rank + 1) for rank in range(1, min(gold_count, RETRIEVAL_DEPTH) + 1)
+    )
+    scores["ndcg@10"] = dcg / ideal
     return scores
 
 
-RETRIEVAL_METRICS = (
-    *(f"hit@{k}" for k in K_VALUES),
-    *(f"recall@{k}" for k in K_VALUES),
-    "mrr",
-    f"ndcg@{NDCG_K}",
-)
+RETRIEVAL_METRICS = (*(f"{m}@{k}" for m in ("hit", "recall") for k in K_VALUES), "mrr", "ndcg@10")
 
 
 def key_string_score(answer: str, key_strings: Sequence[str]) -> float | None:
@@ -78,3 +68,18 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     low = math.floor(position)
     high = min(low + 1, len(data) - 1)
     return data[low] + (data[high] - data[low]) * (position - low)
+
+
+def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
+    """n, p50, p95, p99, mean, min and max, rounded; None where there are no values."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, digits)
+
+    return {
+        "n": len(values),
+        **{f"p{q}": rounded(percentile(values, q)) for q in (50, 95, 99)},
+        "mean": rounded(sum(values) / len(values)) if values else None,
+        "min": rounded(min(values)) if values else None,
+        "max": rounded(max(values)) if values else None,
+    }

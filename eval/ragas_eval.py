@@ -1,14 +1,7 @@
-"""RAGAS metrics, computed by `ragas` itself (0.4.3).
-
-Non-LLM: ID-based context precision/recall (legacy `ragas.metrics` classes: the collections API has
-no ID-based metric) and ROUGE-L / chrF (`ragas.metrics.collections`).
-LLM-judged: faithfulness, answer relevancy, context precision, context recall and factual
-correctness from `ragas.metrics.collections`, with `llm_factory` over an `AsyncOpenAI` client
-pointed at any OpenAI-compatible judge and the packaged MiniLM for embeddings.
-
-A judge call that fails (malformed JSON after instructor's retries, a timeout, a server error)
-never stops a run: that metric of that sample is missing, and the reason is kept.
-"""
+"""RAGAS metrics, computed by `ragas` itself (0.4.3): the model-free ones (ID-based context
+precision/recall, ROUGE-L, chrF) and the LLM-judged ones of `ragas.metrics.collections`, asked of
+any OpenAI-compatible judge. A failed judge call never stops a run: that score is missing, and
+why is kept."""
 
 from __future__ import annotations
 
@@ -18,17 +11,13 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 NON_LLM_METRICS = ("id_context_precision", "id_context_recall", "rouge_l", "chrf")
-JUDGE_METRICS = (
-    "faithfulness",
-    "answer_relevancy",
-    "context_precision",
-    "context_recall",
-    "factual_correctness",
-)
+_JUDGED = "faithfulness answer_relevancy context_precision context_recall factual_correctness"
+JUDGE_METRICS = tuple(_JUDGED.split())
 
 
 @dataclass
@@ -53,12 +42,9 @@ class JudgeOutcome:
     unavailable: bool = False  # the judge could not be reached: worth retrying, not a score
 
 
-def _score_value(result: Any) -> float | None:
+def _value(result: Any) -> float | None:
     value = getattr(result, "value", result)
-    if value is None:
-        return None
-    number = float(value)
-    return None if math.isnan(number) else number
+    return None if value is None or math.isnan(float(value)) else float(value)
 
 
 class NonLLMScorer:
@@ -81,23 +67,16 @@ class NonLLMScorer:
     async def score(self, sample: Sample) -> dict[str, float | None]:
         scores: dict[str, float | None] = dict.fromkeys(NON_LLM_METRICS)
         if sample.answerable and sample.reference_ids and sample.retrieved_ids:
-            ragas_sample = self._sample_type(
+            ids = self._sample_type(
                 retrieved_context_ids=sample.retrieved_ids,
                 reference_context_ids=sample.reference_ids,
             )
-            scores["id_context_precision"] = _score_value(
-                await self.id_precision.single_turn_ascore(ragas_sample)
-            )
-            scores["id_context_recall"] = _score_value(
-                await self.id_recall.single_turn_ascore(ragas_sample)
-            )
+            scores["id_context_precision"] = _value(await self.id_precision.single_turn_ascore(ids))
+            scores["id_context_recall"] = _value(await self.id_recall.single_turn_ascore(ids))
         if sample.reference and sample.response:
-            scores["rouge_l"] = _score_value(
-                await self.rouge.ascore(reference=sample.reference, response=sample.response)
-            )
-            scores["chrf"] = _score_value(
-                await self.chrf.ascore(reference=sample.reference, response=sample.response)
-            )
+            texts = {"reference": sample.reference, "response": sample.response}
+            scores["rouge_l"] = _value(await self.rouge.ascore(**texts))
+            scores["chrf"] = _value(await self.chrf.ascore(**texts))
         return scores
 
 
@@ -120,13 +99,7 @@ class Judge:
         from openai import AsyncOpenAI
         from ragas.embeddings import HuggingFaceEmbeddings
         from ragas.llms import llm_factory
-        from ragas.metrics.collections import (
-            AnswerRelevancy,
-            ContextPrecision,
-            ContextRecall,
-            FactualCorrectness,
-            Faithfulness,
-        )
+        from ragas.metrics import collections as ragas
 
         self.config = config
         client = AsyncOpenAI(
@@ -142,43 +115,38 @@ class Judge:
         embeddings = HuggingFaceEmbeddings(
             model=str(config.embedding_model), device="cpu", local_files_only=True
         )
-        self.faithfulness = Faithfulness(llm=llm)
-        self.answer_relevancy = AnswerRelevancy(llm=llm, embeddings=embeddings)
-        self.context_precision = ContextPrecision(llm=llm)
-        self.context_recall = ContextRecall(llm=llm)
-        self.factual_correctness = FactualCorrectness(llm=llm)
+        self.metrics = {
+            "faithfulness": ragas.Faithfulness(llm=llm),
+            "answer_relevancy": ragas.AnswerRelevancy(llm=llm, embeddings=embeddings),
+            "context_precision": ragas.ContextPrecision(llm=llm),
+            "context_recall": ragas.ContextRecall(llm=llm),
+            "factual_correctness": ragas.FactualCorrectness(llm=llm),
+        }
 
     def plan(self, sample: Sample) -> dict[str, Callable[[], Awaitable[Any]]]:
         """The metrics that apply to this sample: a declined answer has no claims to judge, an
         unanswerable question has no reference context."""
-        calls: dict[str, Callable[[], Awaitable[Any]]] = {}
         answered = bool(sample.response.strip()) and not sample.declined
         contexts = [c for c in sample.retrieved_contexts if c.strip()]
-        if answered and contexts:
-            calls["faithfulness"] = lambda: self.faithfulness.ascore(
-                user_input=sample.user_input, response=sample.response, retrieved_contexts=contexts
-            )
-        if answered:
-            calls["answer_relevancy"] = lambda: self.answer_relevancy.ascore(
-                user_input=sample.user_input, response=sample.response
-            )
-        if sample.answerable and sample.reference and contexts:
-            calls["context_precision"] = lambda: self.context_precision.ascore(
-                user_input=sample.user_input,
-                reference=sample.reference,
-                retrieved_contexts=contexts,
-            )
-            calls["context_recall"] = lambda: self.context_recall.ascore(
-                user_input=sample.user_input,
-                retrieved_contexts=contexts,
-                reference=sample.reference,
-            )
-        if answered and sample.answerable and sample.reference:
-            calls["factual_correctness"] = lambda: self.factual_correctness.ascore(
-                response=sample.response, reference=sample.reference
-            )
-        wanted = self.config.metrics
-        return {name: call for name, call in calls.items() if not wanted or name in wanted}
+        referenced = sample.answerable and bool(sample.reference)
+        given: dict[str, Any] = {"user_input": sample.user_input, "response": sample.response}
+        given |= {"reference": sample.reference, "retrieved_contexts": contexts}
+        asks = {  # metric: (whether it applies, what it is given)
+            "faithfulness": (answered and contexts, "user_input response retrieved_contexts"),
+            "answer_relevancy": (answered, "user_input response"),
+            "context_precision": (
+                referenced and contexts,
+                "user_input reference retrieved_contexts",
+            ),
+            "context_recall": (referenced and contexts, "user_input reference retrieved_contexts"),
+            "factual_correctness": (answered and referenced, "response reference"),
+        }
+        wanted = self.config.metrics or JUDGE_METRICS
+        return {
+            name: partial(self.metrics[name].ascore, **{key: given[key] for key in keys.split()})
+            for name, (applies, keys) in asks.items()
+            if applies and name in wanted
+        }
 
     async def judge(self, sample: Sample) -> JudgeOutcome:
         outcome = JudgeOutcome()
@@ -192,7 +160,7 @@ class Judge:
                 outcome.errors[name] = _describe(error)
                 outcome.unavailable = outcome.unavailable or _unreachable(error)
                 continue
-            value = _score_value(result)
+            value = _value(result)
             outcome.scores[name] = value
             if value is None:
                 outcome.errors[name] = "no score (the judge produced nothing to score)"
@@ -206,18 +174,15 @@ def _unreachable(error: BaseException) -> bool:
 
     seen: BaseException | None = error
     for _ in range(10):
-        if seen is None:
-            break
         if isinstance(seen, openai.APIConnectionError) and not isinstance(
             seen, openai.APITimeoutError
         ):
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen = seen and (seen.__cause__ or seen.__context__)
     return "Connection error" in str(error)
 
 
 def _describe(error: BaseException) -> str:
     text = " ".join(str(error).split())
-    if len(text) > 300:
-        text = text[:300] + "…"
+    text = text[:300] + "…" if len(text) > 300 else text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,11 +1,5 @@
-"""Evaluation suites: JSON Lines, one question per line.
-
-Fields: `id` (unique), `question`, `type` (fact, which_paper, multi_paper, adversarial,
-unanswerable, or any label), `gold_titles` and/or `gold_ids` (the papers that answer it; empty for
-an unanswerable question), `key_strings` (all must appear in a correct answer), `reference` (a
-reference answer), `tags`. Blank lines are skipped; any other bad line is an error that names the
-file and line.
-"""
+"""Evaluation suites: JSON Lines, one question per line (the fields: eval/README.md). Blank lines are
+skipped; any other bad line is an error that names the file and line."""
 
 from __future__ import annotations
 
@@ -19,12 +13,13 @@ from typing import Any
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 UNANSWERABLE = "unanswerable"
 
+_TEXT_FIELDS = ("id", "question", "type")
 _LIST_FIELDS = ("gold_titles", "gold_ids", "key_strings", "tags")
-_KNOWN_FIELDS = {"id", "type", "question", "reference", *_LIST_FIELDS}
+_KNOWN_FIELDS = {*_TEXT_FIELDS, "reference", *_LIST_FIELDS}
 
 
 class SuiteError(ValueError):
-    """A suite file that cannot be used; the message names the file and line."""
+    pass
 
 
 @dataclass(frozen=True)
@@ -40,11 +35,8 @@ class Question:
     line: int = 0
 
     @property
-    def answerable(self) -> bool:
-        """Unanswerable: typed so, or no gold paper and no key string to look for."""
-        if self.type == UNANSWERABLE:
-            return False
-        return bool(self.gold_titles or self.gold_ids or self.key_strings)
+    def answerable(self) -> bool:  # not typed unanswerable, and something to look for
+        return self.type != UNANSWERABLE and bool(self.has_gold or self.key_strings)
 
     @property
     def has_gold(self) -> bool:
@@ -71,77 +63,57 @@ def normalize_title(title: str) -> str:
     return " ".join(re.sub(r"[\W_]+", " ", text).split())
 
 
-def resolve_suite(name_or_path: str | Path) -> Path:
-    """A path to a file, or the name of a bundled suite (`dev` → eval/suites/dev.jsonl)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    bundled = SUITES_DIR / f"{name_or_path}.jsonl"
-    if bundled.is_file():
-        return bundled
-    raise SuiteError(f"No such suite: {name_or_path} (neither a file nor a suite in {SUITES_DIR})")
-
-
 def load_suite(name_or_path: str | Path) -> Suite:
-    path = resolve_suite(name_or_path)
-    suite = Suite(path)
-    seen: dict[str, int] = {}
+    """A suite file, or a bundled suite by name (`dev` → eval/suites/dev.jsonl)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = SUITES_DIR / f"{name_or_path}.jsonl"
+        if not path.is_file():
+            raise SuiteError(f"No such suite: {name_or_path} (neither a file nor in {SUITES_DIR})")
+    suite, seen = Suite(path), dict[str, int]()
     try:
-        text = path.read_text(encoding="utf-8")
+        lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
         raise SuiteError(f"{path}: not UTF-8 text ({error})") from error
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        question = parse_line(raw, path, number)
-        if question.id in seen:
-            raise SuiteError(
-                f"{path}:{number}: duplicate id {question.id!r} (first at line {seen[question.id]})"
-            )
-        seen[question.id] = number
-        suite.questions.append(question)
+    for number, raw in enumerate(lines, start=1):
+        if raw.strip():
+            question = _parse(raw, f"{path}:{number}", number)
+            if question.id in seen:
+                first = seen[question.id]
+                raise SuiteError(
+                    f"{path}:{number}: duplicate id {question.id!r} (first at line {first})"
+                )
+            seen[question.id] = number
+            suite.questions.append(question)
     if not suite.questions:
         raise SuiteError(f"{path}: the suite holds no questions")
     return suite
 
 
-def parse_line(raw: str, path: Path, number: int) -> Question:
-    where = f"{path}:{number}"
+def _parse(raw: str, where: str, number: int) -> Question:
     try:
-        row: Any = json.loads(raw)
+        row = json.loads(raw)
     except json.JSONDecodeError as error:
         raise SuiteError(
             f"{where}: not valid JSON ({error.msg} at column {error.colno})"
         ) from error
     if not isinstance(row, dict):
         raise SuiteError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    unknown = sorted(set(row) - _KNOWN_FIELDS)
-    if unknown:
-        raise SuiteError(
-            f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(_KNOWN_FIELDS))})"
-        )
-    for name in ("id", "question", "type"):
-        value = row.get(name)
-        if not isinstance(value, str) or not value.strip():
+    if unknown := sorted(set(row) - _KNOWN_FIELDS):
+        known = ", ".join(sorted(_KNOWN_FIELDS))
+        raise SuiteError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {known})")
+    for name in _TEXT_FIELDS:
+        if not isinstance(row.get(name), str) or not row[name].strip():
             raise SuiteError(f"{where}: field {name!r} must be a non-empty string")
     if not isinstance(row.get("reference", ""), str):
         raise SuiteError(f"{where}: field 'reference' must be a string")
-    lists: dict[str, tuple[str, ...]] = {}
     for name in _LIST_FIELDS:
         value = row.get(name, [])
-        if not isinstance(value, list) or not all(
-            isinstance(item, str) and item.strip() for item in value
-        ):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise SuiteError(f"{where}: field {name!r} must be a list of non-empty strings")
-        lists[name] = tuple(item.strip() for item in value)
-    question = Question(
-        id=row["id"].strip(),
-        question=row["question"].strip(),
-        type=row["type"].strip(),
-        reference=row.get("reference", "").strip(),
-        line=number,
-        **lists,
-    )
+    fields: dict[str, Any] = {n: tuple(v.strip() for v in row.get(n, [])) for n in _LIST_FIELDS}
+    fields |= {name: row[name].strip() for name in _TEXT_FIELDS}
+    question = Question(**fields, reference=row.get("reference", "").strip(), line=number)
     if question.type == UNANSWERABLE and (question.has_gold or question.key_strings):
         raise SuiteError(
             f"{where}: an unanswerable question cannot have gold papers or key strings"
@@ -157,19 +129,13 @@ def select(
 ) -> list[Question]:
     """Filter by type, then keep the first `limit` (round-robin across types with `stratify`)."""
     chosen = [q for q in questions if not types or q.type in types]
-    if limit is None or limit >= len(chosen):
-        return chosen
-    if not stratify:
+    if limit is None or limit >= len(chosen) or not stratify:
         return chosen[:limit]
     by_type: dict[str, list[Question]] = {}
     for question in chosen:
         by_type.setdefault(question.type, []).append(question)
-    picked: list[Question] = []
-    index = 0
-    while len(picked) < limit:
-        for group in by_type.values():
-            if index < len(group) and len(picked) < limit:
-                picked.append(group[index])
-        index += 1
-    order = {q.id: i for i, q in enumerate(chosen)}
-    return sorted(picked, key=lambda q: order[q.id])
+    # Each question's place in its type's list: the round-robin order, then the suite's order.
+    rounds = {q.id: i for group in by_type.values() for i, q in enumerate(group)}
+    turn = {kind: i for i, kind in enumerate(by_type)}
+    picked = sorted(chosen, key=lambda q: (rounds[q.id], turn[q.type]))[:limit]
+    return [q for q in chosen if q in picked]

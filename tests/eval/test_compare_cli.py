@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ from typer.testing import CliRunner
 
 from assistant.cli import app
 from eval.cli import eval_app
-from eval.compare import compare_runs, render
+from eval.compare import compare_runs
+from eval.compare import render_comparison as render
 from scholia.settings import Settings
 
 runner = CliRunner()
@@ -79,10 +81,11 @@ def two_runs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_compare_per_question(two_runs: tuple[Path, Path]) -> None:
     comparison = compare_runs(*two_runs)
-    assert [c.id for c in comparison.improved] == ["q1"]
-    assert [c.id for c in comparison.regressed] == ["q2"]
+    groups = comparison.groups()
+    assert [c.id for c in groups["Improved"]] == ["q1"]
+    assert [c.id for c in groups["Regressed"]] == ["q2"] and not groups["Mixed"]
     assert comparison.only_a == ["q4"] and comparison.only_b == ["q5"]
-    text = render(comparison)
+    text = re.sub(" +", " ", render(comparison))  # tables are padded
     assert "hybrid gold rank #3→#1" in text and "key strings ✗→✓" in text
     assert "hybrid gold rank #1→miss" in text and "faithfulness 0.90→0.40" in text
     assert "| retrieval.hybrid.hit@1 | 0.500 | 0.750 | +0.250 | ▲ |" in text

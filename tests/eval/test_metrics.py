@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.gate import ThresholdsError, check, gate_passed, load_thresholds, render
+from eval.compare import ThresholdsError, gate, load_thresholds
 from eval.metrics import key_string_score, percentile, relevant_ranks, retrieval_scores
 
 
@@ -64,14 +64,16 @@ def test_gate(tmp_path: Path) -> None:
         '[max]\n"answers.wrong_decline_rate" = 0.2\n'
     )
     bounds = load_thresholds(path)
-    passing = check({"retrieval.hybrid.hit@1": 0.95}, bounds)
-    assert gate_passed(passing)
-    assert sum(c.skipped for c in passing) == 2
-    assert "skip answers.key_string_accuracy" in render(passing)
-    failing = check({"retrieval.hybrid.hit@1": 0.95, "answers.wrong_decline_rate": 0.3}, bounds)
-    assert not gate_passed(failing)
-    assert "FAIL answers.wrong_decline_rate" in render(failing)
-    assert not gate_passed(check({}, bounds))  # nothing applied is a failure
+    passed, report = gate({"retrieval.hybrid.hit@1": 0.95}, bounds)
+    assert passed and "gate: PASSED (1/1 checks passed, 2 skipped)" in report
+    assert "skip answers.key_string_accuracy = not measured" in report
+    passed, report = gate(
+        {"retrieval.hybrid.hit@1": 0.95, "answers.wrong_decline_rate": 0.3}, bounds
+    )
+    assert not passed and "FAIL answers.wrong_decline_rate = 0.3000 (needs ≤ 0.2)" in report
+    assert "gate: FAILED (1/2 checks passed, 1 skipped)" in report
+    passed, report = gate({}, bounds)
+    assert not passed and "no threshold applies" in report  # nothing applied is a failure
 
 
 def test_bad_thresholds(tmp_path: Path) -> None:

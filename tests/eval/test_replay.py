@@ -92,7 +92,7 @@ def test_stream_and_complete_record_then_replay(tmp_path: Path) -> None:
     assert len(path.read_text().splitlines()) == 3
 
     async def replay() -> tuple[list[str], str, int, bool]:
-        replayer = ReplayLLM.from_run(tmp_path, settings)
+        replayer = ReplayLLM(tmp_path, settings)
         chunks = [chunk async for chunk in replayer.stream(MESSAGES, 32)]
         completion = await replayer.complete(MESSAGES[:1], 16)
         return chunks, completion.text, await replayer.context_window(), await replayer.ping()
@@ -101,7 +101,7 @@ def test_stream_and_complete_record_then_replay(tmp_path: Path) -> None:
     assert "".join(chunks) == streamed and 1 < len(chunks) <= 4
     assert replayed == completed and replayed_window == window == 4096 and alive
 
-    replayer = ReplayLLM.from_run(tmp_path, settings)
+    replayer = ReplayLLM(tmp_path, settings)
     with pytest.raises(CompletionNotRecordedError, match="“What is attention\\?”"):
         asyncio.run(replayer.complete(MESSAGES, 33))
     assert replayer.misses
@@ -130,7 +130,7 @@ def test_re_recording_asks_the_llm_only_what_the_recording_lacks(tmp_path: Path)
 
     assert asyncio.run(second()) == ("Recorded.", "Live.")
     assert len(live.calls) == 1
-    assert len(load_recording(new).completions) == 2  # the new recording holds both
+    assert len(load_recording(new)[0]) == 2  # the new recording holds both
 
 
 def test_records_an_openai_server_and_replays_with_it_gone(
@@ -143,7 +143,7 @@ def test_records_an_openai_server_and_replays_with_it_gone(
         completion = asyncio.run(recorder.complete(MESSAGES, 50))
         asyncio.run(recorder.context_window())
     no_network(monkeypatch)
-    replayer = ReplayLLM.from_run(tmp_path, LLMSettings(model="another", max_model_len=1024))
+    replayer = ReplayLLM(tmp_path, LLMSettings(model="another", max_model_len=1024))
     assert replayer.model == "fake-judge"
     assert asyncio.run(replayer.complete(MESSAGES, 50)) == completion
     assert asyncio.run(replayer.context_window()) == 4096  # the server's, not the fallback
@@ -169,7 +169,7 @@ def test_recorded_run_replays_without_the_llm(
     )
     lines = [json.loads(line) for line in (recorded / COMPLETIONS).read_text().splitlines()]
     assert sum("key" in line for line in lines) == len(llm.calls) > 0
-    assert len(load_recording(recorded / COMPLETIONS).completions) <= len(llm.calls)
+    assert len(load_recording(recorded / COMPLETIONS)[0]) <= len(llm.calls)
 
     no_network(monkeypatch)
     offline = indexed_settings.model_copy(
@@ -225,7 +225,7 @@ def test_a_request_not_recorded_stops_the_replay(
 def test_replay_refuses_what_cannot_work(dev: Suite, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     with pytest.raises(ReplayError, match="--record"):
-        ReplayLLM.from_run(tmp_path, settings.llm)
+        ReplayLLM(tmp_path, settings.llm)
     with pytest.raises(RunConfigError, match="another --out"):
         run(dev, [], settings, tmp_path, options=RunOptions(replay=tmp_path))
     assert not (tmp_path / RESULTS).exists()

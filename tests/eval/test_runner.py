@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,8 @@ def test_no_llm_all_modes(
         assert summary["metrics"][f"retrieval.{mode}.mrr"] == pytest.approx(block["mrr"], abs=1e-6)
     assert "retrieval.hybrid.fact.hit@1" in summary["metrics"]
     assert json.loads((out / "summary.json").read_text())["metrics"] == summary["metrics"]
-    report = (out / "report.md").read_text()
-    assert "| dense | 4 |" in report and "hit@1 / hit@3 / hit@5 by question type" in report
+    report = re.sub(" +", " ", (out / "report.md").read_text())  # tables are padded
+    assert "| dense | 4 |" in report and "### bm25: all metrics by type" in report
     for plot in ("per_type.png", "scores.png", "latency.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
 

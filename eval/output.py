@@ -1,0 +1,159 @@
+"""The one writer of eval results, for runs and benchmarks alike: JSON, JSON Lines, Markdown
+(Jinja2 templates in eval/templates, tables by tabulate) and charts (matplotlib)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from tabulate import tabulate
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table; cells that are not text go through `fmt`."""
+    cells = [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
+    return tabulate(cells, headers=list(header), tablefmt="github", disable_numparse=True) + "\n"
+
+
+def block_table(blocks: Mapping[str, Mapping[str, Any]], columns: Mapping[str, str]) -> str:
+    """One row per labelled block; `columns`: header → the block's key (the first: the label)."""
+    header, keys = list(columns), list(columns.values())[1:]
+    return table(
+        header, [[label, *(block.get(k) for k in keys)] for label, block in blocks.items()]
+    )
+
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
+_templates.globals |= {"table": table, "block_table": block_table}
+
+
+def render(template: str, **context: Any) -> str:
+    return _templates.get_template(template).render(**context)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The whole lines of a file a killed run may have left torn; the torn tail is cut off."""
+    if not path.is_file():
+        return []
+    records, good = [], 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break
+            if not raw.endswith(b"\n"):
+                break
+            records.append(record)
+            good += len(raw)
+    if good != path.stat().st_size:
+        with path.open("r+b") as handle:
+            handle.truncate(good)
+    return records
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """On disk at once: a killed run keeps every line written before."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@dataclass
+class Panel:
+    """One chart. `kind`: "bar" (one bar per label for each series of heights), "hist" (each
+    series is values), "line" or "scatter" (each series is (xs, ys))."""
+
+    title: str
+    kind: str
+    series: dict[str, Any]
+    labels: list[str] = field(default_factory=list)
+    xlabel: str = ""
+    ylabel: str = ""
+    log_x: bool = False
+    log_y: bool = False
+    bins: int | list[float] = 20
+    ylim: tuple[float, float] | None = None
+    marks: dict[str, float] = field(default_factory=dict)  # vertical lines: legend label → x
+
+
+def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
+    """`name.json` ← data, `name.png` ← panels, anything else ← text."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in outputs.items():
+        if name.endswith(".json"):
+            text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+            (out_dir / name).write_text(text, encoding="utf-8")
+        elif name.endswith(".png"):
+            write_figure(out_dir / name, content)
+        else:
+            (out_dir / name).write_text(content, encoding="utf-8")
+
+
+def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(1, min(columns, len(panels)))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.5 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        _draw(ax, panel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _draw(ax: Any, panel: Panel) -> None:
+    if panel.kind == "bar":
+        width = 0.8 / max(len(panel.series), 1)
+        for index, (label, heights) in enumerate(panel.series.items()):
+            xs = [x + index * width for x in range(len(panel.labels))]
+            ax.bar(xs, [height or 0.0 for height in heights], width, label=label)
+        middle = width * (len(panel.series) - 1) / 2
+        ticks = [x + middle for x in range(len(panel.labels))]
+        ax.set_xticks(ticks, panel.labels, rotation=20, ha="right")
+    for label, data in panel.series.items() if panel.kind != "bar" else ():
+        if panel.kind == "hist":
+            ax.hist(data, bins=panel.bins, label=label, edgecolor="white")
+        elif panel.kind == "scatter":
+            ax.scatter(*data, s=8, alpha=0.6, label=label)
+        else:
+            ax.plot(*data, marker="o", label=label)
+    for label, x in panel.marks.items():
+        ax.axvline(x, color="grey", linestyle=":", label=label)
+    ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
+    ax.title.set_fontsize(9)
+    if panel.log_x:
+        ax.set_xscale("log")
+    if panel.log_y:
+        ax.set_yscale("log")
+    if panel.ylim:
+        ax.set_ylim(*panel.ylim)
+    if len(panel.series) + len(panel.marks) > 1:
+        ax.legend(fontsize=8)
