@@ -94,6 +94,7 @@ YEAR_ASKED = re.compile(
     re.IGNORECASE,
 )
 YEAR = "year"
+FACTOR = re.compile(r"^\S*?\d(?:x|×|times|-?fold)\b|^\S+\s+(?:x|×|times|-?fold)\b", re.IGNORECASE)
 A_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 RESOLUTION = re.compile(r"\b\d+\s*[x×]\s*\d+\b")  # "256x256" names a dataset's size
 
@@ -201,13 +202,19 @@ def gives_the_figure(sentence: str, analysis: QuestionAnalysis) -> bool:
     return analysis.counted <= stems(words)
 
 
-def beside_figures(sentence: str, reach: int = 3) -> list[str]:
+def beside_figures(sentence: str, counts: bool = False, reach: int = 3) -> list[str]:
     """The phrases around each figure of a sentence, the figures left out ("FID scores of 2.51"
-    → "FID scores of", "scores of", …): where a sentence says what it measures."""
+    → "FID scores of", "scores of", …): where a sentence says what it measures. With `counts`,
+    only counts of things: "2 times faster" and "10x" are factors, not how many of anything."""
     tokens = sentence.split()
     figures = [_is_figure(token) for token in tokens]
+    anchors = [
+        i
+        for i, figure in enumerate(figures)
+        if figure and not (counts and FACTOR.search(" ".join(tokens[i : i + 2])))
+    ]
     phrases: dict[str, None] = {}
-    for index in (i for i, figure in enumerate(figures) if figure):
+    for index in anchors:
         for start in range(max(0, index - reach), index + 1):
             for end in range(index + 1, min(len(tokens), index + reach + 1) + 1):
                 words = [tokens[i] for i in range(start, end) if not figures[i]]

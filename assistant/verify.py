@@ -23,6 +23,7 @@ import numpy as np
 
 import prompts
 from assistant.analyse import (
+    TOKEN,
     YEAR,
     Asks,
     QuestionAnalysis,
@@ -34,6 +35,7 @@ from assistant.analyse import (
     numbers_in,
     paper_name,
     states_a_figure,
+    stems,
 )
 from assistant.pack import PackedSource
 from ingest.embed import Embedder
@@ -131,18 +133,21 @@ class Evidence:
 
     def measures(self, key: str, analysis: QuestionAnalysis) -> bool:
         """The sentence states a figure of the measure asked in other words ("pictures" counted
-        as "images"): it is close in meaning to the question, and the words beside one of its
-        figures to the measure asked. Closeness to the question alone is not enough: it comes
-        from the subject, so a neighbouring figure (an accuracy for a learning rate) passes."""
+        as "images", "V100 cards" as "V100 GPUs"): it is about what is asked (shares a word of
+        the measure, or is close in meaning to the question), and the words beside one of its
+        figures are close in meaning to the measure. Closeness to the question alone is not
+        enough: it comes from the subject, so a neighbouring figure (an accuracy for a learning
+        rate) would pass."""
         sentence = self.sentences[key]
         settings = self.verifier.settings
-        if (
-            analysis.measure == YEAR
-            or not states_a_figure(sentence)
-            or (self.closeness(analysis.text, [key])[0] < settings.measure_min_similarity)
+        if analysis.measure == YEAR or not states_a_figure(sentence):
+            return False
+        shared = analysis.counted & stems({w.casefold() for w in TOKEN.findall(sentence)})
+        if not shared and (
+            self.closeness(analysis.text, [key])[0] < settings.measure_min_similarity
         ):
             return False
-        phrases = beside_figures(sentence)
+        phrases = beside_figures(sentence, counts=analysis.asks == Asks.COUNT)
         if not analysis.measure or not phrases:
             return not analysis.measure
         if analysis.measure not in self._queries:

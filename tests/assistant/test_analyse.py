@@ -177,3 +177,10 @@ def test_the_words_beside_each_figure_leave_the_figure_out() -> None:
     assert "BLEU score of" in phrases and "steps." in phrases
     assert not any(any(c.isdigit() for c in p.replace("WMT14", "")) for p in phrases)
     assert beside_figures("No figure stands in this sentence.") == []
+
+
+def test_a_factor_counts_nothing() -> None:
+    factors = "It speeds up 3D training 2 times, and 10x with 8 GPUs."
+    assert any("GPUs" in phrase for phrase in beside_figures(factors, counts=True))
+    assert not any("training" in phrase for phrase in beside_figures(factors, counts=True))
+    assert any("training" in phrase for phrase in beside_figures(factors))
