@@ -197,6 +197,10 @@ class KeywordIndex:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return data
 
+    def reload(self) -> None:
+        """Forget the loaded index: the next search reads the folder again."""
+        self._cache = None
+
     def _loaded(self) -> tuple[Any, list[str]]:
         """The index, loaded once per version from the folder the link pointed at."""
         import bm25s
