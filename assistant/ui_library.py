@@ -25,6 +25,8 @@ from ingest.pipeline import IngestLockedError
 log = logging.getLogger("scholia.ui")
 
 PAGE_SIZE = 10
+# Each tick is a POST /ui/… that the per-client rate limit counts.
+POLL_S = 2.0
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 UPLOAD_SUFFIXES = [*JSONL_SUFFIXES, ".txt"]
 
@@ -176,7 +178,7 @@ def library_layout() -> Library:
             job = gr.HTML("", elem_id="scholia-job")
     return Library(
         head, query, search, previous, following, gr.State(0), listing, paper_id, show, ask,
-        remove, paper, upload, add, job, gr.State(None), gr.Timer(1.0, active=False),
+        remove, paper, upload, add, job, gr.State(None), gr.Timer(POLL_S, active=False),
     )  # fmt: skip
 
 
@@ -254,17 +256,23 @@ class LibraryHandlers:
         return render_job(job), gr.Timer(active=False), None, *self.refresh(query, page)
 
     def on_load(self, request: gr.Request) -> tuple[Any, ...]:
-        """(tabs, paper id, paper panel, scope, note, clear, head, list) from `?paper=&ask=`."""
+        """(tabs, paper id, paper panel, scope, note, clear, head, list, job panel, job id,
+        timer) from `?paper=&ask=`, and the ingest running now, if any."""
         params = request.query_params if request else {}
         head, listing, _ = self.refresh("", 0)
+        running = jobs_of(self.app).current()
+        job: tuple[Any, ...] = (gr.skip(),) * 3
+        if running is not None:
+            job = (render_job(running), running.id, gr.Timer(active=True))
         paper_id = str(params.get("paper", ""))[:500]
         if not paper_id:
-            return (gr.skip(),) * 6 + (head, listing)
+            return *(gr.skip(),) * 6, head, listing, *job
         if params.get("ask"):
             scope, note, clear, tabs, panel = self.scope(paper_id)
-            return tabs, paper_id, panel, scope, note, clear, head, listing
+            return tabs, paper_id, panel, scope, note, clear, head, listing, *job
         panel = self.show(paper_id)
-        return gr.Tabs(selected="library"), paper_id, panel, *(gr.skip(),) * 3, head, listing
+        opened = (gr.Tabs(selected="library"), paper_id, panel, *(gr.skip(),) * 3)
+        return *opened, head, listing, *job
 
 
 def wire_library(demo: gr.Blocks, tabs: gr.Tabs, lib: Library, scope: Scope, app: FastAPI) -> None:
@@ -294,4 +302,5 @@ def wire_library(demo: gr.Blocks, tabs: gr.Tabs, lib: Library, scope: Scope, app
         **private,
     )
     loaded = [tabs, lib.paper_id, lib.paper, scope.paper, scope.note, scope.clear]
-    demo.load(handlers.on_load, None, [*loaded, lib.head, lib.listing], **private)
+    ongoing = [lib.job, lib.job_id, lib.timer]
+    demo.load(handlers.on_load, None, [*loaded, lib.head, lib.listing, *ongoing], **private)

@@ -66,10 +66,13 @@ class IngestJobs:
             path = self.folder / f"{job_id}.{'jsonl' if kind == 'jsonl' else 'txt'}"
             path.write_bytes(body)
             report = IngestReport()
-            records = scan_sources([path], report)
-            if not records:
+            try:
+                records = scan_sources([path], report)
+                if not records:
+                    raise NoPapersError(rejected_records(report.rejected))
+            except BaseException:
                 path.unlink()
-                raise NoPapersError(rejected_records(report.rejected))
+                raise
             job = IngestJob(
                 id=job_id,
                 state="running",

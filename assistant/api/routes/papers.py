@@ -57,6 +57,15 @@ async def list_papers(
         415: {"model": ErrorResponse, "description": "Not JSON Lines or text/plain."},
         422: {"model": UploadRejected, "description": "No valid paper record in the upload."},
     },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def add_papers(
     request: Request, services: ServicesDep, jobs: JobsDep, name: str = "upload"

@@ -149,7 +149,7 @@ def test_the_papers_page_format_is_accepted_as_text(library: tuple[TestClient, S
 
 
 def test_bad_uploads_are_refused_with_the_reason(library: tuple[TestClient, Settings]) -> None:
-    client, _ = library
+    client, settings = library
     wrong_type = client.post(
         "/papers", content=jsonl(QUOKKA), headers={"content-type": "application/json"}
     )
@@ -160,7 +160,12 @@ def test_bad_uploads_are_refused_with_the_reason(library: tuple[TestClient, Sett
     nothing = client.post("/papers", content=jsonl("[1]", {"title": "t"}), headers=NDJSON)
     assert nothing.status_code == 422
     assert [r["line"] for r in nothing.json()["rejected"]] == [1, 2]
+    latin1 = client.post(
+        "/papers", content=b"Caf\xe9 " * 50, headers={"content-type": "text/plain"}
+    )
+    assert latin1.status_code == 422 and "utf-8" in latin1.json()["detail"]
     assert client.get("/papers").json()["total"] == 4
+    assert not list(settings.uploads_dir.glob("*.*"))  # refused uploads are not kept
     assert client.get("/papers/jobs/0123456789abcdef").status_code == 404
     assert client.get("/papers/jobs/..%2F..%2Fetc").status_code == 404
 
