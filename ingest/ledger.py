@@ -32,8 +32,12 @@ class IngestLedger:
         if not lines:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(lines)
+        with self.path.open("a+b") as handle:
+            if handle.seek(0, os.SEEK_END) > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":  # a line torn by a kill: end it, keep ours whole
+                    lines = "\n" + lines
+            handle.write(lines.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
 

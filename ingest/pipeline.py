@@ -385,7 +385,7 @@ class _BatchWriter:
             future, papers = self.pending
             self.pending = None
             self.report.chunks_written += future.result()
-            self.ledger.record(papers)
+            _guard_write(lambda: self.ledger.record(papers), "recording the ingest times")
             self.meter.advance(len(papers))
 
     def flush(self, batch: list[tuple[Paper, list[Chunk]]]) -> None:
@@ -423,7 +423,7 @@ class _Progress:
             total=total,
             unit="doc",
             desc="ingest",
-            disable=not self.interactive,
+            disable=not self.interactive or total == 0,  # nothing to write: no bar
             smoothing=0.05,
             bar_format=BAR_FORMAT,
         )
