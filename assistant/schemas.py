@@ -103,3 +103,80 @@ class SearchResponse(BaseModel):
 class ErrorResponse(BaseModel):
     detail: str
     sources: list[Source] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ the library
+class PaperSummary(BaseModel):
+    id: str
+    title: str
+    chunks: int
+    ingested_at: str | None = Field(
+        description="When this version of the paper was written (ISO 8601, UTC); null if "
+        "it was ingested before times were recorded."
+    )
+    complete: bool = Field(description="False while an ingest is writing the paper.")
+
+
+class IndexInfo(BaseModel):
+    embed_model: str | None
+    embed_dim: int | None
+    chunk_max_tokens: int | None
+    chunk_overlap_tokens: int | None
+    last_ingest: str | None = Field(description="When papers were last added or removed.")
+    papers: int
+    chunks: int
+
+
+class PaperList(BaseModel):
+    total: int = Field(description="Papers matching `q` (all papers without it).")
+    offset: int
+    limit: int
+    papers: list[PaperSummary]
+    index: IndexInfo
+
+
+class Chunk(BaseModel):
+    id: str
+    index: int
+    text: str
+
+
+class PaperDetail(BaseModel):
+    id: str
+    title: str
+    metadata: dict[str, Any]
+    chunks: list[Chunk]
+    filters: MetadataFilters = Field(
+        description="/ask's (or /search's) `filters` that scope a question to this paper."
+    )
+
+
+class RejectedRecord(BaseModel):
+    line: int
+    reason: str
+
+
+class IngestJob(BaseModel):
+    id: str
+    state: Literal["running", "done", "failed", "interrupted"]
+    file: str = Field(description="The uploaded file's name.")
+    papers: int = Field(description="Valid paper records in the upload.")
+    to_write: int = Field(default=0, description="Papers new or changed (the rest are unchanged).")
+    written: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[RejectedRecord] = Field(default_factory=list)
+    error: str | None = None
+    started_at: str
+    finished_at: str | None = None
+
+
+class UploadRejected(BaseModel):
+    detail: str
+    rejected: list[RejectedRecord]
+
+
+class PaperRemoved(BaseModel):
+    removed: str
+    papers: int = Field(description="Papers left in the index.")

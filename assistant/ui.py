@@ -7,6 +7,8 @@
   text and never becomes markup, links, images or script.
 * `/ui/?q=<question>` (optionally `&k=<top-k>`) fills the question box and asks it on load:
   a link that opens Scholia on an answer.
+* The Library tab (assistant/ui_library.py) lists, searches, adds and removes papers; "ask
+  about this paper" scopes the Ask tab's questions to one paper (/ask's `filters`).
 * With an API key set, the UI has a login page: any user name, the API key as password.
 * Program access: `gradio_client.Client(url + "/ui/").predict(question, history, top_k,
   api_name="/ask")` returns (chat history, "", sources HTML).
@@ -29,6 +31,7 @@ from assistant.api.middleware import check_ui_password
 from assistant.pipeline import AnswerUnavailableError, Assistant
 from assistant.schemas import AskRequest, AskResponse, EvidenceSentence, Message, Source
 from assistant.stream import FinalEvent, SourcesEvent, TokenEvent, stream_answer
+from assistant.ui_library import LIBRARY_CSS, Scope, library_layout, wire_library
 from ingest.store import IndexMismatchError, StoreUnavailableError
 
 log = logging.getLogger("scholia.ui")
@@ -213,7 +216,9 @@ def failure_message(error: Exception) -> str:
     return f"{WARNING} Something went wrong ({type(error).__name__}); please try again."
 
 
-AnswerHandler = Callable[[str, list[dict[str, Any]] | None, float], AsyncIterator[tuple[Any, ...]]]
+AnswerHandler = Callable[
+    [str, list[dict[str, Any]] | None, float, str | None], AsyncIterator[tuple[Any, ...]]
+]
 
 
 @dataclass(frozen=True)
@@ -227,13 +232,24 @@ class _Page:
     top_k: gr.Slider
     clear: gr.Button
     sources: gr.HTML
+    scope: Scope
 
 
 def build_ui(app: FastAPI) -> gr.Blocks:
     default_k = app.state.settings.retrieval.top_k if hasattr(app.state, "settings") else 5
     with gr.Blocks(title="Scholia") as demo:
-        page = _layout(default_k)
+        gr.HTML(
+            "<h1>Scholia</h1><p>Ask the paper collection. Every claim cites its paper; "
+            "sentences the sources do not support are removed.</p>",
+            elem_id="scholia-header",
+        )
+        with gr.Tabs(selected="ask") as tabs:
+            with gr.Tab("Ask", id="ask", elem_id="scholia-tab-ask"):
+                page = _layout(default_k)
+            with gr.Tab("Library", id="library", elem_id="scholia-tab-library"):
+                library = library_layout()
         _wire(demo, page, _answer_handler(app), _load_handler(app))
+        wire_library(demo, tabs, library, page.scope, app)
     return demo
 
 
@@ -245,7 +261,7 @@ def _answer_handler(app: FastAPI) -> AnswerHandler:
         return value
 
     async def answer(
-        question: str, chat: list[dict[str, Any]] | None, top_k: float
+        question: str, chat: list[dict[str, Any]] | None, top_k: float, paper: str | None = None
     ) -> AsyncIterator[tuple[Any, Any, Any]]:
         chat = list(chat or [])
         question = (question or "").strip()[:4000]
@@ -258,7 +274,8 @@ def _answer_handler(app: FastAPI) -> AnswerHandler:
         yield chat, "", gr.skip()
         panel: Any = gr.skip()
         try:
-            request = AskRequest(question=question, top_k=int(top_k), history=past)
+            scope = {"paper_id": paper} if paper else None
+            request = AskRequest(question=question, top_k=int(top_k), history=past, filters=scope)
             prepared = await assistant().prepare(request)
             draft = ""
             async for event in stream_answer(assistant(), prepared):
@@ -300,12 +317,7 @@ def _load_handler(app: FastAPI) -> Callable[[gr.Request], tuple[Any, Any, Any]]:
 
 
 def _layout(default_k: int) -> _Page:
-    """The page: the conversation and question on the left, the sources on the right."""
-    gr.HTML(
-        "<h1>Scholia</h1><p>Ask the paper collection. Every claim cites its paper; "
-        "sentences the sources do not support are removed.</p>",
-        elem_id="scholia-header",
-    )
+    """The Ask tab: the conversation and question on the left, the sources on the right."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             chat = gr.Chatbot(
@@ -341,9 +353,13 @@ def _layout(default_k: int) -> _Page:
                     1, 20, value=default_k, step=1, label="Sources to retrieve (top-k)", scale=3
                 )
                 clear = gr.Button("New conversation", variant="secondary", scale=1)
+            with gr.Row(equal_height=True):
+                note = gr.HTML("", elem_id="scholia-scope")
+                unscope = gr.Button("Ask about all papers", size="sm", visible=False, scale=0)
         with gr.Column(scale=2):
             sources = gr.HTML(render_sources([]), elem_id="scholia-sources")
-    return _Page(chat, question, send, examples, top_k, clear, sources)
+    scope = Scope(gr.State(None), note, unscope)
+    return _Page(chat, question, send, examples, top_k, clear, sources, scope)
 
 
 def _wire(
@@ -354,7 +370,7 @@ def _wire(
 ) -> None:
     """Ask on the button (the API's "/ask"), on Enter, on an example and on a `?q=` link."""
     outputs = [page.chat, page.question, page.sources]
-    inputs = [page.question, page.chat, page.top_k]
+    inputs = [page.question, page.chat, page.top_k, page.scope.paper]
     page.send.click(answer, inputs, outputs, api_name="ask", concurrency_limit=UI_CONCURRENCY)
     page.question.submit(
         answer, inputs, outputs, api_visibility="private", concurrency_limit=UI_CONCURRENCY
@@ -369,6 +385,7 @@ def _wire(
 
 
 def mount_ui(app: FastAPI, api_key: str | None = None) -> None:
+    settings = getattr(app.state, "settings", None)
     gr.mount_gradio_app(
         app,
         build_ui(app),
@@ -382,5 +399,6 @@ def mount_ui(app: FastAPI, api_key: str | None = None) -> None:
             neutral_hue="slate",
             font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "DejaVu Sans", "sans-serif"],
         ),
-        css=CSS,
+        css=CSS + LIBRARY_CSS,
+        max_file_size=settings.server.max_upload_bytes if settings is not None else None,
     )

@@ -197,13 +197,18 @@ class KeywordIndex:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return data
 
+    def reload(self) -> None:
+        """Forget the loaded index: the next search reads the folder again."""
+        self._cache = None
+
     def _loaded(self) -> tuple[Any, list[str]]:
         """The index, loaded once per version from the folder the link pointed at."""
         import bm25s
 
         version = self._version()
-        if self._cache is not None and self._cache[0] == version and version is not None:
-            return self._cache[1], self._cache[2]
+        cache = self._cache  # one read: `reload` may clear it from another thread
+        if cache is not None and cache[0] == version and version is not None:
+            return cache[1], cache[2]
         folder = self.folder.parent / version if version else self.folder
         ids_path = folder / IDS_FILE
         if not ids_path.is_file():

@@ -17,13 +17,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.chunk import Chunk, chunk_paper
 from ingest.embed import Embedder
 from ingest.keyword import KeywordIndex
+from ingest.ledger import IngestLedger, now_iso
 from ingest.parse import Paper, Rejected, read_papers
 from ingest.store import ChromaStore, Manifest, PaperState, connect
 from scholia.settings import Settings
@@ -36,6 +37,8 @@ LOG_EVERY_S = 10.0
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
 
 Log = Callable[[str], None]
+# (papers written, papers to write) after each batch lands.
+OnProgress = Callable[[int, int], None]
 
 
 @dataclass
@@ -84,6 +87,12 @@ def open_store(settings: Settings) -> ChromaStore:
 def keyword_index(settings: Settings) -> KeywordIndex:
     suffix = "server" if settings.index.chroma_url else "local"
     return KeywordIndex(settings.data_dir / f"bm25-{settings.index.collection}-{suffix}")
+
+
+def ingest_ledger(settings: Settings) -> IngestLedger:
+    """When each paper was written (kept beside the keyword index, named like it)."""
+    folder = keyword_index(settings).folder
+    return IngestLedger(folder.with_name(folder.name.replace("bm25-", "ingested-", 1) + ".jsonl"))
 
 
 def wanted_manifest(settings: Settings, embedder: Embedder) -> Manifest:
@@ -165,15 +174,18 @@ def run_ingest(
     embedder: Embedder | None = None,
     log: Log = print,
     progress: bool | None = None,
+    on_progress: OnProgress | None = None,
+    locked: bool = False,
 ) -> IngestReport:
     """Bring the index in line with `paths`. Raises FileNotFoundError, IndexMismatchError,
     IngestLockedError, StoreUnavailableError or IngestWriteError; bad records are only reported.
+    `locked`: the caller already holds `ingest_lock` (the API takes it before answering).
     """
     started = time.perf_counter()
     report = IngestReport()
     sources = _checked_paths(paths)
     embedder = embedder or Embedder(settings.embedding.model_path, settings.embedding.batch_size)
-    with ingest_lock(settings.data_dir):
+    with nullcontext() if locked else ingest_lock(settings.data_dir):
         store = open_store(settings)
         keywords = keyword_index(settings)
         manifest = wanted_manifest(settings, embedder)
@@ -189,10 +201,13 @@ def run_ingest(
         _guard_write(lambda: store.write_manifest(manifest), "recording the index manifest")
         scan = store.scan()
         todo = _papers_to_write(records, scan.states, report)
-        _write(store, embedder, settings, sources, todo, scan.states, report, log, progress)
+        meter = _Progress(len(todo), progress, log, on_progress)
+        _write(store, embedder, settings, sources, todo, scan.states, report, meter)
         if sync:
             _remove_stale(store, sorted(set(scan.states) - set(records)), report, log)
         _refresh_keywords(keywords, store, scan.fingerprint, report)
+        if report.chunks_written or report.removed:
+            _guard_write(lambda: store.mark_ingested(now_iso()), "recording the ingest time")
     report.seconds = time.perf_counter() - started
     log(report.summary())
     return report
@@ -234,6 +249,22 @@ def _remove_stale(store: ChromaStore, stale: list[str], report: IngestReport, lo
             log(f"removed {paper_id}")
 
 
+def remove_papers(settings: Settings, paper_ids: Sequence[str], log: Log = print) -> list[str]:
+    """Delete papers from Chroma, then rebuild BM25 from what Chroma holds, under the ingest
+    lock (IngestLockedError while an ingest runs). Returns the ids that were in the index."""
+    with ingest_lock(settings.data_dir):
+        store = open_store(settings)
+        present = [
+            paper_id for paper_id in dict.fromkeys(paper_ids) if store.paper_chunks(paper_id)
+        ]
+        if present:
+            report = IngestReport()
+            _remove_stale(store, present, report, log)
+            _refresh_keywords(keyword_index(settings), store, "", report)
+            _guard_write(lambda: store.mark_ingested(now_iso()), "recording the removal time")
+    return present
+
+
 def _refresh_keywords(
     keywords: KeywordIndex, store: ChromaStore, fingerprint: str, report: IngestReport
 ) -> None:
@@ -267,16 +298,17 @@ def _write(
     todo: Mapping[str, SourceRecord],
     previous: Mapping[str, PaperState],
     report: IngestReport,
-    log: Log,
-    progress: bool | None,
+    meter: _Progress,
 ) -> None:
     """Chunk → embed → write in batches of whole papers; a batch's write overlaps the next
     batch's chunking and embedding (one writer thread, at most one write in flight)."""
     if not todo:
+        meter.close()
         return
     limit = settings.embedding.batch_size * WRITE_BATCHES
-    with _Progress(len(todo), progress, log) as meter, ThreadPoolExecutor(1) as pool:
-        writer = _BatchWriter(store, embedder, previous, report, meter, pool)
+    ledger = ingest_ledger(settings)
+    with meter, ThreadPoolExecutor(1) as pool:
+        writer = _BatchWriter(store, embedder, previous, report, meter, pool, ledger)
         batch: list[tuple[Paper, list[Chunk]]] = []
         batch_chunks = 0
         for paper in iter_selected(sources, todo):
@@ -335,6 +367,7 @@ class _BatchWriter:
         report: IngestReport,
         meter: _Progress,
         pool: ThreadPoolExecutor,
+        ledger: IngestLedger,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -342,7 +375,9 @@ class _BatchWriter:
         self.report = report
         self.meter = meter
         self.pool = pool
-        self.pending: tuple[Future[int], int] | None = None  # the write in flight, its papers
+        self.ledger = ledger
+        # The write in flight and its papers' (id, hash).
+        self.pending: tuple[Future[int], list[tuple[str, str]]] | None = None
 
     def settle(self) -> None:
         """Wait for the write in flight; raises its IngestWriteError."""
@@ -350,7 +385,8 @@ class _BatchWriter:
             future, papers = self.pending
             self.pending = None
             self.report.chunks_written += future.result()
-            self.meter.advance(papers)
+            _guard_write(lambda: self.ledger.record(papers), "recording the ingest times")
+            self.meter.advance(len(papers))
 
     def flush(self, batch: list[tuple[Paper, list[Chunk]]]) -> None:
         vectors = self.embedder.encode([chunk.text for _, chunks in batch for chunk in chunks])
@@ -366,34 +402,47 @@ class _BatchWriter:
             )
             return written[0]
 
-        self.pending = (self.pool.submit(write), len(batch))
+        written = [(paper.id, paper.content_hash) for paper, _ in batch]
+        self.pending = (self.pool.submit(write), written)
 
 
 class _Progress:
     """A tqdm bar (docs/s) on a terminal; otherwise a line now and then. Counts written papers."""
 
-    def __init__(self, total: int, progress: bool | None, log: Log) -> None:
+    def __init__(
+        self, total: int, progress: bool | None, log: Log, on_progress: OnProgress | None = None
+    ) -> None:
         from tqdm import tqdm
 
         self.total = total
         self.done = 0
+        self.on_progress = on_progress
         self.interactive = sys.stderr.isatty() if progress is None else progress
         self._log = log
         self._bar = tqdm(
             total=total,
             unit="doc",
             desc="ingest",
-            disable=not self.interactive,
+            disable=not self.interactive or total == 0,  # nothing to write: no bar
             smoothing=0.05,
             bar_format=BAR_FORMAT,
         )
         self._started = self._last = time.perf_counter()
+        self._notify()
 
     def __enter__(self) -> _Progress:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._bar.close()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
 
     def emit(self, line: str) -> None:
         (self._bar.write if self.interactive else self._log)(line)
@@ -402,11 +451,13 @@ class _Progress:
         self.total -= papers
         self._bar.total = self.total
         self._bar.refresh()
+        self._notify()
 
     def advance(self, papers: int) -> None:
         first = self.done == 0
         self.done += papers
         self._bar.update(papers)
+        self._notify()
         now = time.perf_counter()
         if self.interactive:
             return

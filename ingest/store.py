@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -26,6 +26,7 @@ MANIFEST_PREFIX = "scholia_"
 GET_PAGE = 1000  # rows per `get`; a page costs ~20 KB of memory a row (metadata included)
 DELETE_PAGE = 500
 DEFAULT_MAX_BATCH = 1000
+LAST_INGEST_KEY = "last_ingest"
 
 
 class IndexMismatchError(RuntimeError):
@@ -91,6 +92,18 @@ class StoreScan:
 
     states: dict[str, PaperState]
     fingerprint: str
+    titles: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PaperEntry:
+    """One paper as the library lists it."""
+
+    id: str
+    title: str
+    chunks: int
+    content_hash: str
+    complete: bool
 
 
 @dataclass(frozen=True)
@@ -208,6 +221,20 @@ class ChromaStore:
         }
         self.collection.modify(metadata={**current, **manifest.as_metadata()})
 
+    def last_ingest(self) -> str | None:
+        """When an ingest or a removal last changed the collection (ISO time), if recorded."""
+        value = (self.collection.metadata or {}).get(LAST_INGEST_KEY)
+        return str(value) if value else None
+
+    def mark_ingested(self, at: str) -> None:
+        # Beside the manifest, not in it: a time is no reason to call an index mismatched.
+        current = {
+            key: value
+            for key, value in (self.collection.metadata or {}).items()
+            if not key.startswith("hnsw:")
+        }
+        self.collection.modify(metadata={**current, LAST_INGEST_KEY: at})
+
     def check_manifest(self, wanted: Manifest) -> None:
         found = self.manifest()
         if found is None:
@@ -248,9 +275,11 @@ class ChromaStore:
         max_index: dict[str, int] = {}
         inconsistent: set[str] = set()
         chunk_ids: list[str] = []
+        titles: dict[str, str] = {}
         for chunk_id, _, metadata in self._iterate(include_documents=False):
             chunk_ids.append(chunk_id)
             paper_id = str(metadata["paper_id"])
+            titles.setdefault(paper_id, str(metadata.get("title", "")))
             version = (str(metadata["paper_hash"]), int(metadata["paper_chunks"]))
             counts[paper_id] = counts.get(paper_id, 0) + 1
             if first.setdefault(paper_id, version) != version:
@@ -268,10 +297,33 @@ class ChromaStore:
             for paper_id, (content_hash, expected) in first.items()
         }
         hashes = [state.content_hash for state in states.values()]
-        return StoreScan(states, fingerprint(chunk_ids, hashes))
+        return StoreScan(states, fingerprint(chunk_ids, hashes), titles)
 
     def paper_states(self) -> dict[str, PaperState]:
         return self.scan().states
+
+    def paper_entries(self) -> list[PaperEntry]:
+        """Every stored paper (one pass over the chunk metadata), in no particular order."""
+        scan = self.scan()
+        return [
+            PaperEntry(paper_id, title, state.stored_chunks, state.content_hash, state.complete)
+            for paper_id, title in scan.titles.items()
+            if (state := scan.states.get(paper_id)) is not None
+        ]
+
+    def paper_chunks(self, paper_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(chunk id, chunk text, metadata) of one paper's stored chunks, in chunk order."""
+        where: Any = {"paper_id": paper_id}
+        with self._reaching_server():
+            page = self.collection.get(where=where, include=["metadatas", "documents"])
+        rows: list[tuple[str, str, dict[str, Any]]] = [
+            (chunk_id, document or "", dict(metadata or {}))
+            for chunk_id, document, metadata in zip(
+                page["ids"], page["documents"] or [], page["metadatas"] or [], strict=True
+            )
+        ]
+        rows.sort(key=lambda row: int(str(row[2].get("chunk_index", 0))))
+        return rows
 
     def iter_chunks(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """(chunk id, chunk text, metadata) of every stored chunk, ordered by id (holds all)."""

@@ -233,6 +233,12 @@ class ServerSettings(BaseModel):
         ge=1024,
         description="Largest request body accepted (bytes); bigger ones get 413.",
     )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest paper upload (POST /papers, the UI's Library tab) in bytes; "
+        "bigger ones get 413.",
+    )
     rate_limit_per_minute: float = Field(
         default=120.0,
         ge=0.0,
@@ -288,6 +294,11 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Papers uploaded through the API or the UI, and their ingest jobs' records."""
+        return self.data_dir / "uploads"
 
 
 class ApiKeyAliasSource(PydanticBaseSettingsSource):

@@ -6,8 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from assistant.api.jobs import IngestJobs
 from assistant.api.metrics import Metrics
 from assistant.api.services import Services
+from assistant.library import jobs_of
 from assistant.pipeline import Assistant
 
 
@@ -25,6 +27,11 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+def get_jobs(request: Request) -> IngestJobs:
+    return jobs_of(request.app)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 AssistantDep = Annotated[Assistant, Depends(get_assistant)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+JobsDep = Annotated[IngestJobs, Depends(get_jobs)]

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.llm import LLMTimeoutError
 from assistant.pipeline import AnswerUnavailableError
+from ingest.pipeline import IngestLockedError
 from ingest.store import IndexMismatchError, StoreUnavailableError
 
 log = logging.getLogger("scholia.api")
@@ -90,6 +91,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def bad_value(request: Request, error: ValueError) -> JSONResponse:
         count(request, "validation")
         return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.exception_handler(IngestLockedError)
+    async def locked(request: Request, error: IngestLockedError) -> JSONResponse:
+        count(request, "ingest_locked")
+        return JSONResponse({"detail": str(error)}, status_code=409)
 
     @app.exception_handler(StoreUnavailableError)
     async def store_down(request: Request, error: StoreUnavailableError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""The FastAPI app: /ask, /search, /v1 (OpenAI-compatible), operations routes, the UI at /ui.
+"""The FastAPI app: /ask, /search, /papers, /v1 (OpenAI-compatible), operations routes, the UI
+at /ui.
 
 Access (all off-switchable through `ServerSettings`, env `SCHOLIA_SERVER_*`):
 * binds 127.0.0.1 unless told otherwise (`scholia serve --host`);
@@ -22,7 +23,7 @@ from fastapi.responses import RedirectResponse
 from assistant.api.errors import install_error_handlers
 from assistant.api.metrics import Metrics
 from assistant.api.middleware import install_middleware
-from assistant.api.routes import ask, health, openai_compat, search
+from assistant.api.routes import ask, health, openai_compat, papers, search
 from assistant.api.services import Services, build_services
 from assistant.warmup import StartupSteps, longest_prompt_tokens, warm_up_path
 from scholia.offline import apply_offline_env
@@ -78,6 +79,7 @@ def create_app(
     api_key = api_key_of(settings)
     app.include_router(ask.router)
     app.include_router(search.router)
+    app.include_router(papers.router)
     app.include_router(openai_compat.router)
     app.include_router(health.router)
     install_error_handlers(app)

@@ -29,6 +29,8 @@ UI_PREFIX = "/ui"
 MAX_TRACKED_CLIENTS = 10_000
 # Operational probes (load balancers, Prometheus) are never rate-limited.
 UNCOUNTED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Bodies that carry papers (the API's and the UI's uploads): `server.max_upload_bytes`.
+UPLOAD_PATHS = frozenset({"/papers", UI_PREFIX + "/gradio_api/upload"})
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
@@ -88,20 +90,25 @@ class MetricsMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Reads the body up to `max_bytes` before the app sees it; more → 413 with a JSON detail."""
+    """Reads the body up to `max_bytes` before the app sees it; more → 413 with a JSON detail.
+    Paper uploads (`UPLOAD_PATHS`) may be up to `upload_bytes` instead."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, metrics: Metrics, upload_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes or max_bytes
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
+        limit = self.upload_bytes if scope.get("path") in UPLOAD_PATHS else self.max_bytes
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -111,8 +118,8 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(send)
+            if size > limit:
+                await self._too_large(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -128,12 +135,12 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         self.metrics.error("body_too_large")
         await send_json(
             send,
             413,
-            {"detail": f"Request body too large: the limit is {self.max_bytes} bytes."},
+            {"detail": f"Request body too large: the limit is {limit} bytes."},
             {"connection": "close"},
         )
 
@@ -255,7 +262,12 @@ def install_middleware(
     app: FastAPI, server: ServerSettings, metrics: Metrics, api_key: str | None
 ) -> None:
     """`add_middleware` wraps from the inside out: the last one added runs first."""
-    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=server.max_body_bytes,
+        metrics=metrics,
+        upload_bytes=server.max_upload_bytes,
+    )
     if api_key:
         app.add_middleware(APIKeyMiddleware, api_key=api_key, metrics=metrics)
     if server.rate_limit_per_minute > 0:
@@ -270,7 +282,7 @@ def install_middleware(
     app.add_middleware(
         CORSMiddleware,
         allow_origins=server.cors_origins,
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Accept"],
         allow_credentials=False,
     )

@@ -36,6 +36,11 @@ class Services:
     # What `scholia serve` chose for the vLLM it supervises (CPU, dtype, …); None otherwise.
     engine: dict[str, Any] | None = None
 
+    def reload(self) -> None:
+        """After an ingest or a removal: the next search reads the keyword index anew (Chroma
+        needs nothing: the app and the ingest share one client)."""
+        self.assistant.retriever.keywords.reload()
+
 
 def llm_base_url(settings: Settings) -> str:
     """The configured LLM, or the vLLM server that `scholia serve` supervises."""

@@ -105,6 +105,14 @@ class Page:
                 )
         raise TimeoutError(f"could not type into {selector}")
 
+    def set_files(self, selector: str, paths: list[Path]) -> None:
+        """Choose files in an `<input type=file>` as a user would in the file dialog."""
+        root = self.send("DOM.getDocument", depth=-1, pierce=True)["root"]["nodeId"]
+        node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+        if not node:
+            raise RuntimeError(f"no element {selector}")
+        self.send("DOM.setFileInputFiles", files=[str(path) for path in paths], nodeId=node)
+
     def text(self, selector: str = "body") -> str:
         return str(self.eval(f"document.querySelector({json.dumps(selector)})?.innerText ?? ''"))
 

@@ -1,6 +1,7 @@
 """Headless Chromium against the real app (uvicorn, FakeLLM): a user types a question, clicks
 Ask, and sees the answer and the sources; `/ui/?q=` asks on load; hostile markup in a question
-or an abstract shows as text and runs nothing.
+or an abstract shows as text and runs nothing, in the chat and in the Library tab; a paper
+uploaded in the Library tab answers questions at once.
 
 Artifacts (screenshots, page text, DOM) go to test-artifacts/ (gitignored).
 """
@@ -11,6 +12,7 @@ import json
 import os
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +136,98 @@ def test_markup_in_a_question_or_an_abstract_is_shown_as_text_and_never_runs(
     assert TITLE_ATTACK in sources and ABSTRACT_ATTACK in sources
     injected = "document.querySelectorAll('img[src=\"x\"], #scholia-chat script, #scholia-sources script').length"
     assert page.eval(injected) == 0
+
+
+QUOKKA = {
+    "id": "quokkanet",
+    "title": "QuokkaNet: Counting Quokkas from Drone Images",
+    "abstract": "Quokkas live on Rottnest Island. QuokkaNet counted 12,400 quokkas on Rottnest "
+    "Island from drone images, with a counting error below three percent. It needs one GPU.",
+}
+QUOKKA_Q = "How many quokkas did QuokkaNet count on Rottnest Island?"
+LIBRARY_READY = "document.querySelector('#scholia-library')?.innerText.includes('ingested')"
+PAGE_READY = "document.querySelector('#scholia-examples')?.innerText.includes('What')"
+
+
+def open_tab(page: Page, label: str) -> None:
+    page.eval(
+        "[...document.querySelectorAll('button[role=tab]')]"
+        f".find(b => b.innerText.trim() === {json.dumps(label)}).click()"
+    )
+
+
+def test_markup_in_the_library_is_shown_as_text_and_never_runs(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/ui/")
+    page.wait_for(PAGE_READY)
+    open_tab(page, "Library")  # a tab's content is drawn when it is first shown
+    page.wait_for(LIBRARY_READY)
+    listing = keep(page, "ui-library")
+    assert TITLE_ATTACK in listing and "papers · " in page.text("#scholia-library-head")
+    # The paper's chunks (its abstract, with the attack) in the paper panel, via its link.
+    hostile = page.eval(
+        "[...document.querySelectorAll('#scholia-library .scholia-paper')]"
+        ".find(p => p.innerText.includes('ZebraNet')).querySelector('a').getAttribute('href')"
+    )
+    page.goto(f"{base_url}/ui/{hostile}")
+    page.wait_for("document.querySelector('#scholia-paper')?.innerText.includes('97 percent')")
+    keep(page, "ui-library-xss")
+    assert ABSTRACT_ATTACK in page.text("#scholia-paper") and TITLE_ATTACK in page.text(
+        "#scholia-paper"
+    )
+    assert page.eval("document.title") == "Scholia"
+    injected = (
+        "document.querySelectorAll('#scholia-library img, #scholia-library script, "
+        "#scholia-paper img, #scholia-paper script').length"
+    )
+    assert page.eval(injected) == 0
+
+
+@pytest.fixture
+def fresh_url(tmp_path: Path, embedder: Embedder) -> Iterator[str]:
+    """An app over two real papers, which the test adds to."""
+    real = [item for item in read_papers(BUNDLED_CORPUS) if isinstance(item, Paper)][:2]
+    corpus = tmp_path / "papers.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"title": p.title, "abstract": p.abstract}) + "\n" for p in real)
+    )
+    settings = Settings(data_dir=tmp_path / "data")
+    run_ingest(settings, [corpus], embedder=embedder, log=lambda _: None)
+    app = create_app(settings, build_services(settings, llm=FakeLLM(), embedder=embedder))
+    with serve(app) as url:
+        yield url
+
+
+def test_an_uploaded_paper_answers_questions_without_a_restart(
+    fresh_url: str, page: Page, tmp_path: Path
+) -> None:
+    upload = tmp_path / "new-papers.jsonl"
+    upload.write_text(json.dumps(QUOKKA) + "\n{broken\n")
+    page.goto(f"{fresh_url}/ui/")
+    page.wait_for(PAGE_READY)
+    open_tab(page, "Library")
+    page.wait_for(LIBRARY_READY)
+    page.set_files("#scholia-upload input[type=file]", [upload])
+    page.wait_for("document.querySelector('#scholia-upload')?.innerText.includes('new-papers')")
+    page.click("#scholia-add")
+    page.wait_for("document.querySelector('#scholia-job')?.innerText.includes('done')", timeout=90)
+    page.wait_for("document.querySelector('#scholia-library')?.innerText.includes('QuokkaNet')")
+    job = page.text("#scholia-job")
+    keep(page, "ui-library-upload")
+    assert "added 1" in job and "line 2: invalid JSON" in job
+    assert "3 papers" in page.text("#scholia-library-head")
+
+    open_tab(page, "Ask")
+    page.type("#scholia-question textarea", QUOKKA_Q)
+    page.click("#scholia-ask")
+    page.wait_for(SOURCES_DONE, timeout=90)
+    assert "12,400" in page.text("#scholia-chat") and "QuokkaNet" in page.text("#scholia-sources")
+
+    # "ask about this paper": the question is scoped to it, the note says so.
+    page.goto(f"{fresh_url}/ui/?paper=quokkanet&ask=1")
+    page.wait_for("document.querySelector('#scholia-scope')?.innerText.includes('QuokkaNet')")
+    page.type("#scholia-question textarea", "What does it need?")
+    page.click("#scholia-ask")
+    page.wait_for("document.querySelector('#scholia-sources .scholia-source')", timeout=90)
+    keep(page, "ui-library-scoped")
+    assert page.eval("document.querySelectorAll('#scholia-sources .scholia-source').length") == 1
+    assert "QuokkaNet" in page.text("#scholia-sources")

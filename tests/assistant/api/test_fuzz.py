@@ -6,6 +6,8 @@ hypothesis strategy is driven here directly: positive and negative generation mo
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -29,13 +31,26 @@ OPERATIONS = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
+    ("GET", "/papers"),
+    ("POST", "/papers"),
+    ("GET", "/papers/{paper_id}"),
+    ("DELETE", "/papers/{paper_id}"),
+    ("GET", "/papers/jobs/{job_id}"),
 ]
-EXAMPLES = {"POST": 40, "GET": 5}
+EXAMPLES = {"POST": 40, "GET": 5, "DELETE": 5}
+# The route template the metrics label a request with, where it differs from the schema's path.
+ROUTES = {"/papers/{paper_id}": "/papers/{paper_id:path}"}
 
 
 @pytest.fixture(scope="module")
-def api_schema(indexed_settings: Settings, embedder: Embedder) -> BaseSchema:
-    app_settings = configured(indexed_settings, rate_limit_per_minute=0)
+def api_schema(
+    indexed_settings: Settings, embedder: Embedder, tmp_path_factory: pytest.TempPathFactory
+) -> BaseSchema:
+    # A copy of the shared index: fuzzed uploads and removals must not change it.
+    data_dir = tmp_path_factory.mktemp("fuzz") / "data"
+    shutil.copytree(indexed_settings.data_dir, data_dir, symlinks=True)
+    copied = indexed_settings.model_copy(update={"data_dir": data_dir})
+    app_settings = configured(copied, rate_limit_per_minute=0)
     services = build_services(app_settings, llm=FakeLLM(), embedder=embedder)
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(app_settings, services))
 
@@ -73,4 +88,4 @@ def test_no_request_gets_a_server_error(
 
     fuzz()
     served = api_schema.app.state.metrics.requests.collect()[0].samples
-    assert any(sample.labels["route"] == path for sample in served)
+    assert any(sample.labels["route"] == ROUTES.get(path, path) for sample in served)
