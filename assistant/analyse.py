@@ -137,7 +137,7 @@ def analyse(question: str) -> QuestionAnalysis:
         asks=_asks(text),
         names=tuple(dict.fromkeys(names_in(text))),
         figures=tuple(sorted(numbers_in(RESOLUTION.sub(" ", without_names(text)), language))),
-        counted=stems({word.casefold() for word in measure.split()}),
+        counted=frozenset(stems({word.casefold() for word in measure.split()})),
         measure=measure,
         papers_wanted=3 if re.search(r"\bthree\b", text, re.IGNORECASE) else 2,
     )
