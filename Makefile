@@ -61,7 +61,7 @@ test: setup browser lint typecheck
 	# The answer gate (no LLM): the whole question path replayed on the completions recorded live
 	# (eval/recordings), against eval/answer_thresholds.toml. A few requests may differ on another
 	# CPU (embedding rounding changes a packed sentence): those questions are skipped, not failed.
-	for suite in paraphrase frozen; do \
+	for suite in dev paraphrase frozen; do \
 	  $(VENV)/bin/scholia eval run $$suite --replay eval/recordings/$$suite --max-misses 6 --check \
 	    --thresholds eval/answer_thresholds.toml --restart --out $(SCHOLIA_DATA_DIR)/eval-runs/ci-answers-$$suite || exit 1; \
 	done
