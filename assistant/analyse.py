@@ -47,7 +47,7 @@ COUNT = re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE)
 # What a figure measures, as a question names it ("what batch size", "which FID").
 MEASURE_WORDS = (
     r"(?:size|rate|length|dimension\w*|count|score|accuracy|fid|perplexity|latency|throughput"
-    r"|ratio|budget|speed-?up)"
+    r"|ratio|budget|speed-?up|decay|dropout|momentum|temperature|epochs|resolution)"
 )
 FIGURE = re.compile(
     r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"

@@ -146,6 +146,8 @@ def test_a_compound_modifier_does_not_make_a_name() -> None:
     [
         ("How many attention heads does each layer use?", "attention heads"),
         ("What dropout rate was used for fine-tuning?", "dropout rate"),
+        ("What weight decay did the optimiser use?", "weight decay"),
+        ("At what resolution are the clips generated?", "resolution"),
         ("Which top-5 accuracy numbers does it report on the test set?", "top-5 accuracy"),
         ("How many times faster than the baseline does it decode?", ""),
         ("What year did the benchmark first appear in print?", "year"),
