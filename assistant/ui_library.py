@@ -76,7 +76,8 @@ def _e(value: object) -> str:
 
 def render_head(papers: PaperList) -> str:
     index = papers.index
-    last = index.last_ingest or "never"
+    # An index built before ingest times were kept has papers but no time.
+    last = index.last_ingest or ("not recorded" if index.papers else "never")
     return (
         f"<p class='scholia-panel-head'>{index.papers} papers · {index.chunks} chunks · "
         f"embedding model {_e(index.embed_model or '—')} · last ingest {_e(last)}</p>"
