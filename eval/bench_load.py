@@ -26,7 +26,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from eval import harness
-from eval.harness import Panel
+from eval.metrics import stats
+from eval.output import Panel, progress, write_benchmark
 from scholia.settings import Settings
 
 Log = Callable[[str], None]
@@ -101,7 +102,7 @@ def _group(outcomes: list[Outcome]) -> dict[str, Any]:
     """Requests, throughput, latency and statuses of one kind or route. Throughput is over the
     time until its last answer: /search stops with the load, an /ask in flight may take minutes."""
     window = max(o["t"] + o["ms"] / 1000 for o in outcomes)
-    latency = harness.stats([o["ms"] for o in outcomes if isinstance(o["status"], int)], 1)
+    latency = stats([o["ms"] for o in outcomes if isinstance(o["status"], int)], 1)
     return {
         "requests": len(outcomes),
         "per_s": round(len(outcomes) / window, 3) if window > 0 else 0.0,
@@ -158,7 +159,7 @@ class LoadTest:
     settings: Settings = field(default_factory=Settings)
     seed: int = 8
     request_timeout_s: float | None = None
-    progress: bool = False
+    progress: bool | None = False
     log: Log = print
 
     def __post_init__(self) -> None:
@@ -211,7 +212,6 @@ class LoadTest:
     async def load(self, pid: int) -> tuple[list[tuple[float, float]], float]:
         """Load until `duration_s`, await the requests in flight; RSS sampled all along."""
         import psutil
-        from tqdm import tqdm
 
         process, rss, start = psutil.Process(pid), list[tuple[float, float]](), time.monotonic()
 
@@ -225,7 +225,7 @@ class LoadTest:
                 await asyncio.sleep(SAMPLE_EVERY_S)
 
         sampler = asyncio.create_task(sampling())
-        with tqdm(desc="load", unit=" answers", disable=not self.progress) as bar:
+        with progress(self.progress, desc="load", unit=" answers") as bar:
             async with _http_client(self.headers, self.clients, self.timeout_s, self.url) as http:
                 await asyncio.gather(
                     *(self.client(i, http, start, bar) for i in range(self.clients))
@@ -247,9 +247,7 @@ class LoadTest:
         self.outcomes.sort(key=lambda o: o["t"])
         report |= summarize(self.outcomes, rss, timing) | {"seed": self.seed}
         report["outcomes"] = self.outcomes
-        harness.write_benchmark(
-            out_dir, "load", report, load_panels(report), every_s=SAMPLE_EVERY_S
-        )
+        write_benchmark(out_dir, "load", report, load_panels(report), every_s=SAMPLE_EVERY_S)
         return report
 
 
@@ -342,8 +340,8 @@ class Concurrency:
             "rate_limit_retries": sum(o.get("retries", 0) for o in outcomes),
             "wall_s": round(wall_s, 3),
             "answers_per_s": round(len(outcomes) / wall_s, 3),
-            "latency_ms": harness.stats([o["ms"] for o in outcomes]),
-            **{key: harness.stats([o.get(key, 0) for o in outcomes]) for key in tokens},
+            "latency_ms": stats([o["ms"] for o in outcomes]),
+            **{key: stats([o.get(key, 0) for o in outcomes]) for key in tokens},
         }
 
     async def measure(self) -> list[dict[str, Any]]:
@@ -387,7 +385,7 @@ class Concurrency:
         }
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
         report |= {"time_cap_s": self.time_cap_s, "levels": asyncio.run(self.measure())}
-        harness.write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
+        write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
         return report
 
 

@@ -335,7 +335,6 @@ def load(
 
     settings = _settings()
     out = out or _default_out(settings, "load")
-    progress = sys.stderr.isatty() if progress is None else progress
     try:
         report = LoadTest(
             url, clients, duration, warmup, pid, settings, progress=progress, log=_log

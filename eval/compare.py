@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.output import fmt, read_jsonl, render
+from eval.output import cut, fmt, read_jsonl, render
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
@@ -171,7 +171,7 @@ def _metric_row(metric: str, a: float | None, b: float | None) -> list[str]:
 
 def _change_row(c: Change) -> list[str]:
     what = "; ".join([*(f"+ {t}" for t in c.better), *(f"− {t}" for t in c.worse)])
-    return [c.id, c.type, what, " ".join(c.question.split())[:80].replace("|", "/")]
+    return [c.id, c.type, what, cut(c.question, 80)]
 
 
 def render_comparison(comparison: Comparison, all_metrics: bool = False) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from eval import bench_ingest, harness
-from eval.harness import Panel
+from eval.metrics import stats
+from eval.output import Panel, write_benchmark
 from scholia.settings import Settings
 
 SEARCH_ROWS = {
@@ -42,7 +43,7 @@ async def alternate(steps: tuple[Step, Step], items: list[str]) -> None:
 
 def compared(series: dict[str, list[float]], ratios: dict[str, tuple[str, str]]) -> dict:
     """Stats of each series, and p50 and p95 of each pipeline ÷ its raw baseline."""
-    result: dict[str, Any] = {key: harness.stats(values) for key, values in series.items()}
+    result: dict[str, Any] = {key: stats(values) for key, values in series.items()}
     for name, (pipeline, raw) in ratios.items():
         for q in ("p50", "p95"):
             result[f"{name}_{q}"] = harness.ratio(result[pipeline], result[raw], q)
@@ -132,7 +133,7 @@ class Perf:
         totals, completions = series["ask_total_ms"], tokens["raw_completion_tokens"]
         result: dict[str, Any] = {"questions": len(totals), "max_tokens": llm.max_answer_tokens}
         result |= {"model": llm.model, "llm_url": llm_url, **compared(series, ASK_RATIOS)}
-        result |= {key: harness.stats(values) for key, values in tokens.items()}
+        result |= {key: stats(values) for key, values in tokens.items()}
         if len(totals) > 1 and totals[1] > 0:
             result["ask_first_vs_second"] = round(totals[0] / totals[1], 2)
         decode_s = (sum(series["raw_total_ms"]) - sum(series["raw_ttft_ms"])) / 1000
@@ -230,7 +231,7 @@ def run_perf(
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report |= {"search": {"error": str(error)}, "ask": {"error": str(error)}}
     report["engine"] = measure_engine(settings, log)
-    harness.write_benchmark(out_dir, "perf", report, panels(report), tables=TABLES)
+    write_benchmark(out_dir, "perf", report, panels(report), tables=TABLES)
     return report
 
 

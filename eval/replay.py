@@ -9,12 +9,11 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from assistant.llm import LLM, ChatMessage, Completion, JsonSchema
-from eval.output import append_jsonl, read_jsonl
+from eval.output import append_jsonl, now, read_jsonl
 from scholia.settings import LLMSettings
 
 COMPLETIONS = "completions.jsonl"
@@ -67,8 +66,7 @@ class RecordingLLM:
     ) -> dict[str, Any]:
         params = _params(max_tokens, self.temperature, schema)
         key, request = request_key(messages, **params), request_fields(messages, **params)
-        recorded_at = datetime.now(UTC).isoformat(timespec="seconds")
-        return {"call": call, "key": key, "request": request, "recorded_at": recorded_at}
+        return {"call": call, "key": key, "request": request, "recorded_at": now()}
 
     async def complete(
         self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None

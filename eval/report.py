@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from eval.harness import describe_machine
 from eval.metrics import RETRIEVAL_METRICS, mean, stats
-from eval.output import Panel, fmt, render, write_outputs
+from eval.output import Panel, cut, fmt, now, render, write_outputs
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 from eval.suite import Suite
 from scholia.settings import Settings
@@ -132,9 +131,9 @@ def summarize(
         "counts_by_type": {t: sum(1 for r in records if r["type"] == t) for t in _types(records)},
         "options": options,
         "index": index,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished": now(),
         "seconds_this_session": seconds,
-        "host": {"python": platform.python_version(), "machine": platform.machine()},
+        "machine": describe_machine(),
         "retrieval": {mode: _by_type(records, _retrieval_block(mode)) for mode in modes},
         "answers": _by_type(records, _answer_block) if answers else None,
         "judge": judge,
@@ -169,17 +168,12 @@ def _types(records: list[Record]) -> list[str]:
     return list(dict.fromkeys(r["type"] for r in records))
 
 
-def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split()).replace("|", "/")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _miss(r: Record, mode: str) -> list[str]:
     gold, top = (
         "; ".join(r["gold_titles"] or r["gold_ids"]),
         (r["retrieval"][mode]["titles"] or ["—"])[0],
     )
-    return [r["id"], r["type"], _cut(r["question"], 90), _cut(gold, 70), _cut(top, 70)]
+    return [r["id"], r["type"], cut(r["question"], 90), cut(gold, 70), cut(top, 70)]
 
 
 def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
@@ -199,6 +193,7 @@ def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
     return render(
         "report.md.j2",
         s=summary,
+        machine=summary["machine"],
         modes=modes,
         overall={mode: retrieval[mode]["all"] for mode in modes},
         by_type={m: {k: b for k, b in retrieval[m]["by_type"].items() if b["n"]} for m in modes},

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from assistant.llm import LLM, LLMUnavailableError
 from assistant.pipeline import AnswerUnavailableError, clean_question
 from assistant.schemas import AskRequest
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
-from eval.output import append_jsonl, read_jsonl
+from eval.output import append_jsonl, now, progress, read_jsonl
 from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer, Sample
 from eval.replay import COMPLETIONS, CompletionNotRecordedError, ReplayLLM, recording_path, run_llm
 from eval.report import summarize, write_report
@@ -125,7 +124,7 @@ class Run:
         judge, replay = options.judge, options.replay
         meta: dict[str, Any] = {"identity": identity, "suite_sha256": digest}
         meta |= {"judge_url": judge and judge.url, "judge_model": judge and judge.model}
-        meta |= {"replay_of": replay and str(replay), "updated": _now()}
+        meta |= {"replay_of": replay and str(replay), "updated": now()}
         (out_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     async def start(self, todo: list[Question], llm: LLM | None, embedder: Embedder | None) -> None:
@@ -267,20 +266,17 @@ class Run:
 
     async def evaluate_all(self, todo: list[Question], total: int) -> None:
         """Evaluate and append each question; stop when the LLM is down or a replay misses."""
-        from tqdm import tqdm
-
         name, options = self.suite.name, self.options
-        interactive = sys.stderr.isatty() if options.progress is None else options.progress
         done, down, started = total - len(todo), 0, time.perf_counter()
         step = max(1, min(10, len(todo) // 10))  # log lines when there is no bar
-        with tqdm(total=total, initial=done, desc=name, unit="q", disable=not interactive) as bar:
+        with progress(options.progress, total=total, initial=done, desc=name, unit="q") as bar:
             for index, question in enumerate(todo, start=1):
                 record = await self.evaluate(question)
                 bar.update(1)
                 if self.skipped(question):
                     continue
-                append_jsonl(self.out_dir / RESULTS, record | {"evaluated_at": _now()})
-                if not interactive and (index % step == 0 or index == len(todo)):
+                append_jsonl(self.out_dir / RESULTS, record | {"evaluated_at": now()})
+                if bar.disable and (index % step == 0 or index == len(todo)):
                     elapsed = time.perf_counter() - started
                     eta = f"{elapsed / index * (len(todo) - index):.0f} s"
                     self.say(
@@ -349,7 +345,3 @@ async def run_suite(
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
