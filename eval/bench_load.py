@@ -1,14 +1,7 @@
-"""Concurrent clients against a running Scholia (loopback only).
-
-`scholia eval load`: clients mixing /ask, /search and requests that must be refused, back to back
-for a fixed time, then the requests in flight are awaited; latency, throughput and statuses by
-kind and route, the app's RSS over time. Each client keeps one role (`DEFAULT_MIX`): in a plain
-closed loop every client would end up waiting on /ask. /ask may end in 503/504 under load; any
-other 5xx, a transport error, or a bad request answered otherwise is unexpected.
-
-`scholia eval concurrency`: /ask (not streamed) through 1, 4, 16 … concurrent clients beside the
-identical prompts sent straight to the LLM server at the same concurrency.
-"""
+"""Concurrent clients against a running Scholia (loopback only): `scholia eval load` (/ask,
+/search and requests that must be refused, each client in one role: in a plain closed loop every
+client would end up waiting on /ask) and `scholia eval concurrency` (/ask beside the identical
+prompts sent straight to the LLM server at the same concurrency)."""
 
 from __future__ import annotations
 
@@ -176,9 +169,8 @@ class LoadTest:
         question, json_type = rng.choice(self.questions), {"content-type": "application/json"}
         if kind == OVERSIZED_BODY:
             body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
-            headers = self.headers | json_type
-            early = post_answered_early
-            return await asyncio.to_thread(early, self.url, "/ask", body, headers, self.timeout_s)
+            args = (self.url, "/ask", body, self.headers | json_type, self.timeout_s)
+            return await asyncio.to_thread(post_answered_early, *args)
         requests: dict[str, dict[str, Any]] = {
             ASK: {"json": {"question": question, "stream": False}},
             SEARCH: {"json": {"query": question, "top_k": 5}},
@@ -270,9 +262,8 @@ def load_panels(report: dict[str, Any]) -> list[Panel]:
 
 @dataclass
 class Concurrency:
-    """`settings` (default: from the environment): max_tokens, temperature, the API key and the
-    index that builds the identical prompts; `services` may be passed to reuse one. Each level
-    sends `requests_per_level` (default 2 × the level, at least 4) through that many clients."""
+    """`settings`: max_tokens, temperature, the API key and the index that builds the identical
+    prompts. Each level sends `requests_per_level` (default 2 × level, at least 4) requests."""
 
     app_url: str
     llm_url: str
@@ -366,8 +357,7 @@ class Concurrency:
                 }
                 s, r = row["scholia"], row["raw"]
                 row["ratio_answers_per_s"] = harness.ratio(s, r, "answers_per_s")
-                for q in ("p50", "p95"):
-                    row[f"ratio_{q}"] = harness.ratio(s["latency_ms"], r["latency_ms"], q)
+                row |= harness.ratios(s["latency_ms"], r["latency_ms"])
                 rows.append({"level": level, **row})
         return rows
 

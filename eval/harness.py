@@ -69,6 +69,11 @@ def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
     return round(float(a[key]) / float(b[key]), 3)
 
 
+def ratios(a: dict[str, Any], b: dict[str, Any], name: str = "ratio") -> dict[str, float | None]:
+    """`NAME_p50` and `NAME_p95`: a's ÷ b's."""
+    return {f"{name}_{q}": ratio(a, b, q) for q in ("p50", "p95")}
+
+
 def check_loopback(url: str) -> str:
     """The URL without a trailing slash; a ValueError when it leaves this machine."""
     if urlparse(url).hostname not in LOOPBACK:

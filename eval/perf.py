@@ -45,8 +45,7 @@ def compared(series: dict[str, list[float]], ratios: dict[str, tuple[str, str]])
     """Stats of each series, and p50 and p95 of each pipeline ÷ its raw baseline."""
     result: dict[str, Any] = {key: stats(values) for key, values in series.items()}
     for name, (pipeline, raw) in ratios.items():
-        for q in ("p50", "p95"):
-            result[f"{name}_{q}"] = harness.ratio(result[pipeline], result[raw], q)
+        result |= harness.ratios(result[pipeline], result[raw], name)
     return result
 
 

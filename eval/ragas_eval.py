@@ -105,13 +105,8 @@ class Judge:
         client = AsyncOpenAI(
             base_url=config.url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0
         )
-        llm = llm_factory(
-            config.model,
-            provider="openai",
-            client=client,
-            max_tokens=config.max_tokens,
-            max_retries=config.retries,
-        )
+        limits: dict[str, Any] = {"max_tokens": config.max_tokens, "max_retries": config.retries}
+        llm = llm_factory(config.model, provider="openai", client=client, **limits)
         embeddings = HuggingFaceEmbeddings(
             model=str(config.embedding_model), device="cpu", local_files_only=True
         )

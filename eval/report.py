@@ -99,13 +99,11 @@ def _latency_summary(
 
 def summarize(
     records: list[Record],
-    *,
     suite: Suite,
-    options: dict[str, Any],
+    options: dict[str, Any],  # as `RunOptions.as_dict` gives them
     seconds: float,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """`options`: the run's options as `RunOptions.as_dict` gives them."""
     modes, answers = options["modes"], options["answers"]
     judged = answers and options["judge"] is not None
     judge = _by_type(records, _judge_block) if judged else None
@@ -169,10 +167,8 @@ def _types(records: list[Record]) -> list[str]:
 
 
 def _miss(r: Record, mode: str) -> list[str]:
-    gold, top = (
-        "; ".join(r["gold_titles"] or r["gold_ids"]),
-        (r["retrieval"][mode]["titles"] or ["—"])[0],
-    )
+    gold = "; ".join(r["gold_titles"] or r["gold_ids"])
+    top = (r["retrieval"][mode]["titles"] or ["—"])[0]
     return [r["id"], r["type"], cut(r["question"], 90), cut(gold, 70), cut(top, 70)]
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ class Run:
         self, suite: Suite, settings: Settings, out_dir: Path, options: RunOptions
     ) -> None:
         self.suite, self.settings, self.out_dir, self.options = suite, settings, out_dir, options
-        self.say: Callable[[str], None] = lambda message: print(message, file=sys.stderr)
+        self.say: Callable[[str], None] = partial(print, file=sys.stderr)
         self.replay: ReplayLLM | None = None
         self.scorer: NonLLMScorer | None = None
         self.judge: Judge | None = None
@@ -110,11 +111,10 @@ class Run:
         if (out_dir / "run.json").is_file():
             previous = json.loads((out_dir / "run.json").read_text())
             if (old := previous.get("identity", {})) != identity:
-                differences = ", ".join(
-                    f"{key}: {old.get(key)!r} → {identity.get(key)!r}"
-                    for key in dict.fromkeys([*identity, *old])
-                    if old.get(key) != identity.get(key)
-                )
+                keys = [
+                    k for k in dict.fromkeys([*identity, *old]) if old.get(k) != identity.get(k)
+                ]
+                differences = ", ".join(f"{k}: {old.get(k)!r} → {identity.get(k)!r}" for k in keys)
                 raise RunConfigError(
                     f"{out_dir} holds a run made with other settings ({differences}). "
                     "Use another --out, or --restart to discard it."
@@ -139,13 +139,12 @@ class Run:
         self.services = build_services(answering, llm=answer_with, embedder=embedder)
         if self.services.store.count() == 0:
             raise RunConfigError(
-                f"The index in {settings.data_dir} is empty: run `scholia ingest` first."
+                f"The index in {settings.data_dir} is empty: run `scholia ingest`."
             )
         self.catalogue: dict[str, str] = {}  # normalised title → paper id
         for _, _, meta in self.services.store.iter_chunks():
-            self.catalogue.setdefault(
-                normalize_title(str(meta.get("title", ""))), str(meta["paper_id"])
-            )
+            title = normalize_title(str(meta.get("title", "")))
+            self.catalogue.setdefault(title, str(meta["paper_id"]))
         if isinstance(answer_with, ReplayLLM) and answer_with.live is None:
             self.replay = answer_with
         if options.answers:
@@ -278,14 +277,10 @@ class Run:
                 append_jsonl(self.out_dir / RESULTS, record | {"evaluated_at": now()})
                 if bar.disable and (index % step == 0 or index == len(todo)):
                     elapsed = time.perf_counter() - started
-                    eta = f"{elapsed / index * (len(todo) - index):.0f} s"
-                    self.say(
-                        f"{name}: {done + index}/{total} questions, {elapsed:.0f} s elapsed, ETA {eta}"
-                    )
-                answer = record.get("answer", {})
-                down = (
-                    down + 1 if answer.get("unavailable") or record.get("judge_unavailable") else 0
-                )
+                    eta = f"ETA {elapsed / index * (len(todo) - index):.0f} s"
+                    self.say(f"{name}: {done + index}/{total} questions, {elapsed:.0f} s, {eta}")
+                unavailable = record.get("answer", {}).get("unavailable")
+                down = down + 1 if unavailable or record.get("judge_unavailable") else 0
                 if down >= MAX_LLM_DOWN:
                     raise LLMDownError(
                         f"The LLM or judge was unreachable on {down} questions in a row; "
@@ -326,9 +321,7 @@ async def run_suite(
     done = {qid for qid, rec in load_results(out_dir).items() if rec.get("complete", True)}
     todo = [q for q in questions if q.id not in done]
     if done:
-        run.say(
-            f"resuming {out_dir}: {len(questions) - len(todo)} of {len(questions)} questions done"
-        )
+        run.say(f"resuming {out_dir}: {len(questions) - len(todo)} of {len(questions)} done")
     started = time.perf_counter()
     if todo:
         await run.start(todo, llm, embedder)
@@ -336,9 +329,7 @@ async def run_suite(
     records = load_results(out_dir)
     ordered = [records[q.id] for q in questions if q.id in records]
     seconds = round(time.perf_counter() - started, 2)
-    summary = summarize(
-        ordered, suite=suite, options=options.as_dict(), seconds=seconds, settings=settings
-    )
+    summary = summarize(ordered, suite, options.as_dict(), seconds, settings)
     write_report(out_dir, summary, ordered)
     return summary
 

@@ -52,9 +52,6 @@ class Suite:
     def name(self) -> str:
         return self.path.stem
 
-    def types(self) -> list[str]:
-        return list(dict.fromkeys(q.type for q in self.questions))
-
 
 def normalize_title(title: str) -> str:
     """Case, accents, punctuation and spacing do not matter when matching titles."""
