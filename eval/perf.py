@@ -73,9 +73,8 @@ class Perf:
             vector = self.services.assistant.retriever.embedder.embed_query(query)
             middle = time.perf_counter()
             include = ["metadatas", "documents", "distances"]
-            self.services.store.collection.query(
-                query_embeddings=[vector], n_results=candidates, include=include
-            )
+            query = {"query_embeddings": [vector], "n_results": candidates, "include": include}
+            self.services.store.collection.query(**query)
             end = time.perf_counter()
             series["raw_embed_ms"].append((middle - tick) * 1000)
             series["raw_chroma_ms"].append((end - middle) * 1000)
@@ -198,9 +197,8 @@ def measure_engine(settings: Settings, log: Callable[[str], None]) -> dict[str, 
     async def speed() -> dict[str, Any]:
         question = AskRequest(question=WARMUP_QUESTION)
         prepared = await build_services(settings).assistant.prepare(question)
-        return (
-            await calibrate(llm, answer_messages(prepared.question, prepared.packed))
-        ).describe()
+        calibration = await calibrate(llm, answer_messages(prepared.question, prepared.packed))
+        return calibration.describe()
 
     return result | {"speed": asyncio.run(speed())}
 
@@ -223,9 +221,8 @@ def run_perf(
             report["ingest"] = {"error": f"{type(error).__name__}: {error}"}
             report["errors"].append(f"ingest: {error}")
     try:
-        report["search"], report["ask"] = asyncio.run(
-            measure_services(settings, queries, asks, log)
-        )
+        services = measure_services(settings, queries, asks, log)
+        report["search"], report["ask"] = asyncio.run(services)
     except Exception as error:
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report |= {"search": {"error": str(error)}, "ask": {"error": str(error)}}

@@ -33,20 +33,15 @@ def request_fields(messages: list[ChatMessage], **params: Any) -> dict[str, Any]
 
 
 def request_key(messages: list[ChatMessage], **params: Any) -> str:
-    canonical = json.dumps(
-        request_fields(messages, **params),
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    fields = request_fields(messages, **params)
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _params(max_tokens: int, temperature: float, schema: JsonSchema | None) -> dict[str, Any]:
     # No "schema" key without one: the recordings made before schemas keep their keys.
-    return {"max_tokens": max_tokens, "temperature": temperature} | (
-        {} if schema is None else {"schema": schema}
-    )
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    return params if schema is None else params | {"schema": schema}
 
 
 def recording_path(run: Path) -> Path:

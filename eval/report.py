@@ -15,11 +15,8 @@ from scholia.settings import Settings
 
 Record = dict[str, Any]
 PLOTS = ("per_type.png", "scores.png", "latency.png")
-LATENCY_LABELS = {
-    "ask_ms": "/ask pipeline, ms",
-    "generate_ms": "LLM generation, ms",
-    "judge_s": "judge per question, s",
-}
+LATENCY_LABELS = {"ask_ms": "/ask pipeline, ms", "generate_ms": "LLM generation, ms"}
+LATENCY_LABELS["judge_s"] = "judge per question, s"
 
 
 def _score(record: Record, metric: str) -> float | None:
@@ -225,10 +222,8 @@ def _panels(summary: dict[str, Any], records: list[Record]) -> list[list[Panel]]
         declines = [
             b["decline_rate_unanswerable"] or b["wrong_decline_rate"] for b in by_type.values()
         ]
-        series = {"key strings": keys, "declined": declines}
-        per_type.append(
-            Panel("answers by type", "bar", series, labels=list(by_type), ylim=(0, 1.25))
-        )
+        series, labels = {"key strings": keys, "declined": declines}, list(by_type)
+        per_type.append(Panel("answers by type", "bar", series, labels=labels, ylim=(0, 1.25)))
         for metric in (*NON_LLM_METRICS, *(JUDGE_METRICS if summary["judge"] else ())):
             if present := [v for r in records if (v := _score(r, metric)) is not None]:
                 scores[metric] = present

@@ -197,11 +197,10 @@ class Run:
         return record
 
     async def answer(self, question: Question, record: dict[str, Any]) -> None:
+        request = AskRequest(question=question.question, top_k=self.options.top_k)
         tick = time.perf_counter()
         try:
-            response = await self.services.assistant.ask(
-                AskRequest(question=question.question, top_k=self.options.top_k)
-            )
+            response = await self.services.assistant.ask(request)
         except AnswerUnavailableError as error:
             unavailable = isinstance(error.error, LLMUnavailableError)
             record["answer"] = {"text": None, "error": str(error), "unavailable": unavailable}
@@ -240,14 +239,10 @@ class Run:
         )
         record["scores"] = await self.score(question, record, sample)
 
-    async def score(
-        self, question: Question, record: dict[str, Any], sample: Sample
-    ) -> dict[str, Any]:
+    async def score(self, question: Question, record: dict[str, Any], sample: Sample) -> dict:
         """Key strings (0 for a declined answer), the decline decision, RAGAS's scores."""
         keys, declined = question.key_strings, sample.declined
-        key_string = (
-            (0.0 if declined else key_string_score(sample.response, keys)) if keys else None
-        )
+        key_string = key_string_score("" if declined else sample.response, keys)
         scores: dict[str, float | None] = {"key_string": key_string, "declined": float(declined)}
         scores["correct_decline"] = float(declined != question.answerable)
         if self.scorer is not None:
