@@ -73,8 +73,8 @@ class Perf:
             vector = self.services.assistant.retriever.embedder.embed_query(query)
             middle = time.perf_counter()
             include = ["metadatas", "documents", "distances"]
-            query = {"query_embeddings": [vector], "n_results": candidates, "include": include}
-            self.services.store.collection.query(**query)
+            request = {"query_embeddings": [vector], "n_results": candidates, "include": include}
+            self.services.store.collection.query(**request)
             end = time.perf_counter()
             series["raw_embed_ms"].append((middle - tick) * 1000)
             series["raw_chroma_ms"].append((end - middle) * 1000)
