@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
@@ -198,16 +197,13 @@ def check_run(
     thresholds: Thresholds = None,
 ) -> None:
     """Check a finished run against the thresholds (exit 1 on failure)."""
-    from eval.compare import ThresholdsError, load_thresholds
+    from eval.compare import RunNotFoundError, ThresholdsError, load_run, load_thresholds
 
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        _fail(f"{run_dir} is not a finished eval run (no summary.json)")
     try:
-        bounds = load_thresholds(thresholds)
-    except ThresholdsError as error:
+        summary, bounds = load_run(run_dir)[0], load_thresholds(thresholds)
+    except (RunNotFoundError, ThresholdsError) as error:
         _fail(str(error))
-    _gate(json.loads(summary_path.read_text())["metrics"], bounds, exit_on_failure=True)
+    _gate(summary["metrics"], bounds, exit_on_failure=True)
 
 
 @eval_app.command("compare")

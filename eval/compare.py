@@ -12,6 +12,7 @@ from typing import Any
 from eval.output import cut, fmt, read_jsonl, render
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 
+RESULTS = "results.jsonl"
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
 # A graded score must move by at least this much to count as a change of that question.
 SCORE_DELTA = 0.1
@@ -99,8 +100,12 @@ def load_run(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A finished run's summary and its latest record of each question."""
     if not (path / "summary.json").is_file():
         raise RunNotFoundError(f"{path} is not a finished eval run (no summary.json)")
-    records = {str(r["id"]): r for r in read_jsonl(path / "results.jsonl")}
-    return json.loads((path / "summary.json").read_text()), records
+    return json.loads((path / "summary.json").read_text()), load_results(path)
+
+
+def load_results(run: Path) -> dict[str, dict[str, Any]]:
+    """The latest record of every question in results.jsonl."""
+    return {str(record["id"]): record for record in read_jsonl(run / RESULTS)}
 
 
 def _first_rank(record: dict[str, Any], mode: str) -> int | None:

@@ -74,6 +74,11 @@ def ratios(a: dict[str, Any], b: dict[str, Any], name: str = "ratio") -> dict[st
     return {f"{name}_{q}": ratio(a, b, q) for q in ("p50", "p95")}
 
 
+def check_index(services: Any, settings: Settings, error: type[Exception] = RuntimeError) -> None:
+    if services.store.count() == 0:
+        raise error(f"The index in {settings.data_dir} is empty: run `scholia ingest` first.")
+
+
 def check_loopback(url: str) -> str:
     """The URL without a trailing slash; a ValueError when it leaves this machine."""
     if urlparse(url).hostname not in LOOPBACK:

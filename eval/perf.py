@@ -151,10 +151,7 @@ async def measure_services(settings: Settings, queries: int, asks: int, log: Cal
 
     embedder = Embedder(settings.embedding.model_path, settings.embedding.batch_size)
     local = build_services(settings, embedder=embedder)
-    if local.store.count() == 0:
-        raise RuntimeError(
-            f"The index in {settings.data_dir} is empty: run `scholia ingest` first."
-        )
+    harness.check_index(local, settings)
     llm_url = llm_base_url(settings)
     ask: dict[str, Any] = {"skipped": "--asks 0"}
     with harness.serve(create_app(settings, build_services(settings, embedder=embedder))) as url:

@@ -126,14 +126,12 @@ class Judge:
         referenced = sample.answerable and bool(sample.reference)
         given: dict[str, Any] = {"user_input": sample.user_input, "response": sample.response}
         given |= {"reference": sample.reference, "retrieved_contexts": contexts}
+        contextual = "user_input reference retrieved_contexts"
         asks = {  # metric: (whether it applies, what it is given)
             "faithfulness": (answered and contexts, "user_input response retrieved_contexts"),
             "answer_relevancy": (answered, "user_input response"),
-            "context_precision": (
-                referenced and contexts,
-                "user_input reference retrieved_contexts",
-            ),
-            "context_recall": (referenced and contexts, "user_input reference retrieved_contexts"),
+            "context_precision": (referenced and contexts, contextual),
+            "context_recall": (referenced and contexts, contextual),
             "factual_correctness": (answered and referenced, "response reference"),
         }
         wanted = self.config.metrics or JUDGE_METRICS

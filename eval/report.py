@@ -210,12 +210,10 @@ def _panels(summary: dict[str, Any], records: list[Record]) -> list[list[Panel]]
         return Panel(f"retrieval {metric}", "bar", series, labels=gold, ylim=(0, 1.25))
 
     per_type = [bars(metric) for metric in ("hit@1", "hit@5", "mrr")]
-    scores = {
-        f"reciprocal rank ({mode})": [
-            s["mrr"] for r in records if (s := r["retrieval"].get(mode, {}).get("scores"))
-        ]
-        for mode in retrieval
-    }
+    scores = {}
+    for mode in retrieval:
+        ranked = [r["retrieval"].get(mode, {}).get("scores") for r in records]
+        scores[f"reciprocal rank ({mode})"] = [s["mrr"] for s in ranked if s]
     if answers:
         by_type = {t: b for t, b in answers["by_type"].items() if b["answered"]}
         keys = [b["key_string_accuracy"] for b in by_type.values()]
@@ -232,14 +230,11 @@ def _panels(summary: dict[str, Any], records: list[Record]) -> list[list[Panel]]
     times["/ask pipeline (s)"] = [ms / 1000 for ms in timings.get("ask_ms", [])]
     times["judge per question (s)"] = timings.get("judge_s", [])
     tenths = [i / 10 for i in range(11)]
-    return [
-        per_type,
-        [
-            Panel(f"{name} (n={len(v)})", "hist", {name: v}, bins=tenths)
-            for name, v in scores.items()
-        ],
-        [Panel(f"{name}\n{_p50_p95(v)}", "hist", {name: v}) for name, v in times.items() if v],
+    histograms = [
+        Panel(f"{n} (n={len(v)})", "hist", {n: v}, bins=tenths) for n, v in scores.items()
     ]
+    latencies = [Panel(f"{n}\n{_p50_p95(v)}", "hist", {n: v}) for n, v in times.items() if v]
+    return [per_type, histograms, latencies]
 
 
 def _p50_p95(values: list[float]) -> str:

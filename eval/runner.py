@@ -17,8 +17,10 @@ from typing import Any
 from assistant.llm import LLM, LLMUnavailableError
 from assistant.pipeline import AnswerUnavailableError, clean_question
 from assistant.schemas import AskRequest
+from eval.compare import RESULTS, load_results
+from eval.harness import check_index
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
-from eval.output import append_jsonl, now, progress, read_jsonl
+from eval.output import append_jsonl, now, progress
 from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer, Sample
 from eval.replay import COMPLETIONS, CompletionNotRecordedError, ReplayLLM, recording_path, run_llm
 from eval.report import summarize, write_report
@@ -27,7 +29,6 @@ from ingest.embed import Embedder
 from scholia.settings import Settings
 
 MODES = ("dense", "bm25", "hybrid")
-RESULTS = "results.jsonl"
 # Consecutive "LLM unreachable" answers after which a run stops (and can be resumed later).
 MAX_LLM_DOWN = 3
 
@@ -73,11 +74,6 @@ class RunOptions:
         if self.record or self.replay is not None:
             identity["completions"] = "replay" if self.replay is not None else "record"
         return identity
-
-
-def load_results(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The latest record of every question in results.jsonl."""
-    return {str(record["id"]): record for record in read_jsonl(out_dir / RESULTS)}
 
 
 class Run:
@@ -137,10 +133,7 @@ class Run:
         retrieval = settings.retrieval.model_copy(update={"mode": options.answer_mode})
         answering = settings.model_copy(update={"retrieval": retrieval})
         self.services = build_services(answering, llm=answer_with, embedder=embedder)
-        if self.services.store.count() == 0:
-            raise RunConfigError(
-                f"The index in {settings.data_dir} is empty: run `scholia ingest`."
-            )
+        check_index(self.services, settings, RunConfigError)
         self.catalogue: dict[str, str] = {}  # normalised title → paper id
         for _, _, meta in self.services.store.iter_chunks():
             title = normalize_title(str(meta.get("title", "")))
