@@ -169,9 +169,7 @@ def _judge(
     )
 
 
-def _gate(
-    metrics: dict[str, float], bounds: dict[str, dict[str, float]], exit_on_failure: bool
-) -> None:
+def _gate(metrics: dict[str, float], bounds: dict, exit_on_failure: bool) -> None:
     from eval.compare import gate
 
     passed, report = gate(metrics, bounds)
@@ -215,6 +213,7 @@ def compare(
 ) -> None:
     """What improved and what regressed from RUN_A to RUN_B, question by question."""
     from eval.compare import RunNotFoundError, compare_runs, render_comparison
+    from eval.output import write_outputs
 
     try:
         text = render_comparison(compare_runs(run_a, run_b), all_metrics=all_metrics)
@@ -222,7 +221,7 @@ def compare(
         _fail(str(error))
     typer.echo(text)
     if out is not None:
-        out.write_text(text)
+        write_outputs(out.parent, {out.name: text})
 
 
 def _benchmark(name: str, out: Path | None, measure: Callable[[Settings, Path], Any]) -> Any:

@@ -56,9 +56,7 @@ class RecordingLLM:
         self._window: int | None = None
         read_jsonl(path)  # cuts a line a killed run left half-written
 
-    def _entry(
-        self, call: str, messages: list[ChatMessage], max_tokens: int, schema: Any
-    ) -> dict[str, Any]:
+    def _entry(self, call: str, messages: list[ChatMessage], max_tokens: int, schema: Any) -> dict:
         params = _params(max_tokens, self.temperature, schema)
         key, request = request_key(messages, **params), request_fields(messages, **params)
         return {"call": call, "key": key, "request": request, "recorded_at": now()}

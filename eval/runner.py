@@ -20,7 +20,7 @@ from assistant.schemas import AskRequest
 from eval.compare import RESULTS, load_results
 from eval.harness import check_index
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
-from eval.output import append_jsonl, now, progress
+from eval.output import append_jsonl, now, progress, write_outputs
 from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer, Sample
 from eval.replay import COMPLETIONS, CompletionNotRecordedError, ReplayLLM, recording_path, run_llm
 from eval.report import summarize, write_report
@@ -96,9 +96,7 @@ class Run:
             if options.judge is not None or not options.answers:
                 raise RunConfigError("A replay answers the questions, without the LLM judge.")
             if recording_path(options.replay).resolve() == (out_dir / COMPLETIONS).resolve():
-                raise RunConfigError(
-                    f"{out_dir} is the recording being replayed: use another --out."
-                )
+                raise RunConfigError(f"{out_dir} is the recording replayed: use another --out.")
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in (RESULTS, "run.json", "summary.json", COMPLETIONS) if restart else ():
             (out_dir / name).unlink(missing_ok=True)
@@ -121,7 +119,7 @@ class Run:
         meta: dict[str, Any] = {"identity": identity, "suite_sha256": digest}
         meta |= {"judge_url": judge and judge.url, "judge_model": judge and judge.model}
         meta |= {"replay_of": replay and str(replay), "updated": now()}
-        (out_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_outputs(out_dir, {"run.json": meta})
 
     async def start(self, todo: list[Question], llm: LLM | None, embedder: Embedder | None) -> None:
         """The services for the questions left: the LLM checked, the embedding model loaded."""
