@@ -51,23 +51,18 @@ def load_thresholds(path: Path | None = None) -> dict[str, dict[str, float]]:
 
 def gate(metrics: dict[str, float], thresholds: dict[str, dict[str, float]]) -> tuple[bool, str]:
     """Whether the run passes (a threshold applies, and all that apply hold), and why."""
-    lines, applied, failed = [], 0, 0
+    rows = []
     for bound, sign in (("min", "≥"), ("max", "≤")):
         for metric, threshold in thresholds.get(bound, {}).items():
             value = metrics.get(metric)
             ok = value is None or (value >= threshold if bound == "min" else value <= threshold)
-            status = "skip" if value is None else "ok  " if ok else "FAIL"
-            shown = "not measured" if value is None else f"{value:.4f}"
-            lines.append(f"{status} {metric} = {shown} (needs {sign} {threshold:g})")
-            applied, failed = applied + (value is not None), failed + (not ok)
+            rows.append(
+                {"metric": metric, "value": value, "ok": ok, "sign": sign, "threshold": threshold}
+            )
+    applied, failed = sum(r["value"] is not None for r in rows), sum(not r["ok"] for r in rows)
     passed = applied > 0 and not failed
-    if not applied:
-        lines.append("gate: FAILED (no threshold applies to this run)")
-    else:
-        skipped = len(lines) - applied
-        counts = f"{applied - failed}/{applied} checks passed, {skipped} skipped"
-        lines.append(f"gate: {'PASSED' if passed else 'FAILED'} ({counts})")
-    return passed, "\n".join(lines)
+    report = render("gate.txt.j2", rows=rows, applied=applied, failed=failed, passed=passed)
+    return passed, report.rstrip("\n")
 
 
 @dataclass
