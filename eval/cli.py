@@ -232,7 +232,7 @@ def _benchmark(name: str, out: Path | None, measure: Callable[[Settings, Path], 
         report = measure(settings, out)
     except (ValueError, RuntimeError) as error:
         _fail(str(error))
-    typer.echo((out / f"{name}.md").read_text())
+    typer.echo((out / f"{name}.md").read_text(encoding="utf-8"))
     return report
 
 

@@ -95,7 +95,7 @@ def load_run(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A finished run's summary and its latest record of each question."""
     if not (path / "summary.json").is_file():
         raise RunNotFoundError(f"{path} is not a finished eval run (no summary.json)")
-    return json.loads((path / "summary.json").read_text()), load_results(path)
+    return json.loads((path / "summary.json").read_text(encoding="utf-8")), load_results(path)
 
 
 def load_results(run: Path) -> dict[str, dict[str, Any]]:

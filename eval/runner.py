@@ -103,7 +103,7 @@ class Run:
         identity = {"suite": str(suite.path.resolve()), **options.identity()}
         digest = hashlib.sha256(suite.path.read_bytes()).hexdigest()
         if (out_dir / "run.json").is_file():
-            previous = json.loads((out_dir / "run.json").read_text())
+            previous = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
             if (old := previous.get("identity", {})) != identity:
                 keys = [
                     k for k in dict.fromkeys([*identity, *old]) if old.get(k) != identity.get(k)
