@@ -89,7 +89,6 @@ class JudgeConfig:
     timeout_s: float = 300.0
     retries: int = 2  # instructor's re-asks after a reply that does not validate
     metrics: tuple[str, ...] = ()  # the judged metrics to run (eval.cli.JudgeMetric); empty: all
-    api_key: str = "x"
 
 
 class Judge:
@@ -103,7 +102,7 @@ class Judge:
 
         self.config = config
         client = AsyncOpenAI(
-            base_url=config.url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0
+            base_url=config.url, api_key="x", timeout=config.timeout_s, max_retries=0
         )
         limits: dict[str, Any] = {"max_tokens": config.max_tokens, "max_retries": config.retries}
         llm = llm_factory(config.model, provider="openai", client=client, **limits)

@@ -54,11 +54,10 @@ class RunOptions:
     max_replay_misses: int = 0  # questions a replay may skip (a prompt a CPU rounds otherwise)
 
     def as_dict(self) -> dict[str, Any]:
-        """The options as summary.json keeps them (no API key)."""
-        judge = None
-        if self.judge is not None:
-            judge = asdict(self.judge) | {"embedding_model": str(self.judge.embedding_model)}
-            del judge["api_key"]
+        """The options as summary.json keeps them."""
+        judge = asdict(self.judge) if self.judge is not None else None
+        if judge is not None:
+            judge["embedding_model"] = str(judge["embedding_model"])
         return asdict(self) | {"judge": judge, "replay": self.replay and str(self.replay)}
 
     def identity(self) -> dict[str, Any]:
