@@ -1,13 +1,8 @@
 """The ingest benchmark (`scholia eval perf --sizes …`): full ingest vs raw `encode` of the same
-chunk texts, by corpus size.
-
-Each size's corpus is synthetic, made of the bundled abstracts' sentences (shuffled across papers,
-unique titles), streamed to disk. Each measurement runs in a fresh process once the model is
-loaded, so every size starts from the same memory and its peak RSS is its own: raw `encode` of
-every other chunk text, the full ingest into an empty data directory (time per phase), raw
-`encode` of the other texts; halves before and after, so a drift in the machine's load weighs on
-both sides. `throughput_ratio` = ingest docs/s ÷ raw docs/s, by wall clock and by CPU time.
-"""
+chunk texts, on synthetic corpora (the bundled abstracts' sentences shuffled) of each size. Each
+measurement runs in a fresh process, so its peak RSS is its own: raw `encode` of half the texts,
+the ingest (time per phase), raw `encode` of the other half; a drift in the machine's load thus
+weighs on both sides. `throughput_ratio` = ingest ÷ raw docs/s, by wall clock and CPU time."""
 
 from __future__ import annotations
 
@@ -26,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-from eval.harness import Panel, flat, write_outputs
+from eval.output import Panel, flat, write_outputs
 
 RESULT_FILE, PLOT_FILE = "bench_ingest.json", "bench_ingest.png"
 LOGGED = ("ingest_s_per_doc", "throughput_ratio", "throughput_ratio_cpu", "peak_rss_ingest_mb")
@@ -151,14 +146,9 @@ def raw_child(corpus: Path, half: int) -> dict[str, Any]:
     limits = chunking.max_tokens, chunking.overlap_tokens
     papers = [item for item in read_papers(corpus) if isinstance(item, Paper)]
     texts = [c.text for p in papers for c in chunk_paper(p, embedder.count_tokens, *limits)]
+    options = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False}
     with measured() as figures:
-        embedder.model.encode(
-            texts[half::2],
-            batch_size=embedder.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        embedder.model.encode(texts[half::2], batch_size=embedder.batch_size, **options)
     return figures | {"chunks": len(texts), "texts_digest": _digest(texts)}
 
 

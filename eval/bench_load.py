@@ -1,14 +1,7 @@
-"""Concurrent clients against a running Scholia (loopback only).
-
-`scholia eval load`: clients mixing /ask, /search and requests that must be refused, back to back
-for a fixed time, then the requests in flight are awaited; latency, throughput and statuses by
-kind and route, the app's RSS over time. Each client keeps one role (`DEFAULT_MIX`): in a plain
-closed loop every client would end up waiting on /ask. /ask may end in 503/504 under load; any
-other 5xx, a transport error, or a bad request answered otherwise is unexpected.
-
-`scholia eval concurrency`: /ask (not streamed) through 1, 4, 16 … concurrent clients beside the
-identical prompts sent straight to the LLM server at the same concurrency.
-"""
+"""Concurrent clients against a running Scholia (loopback only): `scholia eval load` (/ask,
+/search and requests that must be refused, each client in one role: in a plain closed loop every
+client would end up waiting on /ask) and `scholia eval concurrency` (/ask beside the identical
+prompts sent straight to the LLM server at the same concurrency)."""
 
 from __future__ import annotations
 
@@ -26,7 +19,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from eval import harness
-from eval.harness import Panel
+from eval.metrics import stats
+from eval.output import Panel, progress, write_benchmark
 from scholia.settings import Settings
 
 Log = Callable[[str], None]
@@ -101,7 +95,7 @@ def _group(outcomes: list[Outcome]) -> dict[str, Any]:
     """Requests, throughput, latency and statuses of one kind or route. Throughput is over the
     time until its last answer: /search stops with the load, an /ask in flight may take minutes."""
     window = max(o["t"] + o["ms"] / 1000 for o in outcomes)
-    latency = harness.stats([o["ms"] for o in outcomes if isinstance(o["status"], int)], 1)
+    latency = stats([o["ms"] for o in outcomes if isinstance(o["status"], int)], 1)
     return {
         "requests": len(outcomes),
         "per_s": round(len(outcomes) / window, 3) if window > 0 else 0.0,
@@ -158,7 +152,7 @@ class LoadTest:
     settings: Settings = field(default_factory=Settings)
     seed: int = 8
     request_timeout_s: float | None = None
-    progress: bool = False
+    progress: bool | None = False
     log: Log = print
 
     def __post_init__(self) -> None:
@@ -175,9 +169,8 @@ class LoadTest:
         question, json_type = rng.choice(self.questions), {"content-type": "application/json"}
         if kind == OVERSIZED_BODY:
             body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
-            headers = self.headers | json_type
-            early = post_answered_early
-            return await asyncio.to_thread(early, self.url, "/ask", body, headers, self.timeout_s)
+            args = (self.url, "/ask", body, self.headers | json_type, self.timeout_s)
+            return await asyncio.to_thread(post_answered_early, *args)
         requests: dict[str, dict[str, Any]] = {
             ASK: {"json": {"question": question, "stream": False}},
             SEARCH: {"json": {"query": question, "top_k": 5}},
@@ -211,7 +204,6 @@ class LoadTest:
     async def load(self, pid: int) -> tuple[list[tuple[float, float]], float]:
         """Load until `duration_s`, await the requests in flight; RSS sampled all along."""
         import psutil
-        from tqdm import tqdm
 
         process, rss, start = psutil.Process(pid), list[tuple[float, float]](), time.monotonic()
 
@@ -225,7 +217,7 @@ class LoadTest:
                 await asyncio.sleep(SAMPLE_EVERY_S)
 
         sampler = asyncio.create_task(sampling())
-        with tqdm(desc="load", unit=" answers", disable=not self.progress) as bar:
+        with progress(self.progress, desc="load", unit=" answers") as bar:
             async with _http_client(self.headers, self.clients, self.timeout_s, self.url) as http:
                 await asyncio.gather(
                     *(self.client(i, http, start, bar) for i in range(self.clients))
@@ -247,9 +239,7 @@ class LoadTest:
         self.outcomes.sort(key=lambda o: o["t"])
         report |= summarize(self.outcomes, rss, timing) | {"seed": self.seed}
         report["outcomes"] = self.outcomes
-        harness.write_benchmark(
-            out_dir, "load", report, load_panels(report), every_s=SAMPLE_EVERY_S
-        )
+        write_benchmark(out_dir, "load", report, load_panels(report), every_s=SAMPLE_EVERY_S)
         return report
 
 
@@ -272,9 +262,8 @@ def load_panels(report: dict[str, Any]) -> list[Panel]:
 
 @dataclass
 class Concurrency:
-    """`settings` (default: from the environment): max_tokens, temperature, the API key and the
-    index that builds the identical prompts; `services` may be passed to reuse one. Each level
-    sends `requests_per_level` (default 2 × the level, at least 4) through that many clients."""
+    """`settings`: max_tokens, temperature, the API key and the index that builds the identical
+    prompts. Each level sends `requests_per_level` (default 2 × level, at least 4) requests."""
 
     app_url: str
     llm_url: str
@@ -342,8 +331,8 @@ class Concurrency:
             "rate_limit_retries": sum(o.get("retries", 0) for o in outcomes),
             "wall_s": round(wall_s, 3),
             "answers_per_s": round(len(outcomes) / wall_s, 3),
-            "latency_ms": harness.stats([o["ms"] for o in outcomes]),
-            **{key: harness.stats([o.get(key, 0) for o in outcomes]) for key in tokens},
+            "latency_ms": stats([o["ms"] for o in outcomes]),
+            **{key: stats([o.get(key, 0) for o in outcomes]) for key in tokens},
         }
 
     async def measure(self) -> list[dict[str, Any]]:
@@ -368,8 +357,7 @@ class Concurrency:
                 }
                 s, r = row["scholia"], row["raw"]
                 row["ratio_answers_per_s"] = harness.ratio(s, r, "answers_per_s")
-                for q in ("p50", "p95"):
-                    row[f"ratio_{q}"] = harness.ratio(s["latency_ms"], r["latency_ms"], q)
+                row |= harness.ratios(s["latency_ms"], r["latency_ms"])
                 rows.append({"level": level, **row})
         return rows
 
@@ -387,7 +375,7 @@ class Concurrency:
         }
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
         report |= {"time_cap_s": self.time_cap_s, "levels": asyncio.run(self.measure())}
-        harness.write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
+        write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
         return report
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from eval.ragas_eval import JUDGE_METRICS
 from scholia.settings import Settings
 
 eval_app = typer.Typer(
@@ -19,14 +20,11 @@ eval_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-class JudgeMetric(StrEnum):
-    faithfulness = "faithfulness"
-    answer_relevancy = "answer_relevancy"
-    context_precision = "context_precision"
-    context_recall = "context_recall"
-    factual_correctness = "factual_correctness"
+JudgeMetric = StrEnum("JudgeMetric", [(m, m) for m in JUDGE_METRICS])  # type: ignore[misc]
+HITS = ("hit@1", "hit@3", "hit@5", "recall@5", "mrr", "ndcg@10")
+ANSWERS = "key_string_accuracy wrong_decline_rate decline_rate_unanswerable rouge_l chrf"
+HEADLINE = [f"answers.{m}" for m in ANSWERS.split()] + [f"judge.{m}" for m in JUDGE_METRICS]
+_log = partial(typer.echo, err=True)
 
 
 class Mode(StrEnum):
@@ -41,10 +39,6 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _settings() -> Settings:
-    return Settings()
-
-
 def _option(help: str, *names: str, **limits: Any) -> Any:
     return typer.Option(*names, help=help, **limits)
 
@@ -53,13 +47,11 @@ Progress = Annotated[
     bool | None, _option("Progress bar (default: on a terminal).", "--progress/--no-progress")
 ]
 Thresholds = Annotated[Path | None, _option("Thresholds file (default eval/thresholds.toml).")]
-Check = Annotated[bool, _option("Exit 1 when a metric misses its threshold.", "--check")]
-JudgeUrl = Annotated[str | None, _option("OpenAI-compatible judge (…/v1); default: the LLM.")]
+Out = Annotated[Path | None, _option("Output folder (default: a new one under the data dir).")]
 JudgeMetrics = Annotated[
     list[JudgeMetric] | None,
     _option("Only this judged metric (repeatable; each costs judge calls).", "--judge-metric"),
 ]
-Record = Annotated[bool, _option("Keep each LLM request and completion, for --replay.", "--record")]
 Replay = Annotated[
     Path | None,
     _option(
@@ -67,9 +59,7 @@ Replay = Annotated[
         "not recorded stops the run (exit 2). With --record: ask the LLM only what it lacks."
     ),
 ]
-MaxMisses = Annotated[
-    int, _option("With --replay: unrecorded requests to skip (another CPU).", "--max-misses", min=0)
-]
+AppUrl = Annotated[str, _option("A running Scholia (loopback), e.g. http://127.0.0.1:8000.")]
 
 
 @eval_app.command("run")
@@ -82,19 +72,21 @@ def run(
     mode: Annotated[Mode, _option("Retrieval mode; all: dense, bm25 and hybrid.")] = Mode.hybrid,
     no_llm: Annotated[bool, _option("Retrieval metrics only.", "--no-llm")] = False,
     top_k: Annotated[int, _option("Sources per /ask.", min=1, max=20)] = 5,
-    check: Check = False,
+    check: Annotated[bool, _option("Exit 1 when a metric misses a threshold.", "--check")] = False,
     thresholds: Thresholds = None,
     restart: Annotated[bool, _option("Discard a previous run in --out.")] = False,
     progress: Progress = None,
     no_judge: Annotated[bool, _option("Score without the LLM judge.", "--no-judge")] = False,
-    judge_url: JudgeUrl = None,
+    judge_url: Annotated[str | None, _option("Judge server (…/v1); default: the LLM.")] = None,
     judge_model: Annotated[str | None, _option("Judge model; default: the LLM's.")] = None,
     judge_max_tokens: Annotated[int, _option("Token limit of one judge reply.", min=64)] = 512,
     judge_timeout: Annotated[float, _option("Seconds one judge call may take.", min=1)] = 300.0,
     judge_metrics: JudgeMetrics = None,
-    record: Record = False,
+    record: Annotated[
+        bool, _option("Keep LLM requests and completions (--replay).", "--record")
+    ] = False,
     replay: Replay = None,
-    max_misses: MaxMisses = 0,
+    max_misses: Annotated[int, _option("With --replay: unrecorded requests to skip.", min=0)] = 0,
 ) -> None:
     """Evaluate a suite: retrieval, answers, RAGAS scores; results.jsonl, summary.json, report.md."""
     from eval.compare import ThresholdsError, load_thresholds
@@ -102,7 +94,7 @@ def run(
     from eval.runner import MODES, LLMDownError, RunConfigError, RunOptions, run_suite
     from eval.suite import SuiteError, load_suite, select
 
-    settings = _settings()
+    settings = Settings()
     try:
         loaded = load_suite(suite)
         bounds = load_thresholds(thresholds) if check or thresholds else None
@@ -114,13 +106,13 @@ def run(
     no_judge = no_judge or _replaying(record, replay, no_llm, bool(judge_url or judge_model))
     judge_with = (judge_url, judge_model, judge_max_tokens, judge_timeout, judge_metrics)
     judge = None if no_llm or no_judge else _judge(settings, *judge_with)
-    modes = list(MODES) if mode is Mode.all else [mode.value]
-    answer_mode = settings.retrieval.mode if mode is Mode.all else mode.value
+    modes = list(MODES) if mode == "all" else [mode.value]
+    answer_mode = settings.retrieval.mode if mode == "all" else mode.value
     options = RunOptions(modes, answer_mode, not no_llm, judge, top_k, progress, record, replay)
     options.max_replay_misses = max_misses
     kind = "retrieval" if no_llm else "replay" if replay else "answers"
     out = out or _default_out(settings, f"{loaded.name}-{mode.value}-{kind}")
-    typer.echo(f"run folder: {out}  (resume: the same command with --out {out})", err=True)
+    _log(f"run folder: {out}  (resume: the same command with --out {out})")
     try:
         summary = asyncio.run(run_suite(loaded, questions, settings, out, options, restart=restart))
     except (RunConfigError, SuiteError, ReplayError) as error:
@@ -135,14 +127,12 @@ def run(
 
 def _replaying(record: bool, replay: Path | None, no_llm: bool, judge_asked: bool) -> bool:
     """Refuse --record/--replay combinations that cannot work; True: the judge is off."""
-    if no_llm and (record or replay):
-        _fail(
-            "--replay answers the questions; drop --no-llm"
-            if replay
-            else "--record keeps LLM completions; with --no-llm there are none"
-        )
+    if no_llm and replay:
+        _fail("--replay answers the questions; drop --no-llm")
+    if no_llm and record:
+        _fail("--record keeps LLM completions; with --no-llm there are none")
     if replay is not None and judge_asked:
-        typer.echo("note: --replay runs without the LLM judge (--no-judge)", err=True)
+        _log("note: --replay runs without the LLM judge (--no-judge)")
     return replay is not None
 
 
@@ -155,11 +145,6 @@ def _print_headline(metrics: dict[str, float], modes: list[str]) -> None:
     if "judge.missing" in metrics:
         missing, attempted = metrics["judge.missing"], metrics["judge.attempted"]
         typer.echo(f"judge.missing: {missing:.0f} of {attempted:.0f}")
-
-
-HITS = ("hit@1", "hit@3", "hit@5", "recall@5", "mrr", "ndcg@10")
-ANSWERS = "key_string_accuracy wrong_decline_rate decline_rate_unanswerable rouge_l chrf"
-HEADLINE = [f"answers.{m}" for m in ANSWERS.split()] + [f"judge.{m}" for m in JudgeMetric]
 
 
 def _judge(
@@ -184,9 +169,7 @@ def _judge(
     )
 
 
-def _gate(
-    metrics: dict[str, float], bounds: dict[str, dict[str, float]], exit_on_failure: bool
-) -> None:
+def _gate(metrics: dict[str, float], bounds: dict, exit_on_failure: bool) -> None:
     from eval.compare import gate
 
     passed, report = gate(metrics, bounds)
@@ -212,16 +195,13 @@ def check_run(
     thresholds: Thresholds = None,
 ) -> None:
     """Check a finished run against the thresholds (exit 1 on failure)."""
-    from eval.compare import ThresholdsError, load_thresholds
+    from eval.compare import RunNotFoundError, ThresholdsError, load_run, load_thresholds
 
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        _fail(f"{run_dir} is not a finished eval run (no summary.json)")
     try:
-        bounds = load_thresholds(thresholds)
-    except ThresholdsError as error:
+        summary, bounds = load_run(run_dir)[0], load_thresholds(thresholds)
+    except (RunNotFoundError, ThresholdsError) as error:
         _fail(str(error))
-    _gate(json.loads(summary_path.read_text())["metrics"], bounds, exit_on_failure=True)
+    _gate(summary["metrics"], bounds, exit_on_failure=True)
 
 
 @eval_app.command("compare")
@@ -233,6 +213,7 @@ def compare(
 ) -> None:
     """What improved and what regressed from RUN_A to RUN_B, question by question."""
     from eval.compare import RunNotFoundError, compare_runs, render_comparison
+    from eval.output import write_outputs
 
     try:
         text = render_comparison(compare_runs(run_a, run_b), all_metrics=all_metrics)
@@ -240,21 +221,27 @@ def compare(
         _fail(str(error))
     typer.echo(text)
     if out is not None:
-        out.write_text(text)
+        write_outputs(out.parent, {out.name: text})
 
 
-def _log(message: str) -> None:
-    typer.echo(message, err=True)
+def _benchmark(name: str, out: Path | None, measure: Callable[[Settings, Path], Any]) -> Any:
+    """Run a benchmark into `out` (default: a new folder), print its NAME.md; its report."""
+    settings = Settings()
+    out = out or _default_out(settings, name)
+    try:
+        report = measure(settings, out)
+    except (ValueError, RuntimeError) as error:
+        _fail(str(error))
+    typer.echo((out / f"{name}.md").read_text(encoding="utf-8"))
+    return report
 
 
 @eval_app.command("perf")
 def perf(
-    out: Annotated[Path | None, _option("Folder for perf.json, perf.md and perf.png.")] = None,
+    out: Out = None,
     sizes: Annotated[str, _option("Ingest benchmark sizes (papers), comma-separated.")] = "50",
     queries: Annotated[int, _option("/search requests to time.", min=1)] = 30,
-    asks: Annotated[
-        int, _option("/ask requests to time (0: skip; each is a full generation).", min=0)
-    ] = 3,
+    asks: Annotated[int, _option("/ask requests to time (0: skip; each generates).", min=0)] = 3,
     skip_ingest: Annotated[
         bool, _option("Leave out the ingest benchmark.", "--skip-ingest")
     ] = False,
@@ -262,28 +249,18 @@ def perf(
     """Performance: ingest throughput, /search and /ask latency, each beside its raw baseline."""
     from eval.perf import run_perf
 
-    settings = _settings()
-    out = out or _default_out(settings, "perf")
     size_list = [] if skip_ingest else _integers(sizes, "--sizes")
-    report = run_perf(settings, out, sizes=size_list, queries=queries, asks=asks, log=_log)
-    typer.echo((out / "perf.md").read_text())
-    if report.get("errors"):
-        sys.exit(1)
+    measure = partial(run_perf, sizes=size_list, queries=queries, asks=asks, log=_log)
+    raise typer.Exit(int(bool(_benchmark("perf", out, measure)["errors"])))
 
 
 @eval_app.command("concurrency")
 def concurrency(
-    app_url: Annotated[str, _option("A running Scholia (loopback), e.g. http://127.0.0.1:8000.")],
-    llm_url: Annotated[
-        str, _option("The LLM server it uses (loopback), e.g. http://127.0.0.1:8100/v1.")
-    ],
+    app_url: AppUrl,
+    llm_url: Annotated[str, _option("Its LLM server (loopback), e.g. http://127.0.0.1:8100/v1.")],
     levels: Annotated[str, _option("Concurrent clients per level, comma-separated.")] = "1,4,16",
-    out: Annotated[
-        Path | None, _option("Folder for concurrency.json, concurrency.md and concurrency.png.")
-    ] = None,
-    questions: Annotated[
-        int, _option("The first N answerable questions of the dev suite.", min=1)
-    ] = 8,
+    out: Out = None,
+    questions: Annotated[int, _option("The first N answerable dev questions.", min=1)] = 8,
     requests: Annotated[
         int | None, _option("Requests per level (default 2 × level, at least 4).", min=1)
     ] = None,
@@ -293,39 +270,31 @@ def concurrency(
     """/ask throughput and p50/p95 latency at each concurrency, beside the raw LLM on the same prompts."""
     from eval.bench_load import Concurrency
 
-    settings = _settings()
-    out = out or _default_out(settings, "concurrency")
-    try:
-        Concurrency(
-            app_url,
-            llm_url,
-            _integers(levels, "--levels"),
-            questions,
-            model,
-            settings,
+    level_list = _integers(levels, "--levels")
+    _benchmark(
+        "concurrency",
+        out,
+        lambda settings, out: Concurrency(
+            *(app_url, llm_url, level_list, questions, model, settings),
             requests_per_level=requests,
             time_cap_s=time_cap,
             log=_log,
-        ).run(out)
-    except (ValueError, RuntimeError) as error:
-        _fail(str(error))
-    typer.echo((out / "concurrency.md").read_text())
+        ).run(out),
+    )
 
 
 @eval_app.command("load")
 def load(
-    url: Annotated[str, _option("A running Scholia (loopback), e.g. http://127.0.0.1:8000.")],
+    url: AppUrl,
     clients: Annotated[int, _option("Concurrent clients.", min=3)] = 32,
     duration: Annotated[
-        float, _option("Seconds of load (the requests in flight then finish).", min=1)
+        float, _option("Seconds of load (then in-flight ones finish).", min=1)
     ] = 60.0,
-    warmup: Annotated[
-        float, _option("The first seconds of the load, marked as warm-up.", min=0)
-    ] = 15.0,
+    warmup: Annotated[float, _option("The first seconds, marked as warm-up.", min=0)] = 15.0,
     pid: Annotated[
-        int | None, _option("The app's process id, for its RSS (default: the one on the port).")
+        int | None, _option("The app's process, for its RSS (default: on the port).")
     ] = None,
-    out: Annotated[Path | None, _option("Folder for load.json, load.md and load.png.")] = None,
+    out: Out = None,
     progress: Progress = None,
 ) -> None:
     """Concurrent clients mixing /ask, /search and bad requests: throughput, p50/p95/p99 per
@@ -333,15 +302,8 @@ def load(
     503/504, a bad request not refused as it should be, a transport error)."""
     from eval.bench_load import LoadTest
 
-    settings = _settings()
-    out = out or _default_out(settings, "load")
-    progress = sys.stderr.isatty() if progress is None else progress
-    try:
-        report = LoadTest(
-            url, clients, duration, warmup, pid, settings, progress=progress, log=_log
-        ).run(out)
-    except (ValueError, RuntimeError) as error:
-        _fail(str(error))
-    typer.echo((out / "load.md").read_text())
-    if report["unexpected"]:
-        sys.exit(1)
+    def measure(settings: Settings, out: Path) -> Any:
+        test = LoadTest(url, clients, duration, warmup, pid, settings, progress=progress, log=_log)
+        return test.run(out)
+
+    raise typer.Exit(int(bool(_benchmark("load", out, measure)["unexpected"])))

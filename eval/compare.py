@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.output import fmt, read_jsonl, render
+from eval.output import cut, fmt, read_jsonl, render
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 
+RESULTS = "results.jsonl"
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
 # A graded score must move by at least this much to count as a change of that question.
 SCORE_DELTA = 0.1
@@ -50,23 +51,18 @@ def load_thresholds(path: Path | None = None) -> dict[str, dict[str, float]]:
 
 def gate(metrics: dict[str, float], thresholds: dict[str, dict[str, float]]) -> tuple[bool, str]:
     """Whether the run passes (a threshold applies, and all that apply hold), and why."""
-    lines, applied, failed = [], 0, 0
+    rows = []
     for bound, sign in (("min", "≥"), ("max", "≤")):
         for metric, threshold in thresholds.get(bound, {}).items():
             value = metrics.get(metric)
             ok = value is None or (value >= threshold if bound == "min" else value <= threshold)
-            status = "skip" if value is None else "ok  " if ok else "FAIL"
-            shown = "not measured" if value is None else f"{value:.4f}"
-            lines.append(f"{status} {metric} = {shown} (needs {sign} {threshold:g})")
-            applied, failed = applied + (value is not None), failed + (not ok)
+            rows.append(
+                {"metric": metric, "value": value, "ok": ok, "sign": sign, "threshold": threshold}
+            )
+    applied, failed = sum(r["value"] is not None for r in rows), sum(not r["ok"] for r in rows)
     passed = applied > 0 and not failed
-    if not applied:
-        lines.append("gate: FAILED (no threshold applies to this run)")
-    else:
-        skipped = len(lines) - applied
-        counts = f"{applied - failed}/{applied} checks passed, {skipped} skipped"
-        lines.append(f"gate: {'PASSED' if passed else 'FAILED'} ({counts})")
-    return passed, "\n".join(lines)
+    report = render("gate.txt.j2", rows=rows, applied=applied, failed=failed, passed=passed)
+    return passed, report.rstrip("\n")
 
 
 @dataclass
@@ -99,8 +95,12 @@ def load_run(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A finished run's summary and its latest record of each question."""
     if not (path / "summary.json").is_file():
         raise RunNotFoundError(f"{path} is not a finished eval run (no summary.json)")
-    records = {str(r["id"]): r for r in read_jsonl(path / "results.jsonl")}
-    return json.loads((path / "summary.json").read_text()), records
+    return json.loads((path / "summary.json").read_text(encoding="utf-8")), load_results(path)
+
+
+def load_results(run: Path) -> dict[str, dict[str, Any]]:
+    """The latest record of every question in results.jsonl."""
+    return {str(record["id"]): record for record in read_jsonl(run / RESULTS)}
 
 
 def _first_rank(record: dict[str, Any], mode: str) -> int | None:
@@ -171,7 +171,7 @@ def _metric_row(metric: str, a: float | None, b: float | None) -> list[str]:
 
 def _change_row(c: Change) -> list[str]:
     what = "; ".join([*(f"+ {t}" for t in c.better), *(f"− {t}" for t in c.worse)])
-    return [c.id, c.type, what, " ".join(c.question.split())[:80].replace("|", "/")]
+    return [c.id, c.type, what, cut(c.question, 80)]
 
 
 def render_comparison(comparison: Comparison, all_metrics: bool = False) -> str:

@@ -1,9 +1,8 @@
-"""What the benchmarks and run reports share: the machine, statistics, ratios, formatting, the
-one output writer and its charts, memory sampling, the raw LLM baseline and a served app."""
+"""What the benchmarks and run reports share beyond the writer (eval.output): the machine, ratios,
+the raw LLM baseline, a served app, the dev suite's questions."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -11,25 +10,18 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from eval.metrics import percentile
+from eval.output import now
 from eval.suite import SUITES_DIR, load_suite
 from scholia.settings import Settings
 
 # The instruction sets the engine and torch choose their kernels by
 CPU_FLAGS = re.compile(r"sse4_2|avx2?|fma|f16c|avx_vnni|avx512(f|bw|vl|_vnni|_bf16|_fp16)|amx_\w+")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def begin(**parameters: Any) -> dict[str, Any]:
@@ -70,17 +62,6 @@ def _gpus() -> list[str]:
     return [line.strip() for line in output.splitlines() if line.strip()]
 
 
-def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
-    """n, p50, p95, p99, mean, min and max, rounded; None where there are no values."""
-    figures: dict[str, float | None] = {f"p{q}": percentile(values, q) for q in (50, 95, 99)}
-    figures |= dict.fromkeys(("mean", "min", "max"))
-    if values:
-        figures |= {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
-    return {"n": len(values)} | {
-        k: None if v is None else round(v, digits) for k, v in figures.items()
-    }
-
-
 def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
     """a[key] ÷ b[key] (e.g. a pipeline's p50 over its raw baseline's); None when either lacks it."""
     if a.get(key) is None or not b.get(key):
@@ -88,127 +69,14 @@ def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
     return round(float(a[key]) / float(b[key]), 3)
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
-    return str(value)
+def ratios(a: dict[str, Any], b: dict[str, Any], name: str = "ratio") -> dict[str, float | None]:
+    """`NAME_p50` and `NAME_p95`: a's ÷ b's."""
+    return {f"{name}_{q}": ratio(a, b, q) for q in ("p50", "p95")}
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table; cells that are not text go through `fmt`."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append("| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def flat(value: Any) -> str:
-    """A nested value on one line: `key: value; key: [value, value]`."""
-    if isinstance(value, dict):
-        return "; ".join(f"{key}: {flat(item)}" for key, item in value.items())
-    if isinstance(value, list):
-        return "[" + ", ".join(flat(item) for item in value) + "]"
-    return fmt(value)
-
-
-@dataclass
-class Panel:
-    """One chart. `kind`: "bar" (one bar per label for each series of heights), "hist" (each
-    series is values), "line" or "scatter" (each series is (xs, ys))."""
-
-    title: str
-    kind: str
-    series: dict[str, Any]
-    labels: list[str] = field(default_factory=list)
-    xlabel: str = ""
-    ylabel: str = ""
-    log_x: bool = False
-    log_y: bool = False
-    bins: int | list[float] = 20
-    ylim: tuple[float, float] | None = None
-    marks: dict[str, float] = field(default_factory=dict)  # vertical lines: legend label → x
-
-
-def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
-    """The one writer of results: `name.json` ← data, `name.png` ← panels, else text."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, content in outputs.items():
-        if name.endswith(".json"):
-            text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
-            (out_dir / name).write_text(text, encoding="utf-8")
-        elif name.endswith(".png"):
-            write_figure(out_dir / name, content)
-        else:
-            (out_dir / name).write_text(content, encoding="utf-8")
-
-
-def write_benchmark(out_dir: Path, name: str, report: dict, panels: list, **context: Any) -> None:
-    """name.json ← the report; name.md ← templates/name.md.j2 filled from the report and
-    `context`, showing name.png ← the panels."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters |= {"fmt": fmt, "flat": flat}
-    report["finished"] = now()
-    markdown = env.get_template(f"{name}.md.j2").render(report | context)
-    markdown += f"\n![{name}]({name}.png)\n"
-    write_outputs(out_dir, {f"{name}.json": report, f"{name}.md": markdown, f"{name}.png": panels})
-
-
-def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = max(1, min(columns, len(panels)))
-    rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.5 * rows), squeeze=False)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
-    for ax, panel in zip(axes.flat, panels, strict=False):
-        _draw(ax, panel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _draw(ax: Any, panel: Panel) -> None:
-    if panel.kind == "bar":
-        width = 0.8 / max(len(panel.series), 1)
-        for index, (label, heights) in enumerate(panel.series.items()):
-            xs = [x + index * width for x in range(len(panel.labels))]
-            ax.bar(xs, [height or 0.0 for height in heights], width, label=label)
-        middle = width * (len(panel.series) - 1) / 2
-        ticks = [x + middle for x in range(len(panel.labels))]
-        ax.set_xticks(ticks, panel.labels, rotation=20, ha="right")
-    for label, data in panel.series.items() if panel.kind != "bar" else ():
-        if panel.kind == "hist":
-            ax.hist(data, bins=panel.bins, label=label, edgecolor="white")
-        elif panel.kind == "scatter":
-            ax.scatter(*data, s=8, alpha=0.6, label=label)
-        else:
-            ax.plot(*data, marker="o", label=label)
-    for label, x in panel.marks.items():
-        ax.axvline(x, color="grey", linestyle=":", label=label)
-    ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
-    ax.title.set_fontsize(9)
-    if panel.log_x:
-        ax.set_xscale("log")
-    if panel.log_y:
-        ax.set_yscale("log")
-    if panel.ylim:
-        ax.set_ylim(*panel.ylim)
-    if len(panel.series) + len(panel.marks) > 1:
-        ax.legend(fontsize=8)
+def check_index(services: Any, settings: Settings, error: type[Exception] = RuntimeError) -> None:
+    if services.store.count() == 0:
+        raise error(f"The index in {settings.data_dir} is empty: run `scholia ingest` first.")
 
 
 def check_loopback(url: str) -> str:

@@ -1,17 +1,23 @@
 """The one writer of eval results, for runs and benchmarks alike: JSON, JSON Lines, Markdown
-(Jinja2 templates in eval/templates, tables by tabulate) and charts (matplotlib)."""
+(Jinja2 templates in eval/templates, tables by tabulate), charts (matplotlib), progress bars."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from tabulate import tabulate
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -20,6 +26,21 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
     return str(value)
+
+
+def flat(value: Any) -> str:
+    """A nested value on one line: `key: value; key: [value, value]`."""
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {flat(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return "[" + ", ".join(flat(item) for item in value) + "]"
+    return fmt(value)
+
+
+def cut(text: str, width: int) -> str:
+    """One line of at most `width` characters, safe in a table cell."""
+    text = " ".join(text.split()).replace("|", "/")
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -44,6 +65,7 @@ _templates = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 _templates.globals |= {"table": table, "block_table": block_table}
+_templates.filters |= {"fmt": fmt, "flat": flat}
 
 
 def render(template: str, **context: Any) -> str:
@@ -80,6 +102,13 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+def progress(enabled: bool | None, **options: Any) -> Any:
+    """A tqdm bar on stderr; `enabled` None: when stderr is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(disable=not (sys.stderr.isatty() if enabled is None else enabled), **options)
+
+
 @dataclass
 class Panel:
     """One chart. `kind`: "bar" (one bar per label for each series of heights), "hist" (each
@@ -109,6 +138,14 @@ def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
             write_figure(out_dir / name, content)
         else:
             (out_dir / name).write_text(content, encoding="utf-8")
+
+
+def write_benchmark(out_dir: Path, name: str, report: dict, panels: list, **context: Any) -> None:
+    """name.json ← the report; name.md ← templates/name.md.j2 (the report and `context`);
+    name.png ← the panels."""
+    report["finished"] = now()
+    markdown = render(f"{name}.md.j2", **report, **context)
+    write_outputs(out_dir, {f"{name}.json": report, f"{name}.md": markdown, f"{name}.png": panels})
 
 
 def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:

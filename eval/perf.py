@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from eval import bench_ingest, harness
-from eval.harness import Panel
+from eval.metrics import stats
+from eval.output import Panel, write_benchmark
 from scholia.settings import Settings
 
 SEARCH_ROWS = {
@@ -42,10 +43,9 @@ async def alternate(steps: tuple[Step, Step], items: list[str]) -> None:
 
 def compared(series: dict[str, list[float]], ratios: dict[str, tuple[str, str]]) -> dict:
     """Stats of each series, and p50 and p95 of each pipeline ÷ its raw baseline."""
-    result: dict[str, Any] = {key: harness.stats(values) for key, values in series.items()}
+    result: dict[str, Any] = {key: stats(values) for key, values in series.items()}
     for name, (pipeline, raw) in ratios.items():
-        for q in ("p50", "p95"):
-            result[f"{name}_{q}"] = harness.ratio(result[pipeline], result[raw], q)
+        result |= harness.ratios(result[pipeline], result[raw], name)
     return result
 
 
@@ -73,9 +73,8 @@ class Perf:
             vector = self.services.assistant.retriever.embedder.embed_query(query)
             middle = time.perf_counter()
             include = ["metadatas", "documents", "distances"]
-            self.services.store.collection.query(
-                query_embeddings=[vector], n_results=candidates, include=include
-            )
+            request = {"query_embeddings": [vector], "n_results": candidates, "include": include}
+            self.services.store.collection.query(**request)
             end = time.perf_counter()
             series["raw_embed_ms"].append((middle - tick) * 1000)
             series["raw_chroma_ms"].append((end - middle) * 1000)
@@ -132,7 +131,7 @@ class Perf:
         totals, completions = series["ask_total_ms"], tokens["raw_completion_tokens"]
         result: dict[str, Any] = {"questions": len(totals), "max_tokens": llm.max_answer_tokens}
         result |= {"model": llm.model, "llm_url": llm_url, **compared(series, ASK_RATIOS)}
-        result |= {key: harness.stats(values) for key, values in tokens.items()}
+        result |= {key: stats(values) for key, values in tokens.items()}
         if len(totals) > 1 and totals[1] > 0:
             result["ask_first_vs_second"] = round(totals[0] / totals[1], 2)
         decode_s = (sum(series["raw_total_ms"]) - sum(series["raw_ttft_ms"])) / 1000
@@ -152,10 +151,7 @@ async def measure_services(settings: Settings, queries: int, asks: int, log: Cal
 
     embedder = Embedder(settings.embedding.model_path, settings.embedding.batch_size)
     local = build_services(settings, embedder=embedder)
-    if local.store.count() == 0:
-        raise RuntimeError(
-            f"The index in {settings.data_dir} is empty: run `scholia ingest` first."
-        )
+    harness.check_index(local, settings)
     llm_url = llm_base_url(settings)
     ask: dict[str, Any] = {"skipped": "--asks 0"}
     with harness.serve(create_app(settings, build_services(settings, embedder=embedder))) as url:
@@ -198,9 +194,8 @@ def measure_engine(settings: Settings, log: Callable[[str], None]) -> dict[str, 
     async def speed() -> dict[str, Any]:
         question = AskRequest(question=WARMUP_QUESTION)
         prepared = await build_services(settings).assistant.prepare(question)
-        return (
-            await calibrate(llm, answer_messages(prepared.question, prepared.packed))
-        ).describe()
+        calibration = await calibrate(llm, answer_messages(prepared.question, prepared.packed))
+        return calibration.describe()
 
     return result | {"speed": asyncio.run(speed())}
 
@@ -223,14 +218,13 @@ def run_perf(
             report["ingest"] = {"error": f"{type(error).__name__}: {error}"}
             report["errors"].append(f"ingest: {error}")
     try:
-        report["search"], report["ask"] = asyncio.run(
-            measure_services(settings, queries, asks, log)
-        )
+        services = measure_services(settings, queries, asks, log)
+        report["search"], report["ask"] = asyncio.run(services)
     except Exception as error:
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report |= {"search": {"error": str(error)}, "ask": {"error": str(error)}}
     report["engine"] = measure_engine(settings, log)
-    harness.write_benchmark(out_dir, "perf", report, panels(report), tables=TABLES)
+    write_benchmark(out_dir, "perf", report, panels(report), tables=TABLES)
     return report
 
 

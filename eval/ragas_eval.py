@@ -89,7 +89,6 @@ class JudgeConfig:
     timeout_s: float = 300.0
     retries: int = 2  # instructor's re-asks after a reply that does not validate
     metrics: tuple[str, ...] = ()  # the judged metrics to run (eval.cli.JudgeMetric); empty: all
-    api_key: str = "x"
 
 
 class Judge:
@@ -103,15 +102,10 @@ class Judge:
 
         self.config = config
         client = AsyncOpenAI(
-            base_url=config.url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0
+            base_url=config.url, api_key="x", timeout=config.timeout_s, max_retries=0
         )
-        llm = llm_factory(
-            config.model,
-            provider="openai",
-            client=client,
-            max_tokens=config.max_tokens,
-            max_retries=config.retries,
-        )
+        limits: dict[str, Any] = {"max_tokens": config.max_tokens, "max_retries": config.retries}
+        llm = llm_factory(config.model, provider="openai", client=client, **limits)
         embeddings = HuggingFaceEmbeddings(
             model=str(config.embedding_model), device="cpu", local_files_only=True
         )
@@ -131,14 +125,12 @@ class Judge:
         referenced = sample.answerable and bool(sample.reference)
         given: dict[str, Any] = {"user_input": sample.user_input, "response": sample.response}
         given |= {"reference": sample.reference, "retrieved_contexts": contexts}
+        contextual = "user_input reference retrieved_contexts"
         asks = {  # metric: (whether it applies, what it is given)
             "faithfulness": (answered and contexts, "user_input response retrieved_contexts"),
             "answer_relevancy": (answered, "user_input response"),
-            "context_precision": (
-                referenced and contexts,
-                "user_input reference retrieved_contexts",
-            ),
-            "context_recall": (referenced and contexts, "user_input reference retrieved_contexts"),
+            "context_precision": (referenced and contexts, contextual),
+            "context_recall": (referenced and contexts, contextual),
             "factual_correctness": (answered and referenced, "response reference"),
         }
         wanted = self.config.metrics or JUDGE_METRICS

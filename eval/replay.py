@@ -9,12 +9,11 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from assistant.llm import LLM, ChatMessage, Completion, JsonSchema
-from eval.output import append_jsonl, read_jsonl
+from eval.output import append_jsonl, now, read_jsonl
 from scholia.settings import LLMSettings
 
 COMPLETIONS = "completions.jsonl"
@@ -34,20 +33,15 @@ def request_fields(messages: list[ChatMessage], **params: Any) -> dict[str, Any]
 
 
 def request_key(messages: list[ChatMessage], **params: Any) -> str:
-    canonical = json.dumps(
-        request_fields(messages, **params),
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    fields = request_fields(messages, **params)
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _params(max_tokens: int, temperature: float, schema: JsonSchema | None) -> dict[str, Any]:
     # No "schema" key without one: the recordings made before schemas keep their keys.
-    return {"max_tokens": max_tokens, "temperature": temperature} | (
-        {} if schema is None else {"schema": schema}
-    )
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    return params if schema is None else params | {"schema": schema}
 
 
 def recording_path(run: Path) -> Path:
@@ -62,13 +56,10 @@ class RecordingLLM:
         self._window: int | None = None
         read_jsonl(path)  # cuts a line a killed run left half-written
 
-    def _entry(
-        self, call: str, messages: list[ChatMessage], max_tokens: int, schema: Any
-    ) -> dict[str, Any]:
+    def _entry(self, call: str, messages: list[ChatMessage], max_tokens: int, schema: Any) -> dict:
         params = _params(max_tokens, self.temperature, schema)
         key, request = request_key(messages, **params), request_fields(messages, **params)
-        recorded_at = datetime.now(UTC).isoformat(timespec="seconds")
-        return {"call": call, "key": key, "request": request, "recorded_at": recorded_at}
+        return {"call": call, "key": key, "request": request, "recorded_at": now()}
 
     async def complete(
         self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None

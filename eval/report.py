@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from eval.harness import describe_machine
 from eval.metrics import RETRIEVAL_METRICS, mean, stats
-from eval.output import Panel, fmt, render, write_outputs
+from eval.output import Panel, cut, fmt, now, render, write_outputs
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 from eval.suite import Suite
 from scholia.settings import Settings
 
 Record = dict[str, Any]
 PLOTS = ("per_type.png", "scores.png", "latency.png")
-LATENCY_LABELS = {
-    "ask_ms": "/ask pipeline, ms",
-    "generate_ms": "LLM generation, ms",
-    "judge_s": "judge per question, s",
-}
+LATENCY_LABELS = {"ask_ms": "/ask pipeline, ms", "generate_ms": "LLM generation, ms"}
+LATENCY_LABELS["judge_s"] = "judge per question, s"
 
 
 def _score(record: Record, metric: str) -> float | None:
@@ -100,13 +96,11 @@ def _latency_summary(
 
 def summarize(
     records: list[Record],
-    *,
     suite: Suite,
-    options: dict[str, Any],
+    options: dict[str, Any],  # as `RunOptions.as_dict` gives them
     seconds: float,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """`options`: the run's options as `RunOptions.as_dict` gives them."""
     modes, answers = options["modes"], options["answers"]
     judged = answers and options["judge"] is not None
     judge = _by_type(records, _judge_block) if judged else None
@@ -132,9 +126,9 @@ def summarize(
         "counts_by_type": {t: sum(1 for r in records if r["type"] == t) for t in _types(records)},
         "options": options,
         "index": index,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished": now(),
         "seconds_this_session": seconds,
-        "host": {"python": platform.python_version(), "machine": platform.machine()},
+        "machine": describe_machine(),
         "retrieval": {mode: _by_type(records, _retrieval_block(mode)) for mode in modes},
         "answers": _by_type(records, _answer_block) if answers else None,
         "judge": judge,
@@ -169,17 +163,10 @@ def _types(records: list[Record]) -> list[str]:
     return list(dict.fromkeys(r["type"] for r in records))
 
 
-def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split()).replace("|", "/")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _miss(r: Record, mode: str) -> list[str]:
-    gold, top = (
-        "; ".join(r["gold_titles"] or r["gold_ids"]),
-        (r["retrieval"][mode]["titles"] or ["—"])[0],
-    )
-    return [r["id"], r["type"], _cut(r["question"], 90), _cut(gold, 70), _cut(top, 70)]
+    gold = "; ".join(r["gold_titles"] or r["gold_ids"])
+    top = (r["retrieval"][mode]["titles"] or ["—"])[0]
+    return [r["id"], r["type"], cut(r["question"], 90), cut(gold, 70), cut(top, 70)]
 
 
 def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
@@ -199,6 +186,7 @@ def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
     return render(
         "report.md.j2",
         s=summary,
+        machine=summary["machine"],
         modes=modes,
         overall={mode: retrieval[mode]["all"] for mode in modes},
         by_type={m: {k: b for k, b in retrieval[m]["by_type"].items() if b["n"]} for m in modes},
@@ -222,22 +210,18 @@ def _panels(summary: dict[str, Any], records: list[Record]) -> list[list[Panel]]
         return Panel(f"retrieval {metric}", "bar", series, labels=gold, ylim=(0, 1.25))
 
     per_type = [bars(metric) for metric in ("hit@1", "hit@5", "mrr")]
-    scores = {
-        f"reciprocal rank ({mode})": [
-            s["mrr"] for r in records if (s := r["retrieval"].get(mode, {}).get("scores"))
-        ]
-        for mode in retrieval
-    }
+    scores = {}
+    for mode in retrieval:
+        ranked = [r["retrieval"].get(mode, {}).get("scores") for r in records]
+        scores[f"reciprocal rank ({mode})"] = [s["mrr"] for s in ranked if s]
     if answers:
         by_type = {t: b for t, b in answers["by_type"].items() if b["answered"]}
         keys = [b["key_string_accuracy"] for b in by_type.values()]
         declines = [
             b["decline_rate_unanswerable"] or b["wrong_decline_rate"] for b in by_type.values()
         ]
-        series = {"key strings": keys, "declined": declines}
-        per_type.append(
-            Panel("answers by type", "bar", series, labels=list(by_type), ylim=(0, 1.25))
-        )
+        series, labels = {"key strings": keys, "declined": declines}, list(by_type)
+        per_type.append(Panel("answers by type", "bar", series, labels=labels, ylim=(0, 1.25)))
         for metric in (*NON_LLM_METRICS, *(JUDGE_METRICS if summary["judge"] else ())):
             if present := [v for r in records if (v := _score(r, metric)) is not None]:
                 scores[metric] = present
@@ -246,14 +230,11 @@ def _panels(summary: dict[str, Any], records: list[Record]) -> list[list[Panel]]
     times["/ask pipeline (s)"] = [ms / 1000 for ms in timings.get("ask_ms", [])]
     times["judge per question (s)"] = timings.get("judge_s", [])
     tenths = [i / 10 for i in range(11)]
-    return [
-        per_type,
-        [
-            Panel(f"{name} (n={len(v)})", "hist", {name: v}, bins=tenths)
-            for name, v in scores.items()
-        ],
-        [Panel(f"{name}\n{_p50_p95(v)}", "hist", {name: v}) for name, v in times.items() if v],
+    histograms = [
+        Panel(f"{n} (n={len(v)})", "hist", {n: v}, bins=tenths) for n, v in scores.items()
     ]
+    latencies = [Panel(f"{n}\n{_p50_p95(v)}", "hist", {n: v}) for n, v in times.items() if v]
+    return [per_type, histograms, latencies]
 
 
 def _p50_p95(values: list[float]) -> str:

@@ -10,15 +10,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from assistant.llm import LLM, LLMUnavailableError
 from assistant.pipeline import AnswerUnavailableError, clean_question
 from assistant.schemas import AskRequest
+from eval.compare import RESULTS, load_results
+from eval.harness import check_index
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
-from eval.output import append_jsonl, read_jsonl
+from eval.output import append_jsonl, now, progress, write_outputs
 from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer, Sample
 from eval.replay import COMPLETIONS, CompletionNotRecordedError, ReplayLLM, recording_path, run_llm
 from eval.report import summarize, write_report
@@ -27,7 +29,6 @@ from ingest.embed import Embedder
 from scholia.settings import Settings
 
 MODES = ("dense", "bm25", "hybrid")
-RESULTS = "results.jsonl"
 # Consecutive "LLM unreachable" answers after which a run stops (and can be resumed later).
 MAX_LLM_DOWN = 3
 
@@ -53,11 +54,10 @@ class RunOptions:
     max_replay_misses: int = 0  # questions a replay may skip (a prompt a CPU rounds otherwise)
 
     def as_dict(self) -> dict[str, Any]:
-        """The options as summary.json keeps them (no API key)."""
-        judge = None
-        if self.judge is not None:
-            judge = asdict(self.judge) | {"embedding_model": str(self.judge.embedding_model)}
-            del judge["api_key"]
+        """The options as summary.json keeps them."""
+        judge = asdict(self.judge) if self.judge is not None else None
+        if judge is not None:
+            judge["embedding_model"] = str(judge["embedding_model"])
         return asdict(self) | {"judge": judge, "replay": self.replay and str(self.replay)}
 
     def identity(self) -> dict[str, Any]:
@@ -75,11 +75,6 @@ class RunOptions:
         return identity
 
 
-def load_results(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The latest record of every question in results.jsonl."""
-    return {str(record["id"]): record for record in read_jsonl(out_dir / RESULTS)}
-
-
 class Run:
     """One run of `questions` into `out_dir`: what it answers with, and how far it got."""
 
@@ -87,7 +82,7 @@ class Run:
         self, suite: Suite, settings: Settings, out_dir: Path, options: RunOptions
     ) -> None:
         self.suite, self.settings, self.out_dir, self.options = suite, settings, out_dir, options
-        self.say: Callable[[str], None] = lambda message: print(message, file=sys.stderr)
+        self.say: Callable[[str], None] = partial(print, file=sys.stderr)
         self.replay: ReplayLLM | None = None
         self.scorer: NonLLMScorer | None = None
         self.judge: Judge | None = None
@@ -100,22 +95,19 @@ class Run:
             if options.judge is not None or not options.answers:
                 raise RunConfigError("A replay answers the questions, without the LLM judge.")
             if recording_path(options.replay).resolve() == (out_dir / COMPLETIONS).resolve():
-                raise RunConfigError(
-                    f"{out_dir} is the recording being replayed: use another --out."
-                )
+                raise RunConfigError(f"{out_dir} is the recording replayed: use another --out.")
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in (RESULTS, "run.json", "summary.json", COMPLETIONS) if restart else ():
             (out_dir / name).unlink(missing_ok=True)
         identity = {"suite": str(suite.path.resolve()), **options.identity()}
         digest = hashlib.sha256(suite.path.read_bytes()).hexdigest()
         if (out_dir / "run.json").is_file():
-            previous = json.loads((out_dir / "run.json").read_text())
+            previous = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
             if (old := previous.get("identity", {})) != identity:
-                differences = ", ".join(
-                    f"{key}: {old.get(key)!r} → {identity.get(key)!r}"
-                    for key in dict.fromkeys([*identity, *old])
-                    if old.get(key) != identity.get(key)
-                )
+                keys = [
+                    k for k in dict.fromkeys([*identity, *old]) if old.get(k) != identity.get(k)
+                ]
+                differences = ", ".join(f"{k}: {old.get(k)!r} → {identity.get(k)!r}" for k in keys)
                 raise RunConfigError(
                     f"{out_dir} holds a run made with other settings ({differences}). "
                     "Use another --out, or --restart to discard it."
@@ -125,8 +117,8 @@ class Run:
         judge, replay = options.judge, options.replay
         meta: dict[str, Any] = {"identity": identity, "suite_sha256": digest}
         meta |= {"judge_url": judge and judge.url, "judge_model": judge and judge.model}
-        meta |= {"replay_of": replay and str(replay), "updated": _now()}
-        (out_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+        meta |= {"replay_of": replay and str(replay), "updated": now()}
+        write_outputs(out_dir, {"run.json": meta})
 
     async def start(self, todo: list[Question], llm: LLM | None, embedder: Embedder | None) -> None:
         """The services for the questions left: the LLM checked, the embedding model loaded."""
@@ -138,15 +130,11 @@ class Run:
         retrieval = settings.retrieval.model_copy(update={"mode": options.answer_mode})
         answering = settings.model_copy(update={"retrieval": retrieval})
         self.services = build_services(answering, llm=answer_with, embedder=embedder)
-        if self.services.store.count() == 0:
-            raise RunConfigError(
-                f"The index in {settings.data_dir} is empty: run `scholia ingest` first."
-            )
+        check_index(self.services, settings, RunConfigError)
         self.catalogue: dict[str, str] = {}  # normalised title → paper id
         for _, _, meta in self.services.store.iter_chunks():
-            self.catalogue.setdefault(
-                normalize_title(str(meta.get("title", ""))), str(meta["paper_id"])
-            )
+            title = normalize_title(str(meta.get("title", "")))
+            self.catalogue.setdefault(title, str(meta["paper_id"]))
         if isinstance(answer_with, ReplayLLM) and answer_with.live is None:
             self.replay = answer_with
         if options.answers:
@@ -199,11 +187,10 @@ class Run:
         return record
 
     async def answer(self, question: Question, record: dict[str, Any]) -> None:
+        request = AskRequest(question=question.question, top_k=self.options.top_k)
         tick = time.perf_counter()
         try:
-            response = await self.services.assistant.ask(
-                AskRequest(question=question.question, top_k=self.options.top_k)
-            )
+            response = await self.services.assistant.ask(request)
         except AnswerUnavailableError as error:
             unavailable = isinstance(error.error, LLMUnavailableError)
             record["answer"] = {"text": None, "error": str(error), "unavailable": unavailable}
@@ -242,14 +229,10 @@ class Run:
         )
         record["scores"] = await self.score(question, record, sample)
 
-    async def score(
-        self, question: Question, record: dict[str, Any], sample: Sample
-    ) -> dict[str, Any]:
+    async def score(self, question: Question, record: dict[str, Any], sample: Sample) -> dict:
         """Key strings (0 for a declined answer), the decline decision, RAGAS's scores."""
         keys, declined = question.key_strings, sample.declined
-        key_string = (
-            (0.0 if declined else key_string_score(sample.response, keys)) if keys else None
-        )
+        key_string = key_string_score("" if declined else sample.response, keys)
         scores: dict[str, float | None] = {"key_string": key_string, "declined": float(declined)}
         scores["correct_decline"] = float(declined != question.answerable)
         if self.scorer is not None:
@@ -267,29 +250,22 @@ class Run:
 
     async def evaluate_all(self, todo: list[Question], total: int) -> None:
         """Evaluate and append each question; stop when the LLM is down or a replay misses."""
-        from tqdm import tqdm
-
         name, options = self.suite.name, self.options
-        interactive = sys.stderr.isatty() if options.progress is None else options.progress
         done, down, started = total - len(todo), 0, time.perf_counter()
         step = max(1, min(10, len(todo) // 10))  # log lines when there is no bar
-        with tqdm(total=total, initial=done, desc=name, unit="q", disable=not interactive) as bar:
+        with progress(options.progress, total=total, initial=done, desc=name, unit="q") as bar:
             for index, question in enumerate(todo, start=1):
                 record = await self.evaluate(question)
                 bar.update(1)
                 if self.skipped(question):
                     continue
-                append_jsonl(self.out_dir / RESULTS, record | {"evaluated_at": _now()})
-                if not interactive and (index % step == 0 or index == len(todo)):
+                append_jsonl(self.out_dir / RESULTS, record | {"evaluated_at": now()})
+                if bar.disable and (index % step == 0 or index == len(todo)):
                     elapsed = time.perf_counter() - started
-                    eta = f"{elapsed / index * (len(todo) - index):.0f} s"
-                    self.say(
-                        f"{name}: {done + index}/{total} questions, {elapsed:.0f} s elapsed, ETA {eta}"
-                    )
-                answer = record.get("answer", {})
-                down = (
-                    down + 1 if answer.get("unavailable") or record.get("judge_unavailable") else 0
-                )
+                    eta = f"ETA {elapsed / index * (len(todo) - index):.0f} s"
+                    self.say(f"{name}: {done + index}/{total} questions, {elapsed:.0f} s, {eta}")
+                unavailable = record.get("answer", {}).get("unavailable")
+                down = down + 1 if unavailable or record.get("judge_unavailable") else 0
                 if down >= MAX_LLM_DOWN:
                     raise LLMDownError(
                         f"The LLM or judge was unreachable on {down} questions in a row; "
@@ -330,9 +306,7 @@ async def run_suite(
     done = {qid for qid, rec in load_results(out_dir).items() if rec.get("complete", True)}
     todo = [q for q in questions if q.id not in done]
     if done:
-        run.say(
-            f"resuming {out_dir}: {len(questions) - len(todo)} of {len(questions)} questions done"
-        )
+        run.say(f"resuming {out_dir}: {len(questions) - len(todo)} of {len(questions)} done")
     started = time.perf_counter()
     if todo:
         await run.start(todo, llm, embedder)
@@ -340,16 +314,10 @@ async def run_suite(
     records = load_results(out_dir)
     ordered = [records[q.id] for q in questions if q.id in records]
     seconds = round(time.perf_counter() - started, 2)
-    summary = summarize(
-        ordered, suite=suite, options=options.as_dict(), seconds=seconds, settings=settings
-    )
+    summary = summarize(ordered, suite, options.as_dict(), seconds, settings)
     write_report(out_dir, summary, ordered)
     return summary
 
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

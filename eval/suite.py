@@ -52,9 +52,6 @@ class Suite:
     def name(self) -> str:
         return self.path.stem
 
-    def types(self) -> list[str]:
-        return list(dict.fromkeys(q.type for q in self.questions))
-
 
 def normalize_title(title: str) -> str:
     """Case, accents, punctuation and spacing do not matter when matching titles."""
@@ -78,11 +75,9 @@ def load_suite(name_or_path: str | Path) -> Suite:
     for number, raw in enumerate(lines, start=1):
         if raw.strip():
             question = _parse(raw, f"{path}:{number}", number)
-            if question.id in seen:
-                first = seen[question.id]
-                raise SuiteError(
-                    f"{path}:{number}: duplicate id {question.id!r} (first at line {first})"
-                )
+            if (first := seen.get(question.id)) is not None:
+                where = f"{path}:{number}: duplicate id {question.id!r}"
+                raise SuiteError(f"{where} (first at line {first})")
             seen[question.id] = number
             suite.questions.append(question)
     if not suite.questions:
@@ -94,9 +89,8 @@ def _parse(raw: str, where: str, number: int) -> Question:
     try:
         row = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise SuiteError(
-            f"{where}: not valid JSON ({error.msg} at column {error.colno})"
-        ) from error
+        why = f"{error.msg} at column {error.colno}"
+        raise SuiteError(f"{where}: not valid JSON ({why})") from error
     if not isinstance(row, dict):
         raise SuiteError(f"{where}: expected a JSON object, got {type(row).__name__}")
     if unknown := sorted(set(row) - _KNOWN_FIELDS):

@@ -5,16 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.harness import (
-    Panel,
-    check_loopback,
-    describe_machine,
-    fmt,
-    ratio,
-    stats,
-    table,
-    write_outputs,
-)
+from eval.harness import check_loopback, describe_machine, ratio
+from eval.metrics import stats
+from eval.output import Panel, fmt, table, write_outputs
 
 
 def test_describe_machine() -> None:
@@ -45,7 +38,7 @@ def test_numbers_and_tables() -> None:
     assert fmt(12345.6) == "12,346" and fmt(7) == "7"
     assert (
         table(["a", "b"], [["x", 0.25], [3, None]])
-        == "| a | b |\n|---|---|\n| x | 0.250 |\n| 3 | — |\n"
+        == "| a   | b     |\n|-----|-------|\n| x   | 0.250 |\n| 3   | —     |\n"
     )
 
 

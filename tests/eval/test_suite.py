@@ -30,7 +30,7 @@ def test_dev_suite_loads() -> None:
     suite = load_suite("dev")
     assert suite.path == SUITES_DIR / "dev.jsonl"
     assert len(suite.questions) == 104
-    assert set(suite.types()) == {
+    assert {q.type for q in suite.questions} == {
         "fact",
         "which_paper",
         "multi_paper",
