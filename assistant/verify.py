@@ -152,7 +152,8 @@ class Evidence:
             return not analysis.measure
         if analysis.measure not in self._queries:
             self._queries[analysis.measure] = self.verifier.embed(analysis.measure)
-        beside = self.verifier.vectors(phrases) @ self._queries[analysis.measure]
+        # Phrases are many and rarely recur: embedded per question, not kept.
+        beside = self.verifier.embedder.encode(phrases) @ self._queries[analysis.measure]
         return float(beside.max()) >= settings.measure_words_min_similarity
 
     def best(
@@ -518,24 +519,20 @@ class Verifier:
         return self.vectors(sentences) @ self.embed(text)
 
     def embed(self, text: str) -> np.ndarray:
-        return np.asarray(self.embedder.embed([text])[0])
+        return self.embedder.encode([text])[0]
 
     def vectors(self, sentences: list[str]) -> np.ndarray:
-        """Source sentences recur across questions: embed each once per process."""
+        """Source sentences recur across questions: embed each once per process (float32)."""
         with self._lock:
             missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
-        vectors = self.embedder.embed(missing) if missing else []
+        vectors = self.embedder.encode(missing)
         with self._lock:
             if len(self._cache) + len(missing) > SENTENCE_CACHE_SIZE:
                 self._cache.clear()
-            for sentence, vector in zip(missing, vectors, strict=True):
-                self._cache[sentence] = np.asarray(vector)
+            self._cache.update(zip(missing, vectors, strict=True))
             # Another thread may have cleared the cache since `missing` was taken.
             lost = [s for s in dict.fromkeys(sentences) if s not in self._cache]
-            for sentence, vector in zip(
-                lost, self.embedder.embed(lost) if lost else [], strict=True
-            ):
-                self._cache[sentence] = np.asarray(vector)
+            self._cache.update(zip(lost, self.embedder.encode(lost), strict=True))
             return np.stack([self._cache[s] for s in sentences])
 
 

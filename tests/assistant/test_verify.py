@@ -1,6 +1,7 @@
 """The verifier against bad drafts as well as good ones: garbled figures, the question echoed,
 wrong citations, another paper's figure or name, a refusal when the evidence answers."""
 
+import numpy as np
 import pytest
 
 from assistant.analyse import analyse
@@ -281,11 +282,11 @@ def test_sentences_cleared_from_the_cache_by_another_thread_are_embedded_again(
 
         cleared = False
 
-        def embed(self, texts: list[str]) -> list[list[float]]:
+        def encode(self, texts: list[str]) -> np.ndarray:
             if not self.cleared:
                 verifier._cache.clear()
                 self.cleared = True
-            return inner.embed(texts)
+            return inner.encode(texts)
 
     inner = verifier.embedder
     verifier.embedder = ClearingEmbedder()  # type: ignore[assignment]
