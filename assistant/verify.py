@@ -116,9 +116,13 @@ class Evidence:
     def closeness(self, text: str, keys: list[str]) -> np.ndarray:
         """MiniLM cosine of `text` with each of the `keys` sentences; each text (the question,
         a claim) is embedded once per question however often it is compared."""
+        return self.verifier.vectors([self.sentences[key] for key in keys]) @ self.query(text)
+
+    def query(self, text: str) -> np.ndarray:
+        """`text` (the question, a claim, a measure) embedded once per question."""
         if text not in self._queries:
             self._queries[text] = self.verifier.embed(text)
-        return self.verifier.vectors([self.sentences[key] for key in keys]) @ self._queries[text]
+        return self._queries[text]
 
     def on_point(self, key: str, analysis: QuestionAnalysis) -> bool:
         """The sentence gives what is asked: a figure of the measure asked for a quantity
@@ -150,10 +154,8 @@ class Evidence:
         phrases = beside_figures(sentence, counts=analysis.asks == Asks.COUNT)
         if not analysis.measure or not phrases:
             return not analysis.measure
-        if analysis.measure not in self._queries:
-            self._queries[analysis.measure] = self.verifier.embed(analysis.measure)
         # Phrases are many and rarely recur: embedded per question, not kept.
-        beside = self.verifier.embedder.encode(phrases) @ self._queries[analysis.measure]
+        beside = self.verifier.embedder.encode(phrases) @ self.query(analysis.measure)
         return float(beside.max()) >= settings.measure_words_min_similarity
 
     def best(

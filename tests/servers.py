@@ -8,10 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -123,3 +123,17 @@ def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
 @pytest.fixture
 def chroma_url(chroma_server: ChromaServer) -> str:
     return chroma_server.url
+
+
+def finished_job(
+    get_json: Callable[[str], Any], job_id: str, timeout_s: float, interval_s: float
+) -> dict[str, Any]:
+    """Poll `/papers/jobs/{job_id}` (through `get_json`, a TestClient or a live server) until
+    it stops running."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = get_json(f"/papers/jobs/{job_id}")
+        if job["state"] != "running":
+            return job
+        time.sleep(interval_s)
+    raise AssertionError(f"job {job_id} still running after {timeout_s} s")

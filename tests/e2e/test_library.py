@@ -4,7 +4,6 @@ answers at once, and is gone from both indexes when removed."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import LiveServer, ask
 from tests.fakes import states
+from tests.servers import finished_job
 
 pytestmark = pytest.mark.e2e
 
@@ -26,13 +26,7 @@ QUESTION = "How many wombat burrows did WombatScan locate in the Snowy Mountains
 
 
 def _job(server: LiveServer, job_id: str, timeout_s: float = 300) -> dict[str, object]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, object] = httpx.get(f"{server.url}/papers/jobs/{job_id}").json()
-        if job["state"] != "running":
-            return job
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} still running after {timeout_s} s")
+    return finished_job(lambda path: httpx.get(server.url + path).json(), job_id, timeout_s, 1)
 
 
 def _ask(server: LiveServer, question: str) -> dict[str, Any]:

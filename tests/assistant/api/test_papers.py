@@ -19,6 +19,7 @@ from ingest.pipeline import ingest_lock, keyword_index, open_store, run_ingest
 from scholia.settings import Settings
 from tests.fakes import FakeLLM
 from tests.ingest.helpers import paper_records, write_jsonl
+from tests.servers import finished_job
 
 QUOKKA = {
     "id": "quokkanet",
@@ -52,13 +53,7 @@ def library(tmp_path: Path, embedder: Embedder) -> Iterator[tuple[TestClient, Se
 
 
 def finished(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/papers/jobs/{job_id}").json()
-        if job["state"] != "running":
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still running")
+    return finished_job(lambda path: client.get(path).json(), job_id, timeout, 0.1)
 
 
 def test_the_list_pages_searches_and_describes_the_index(
