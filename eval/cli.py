@@ -104,8 +104,8 @@ def run(
     if not questions:
         _fail(f"no question of type {', '.join(types or [])} in {loaded.path}")
     no_judge = no_judge or _replaying(record, replay, no_llm, bool(judge_url or judge_model))
-    judge_with = (judge_url, judge_model, judge_max_tokens, judge_timeout, judge_metrics)
-    judge = None if no_llm or no_judge else _judge(settings, *judge_with)
+    limits = {"max_tokens": judge_max_tokens, "timeout_s": judge_timeout, "metrics": judge_metrics}
+    judge = None if no_llm or no_judge else _judge(settings, judge_url, judge_model, **limits)
     modes = list(MODES) if mode == "all" else [mode.value]
     answer_mode = settings.retrieval.mode if mode == "all" else mode.value
     options = RunOptions(modes, answer_mode, not no_llm, judge, top_k, progress, record, replay)
@@ -127,10 +127,8 @@ def run(
 
 def _replaying(record: bool, replay: Path | None, no_llm: bool, judge_asked: bool) -> bool:
     """Refuse --record/--replay combinations that cannot work; True: the judge is off."""
-    if no_llm and replay:
-        _fail("--replay answers the questions; drop --no-llm")
-    if no_llm and record:
-        _fail("--record keeps LLM completions; with --no-llm there are none")
+    if no_llm and (record or replay):
+        _fail("--record and --replay need the LLM's answers: drop --no-llm")
     if replay is not None and judge_asked:
         _log("note: --replay runs without the LLM judge (--no-judge)")
     return replay is not None
@@ -147,25 +145,18 @@ def _print_headline(metrics: dict[str, float], modes: list[str]) -> None:
         typer.echo(f"judge.missing: {missing:.0f} of {attempted:.0f}")
 
 
-def _judge(
-    settings: Settings,
-    url: str | None,
-    model: str | None,
-    max_tokens: int,
-    timeout_s: float,
-    metrics: list[JudgeMetric] | None,
-) -> Any:
+def _judge(settings: Settings, url: str | None, model: str | None, **limits: Any) -> Any:
     from assistant.api.services import llm_base_url
     from eval.ragas_eval import JudgeConfig
     from ingest.embed import packaged_model_path
 
+    metrics = tuple(metric.value for metric in limits.pop("metrics") or ())
     return JudgeConfig(
+        metrics=metrics,
         url=url or llm_base_url(settings),
         model=model or settings.llm.model,
         embedding_model=settings.embedding.model_path or packaged_model_path(),
-        max_tokens=max_tokens,
-        timeout_s=timeout_s,
-        metrics=tuple(metric.value for metric in metrics or ()),
+        **limits,
     )
 
 

@@ -34,9 +34,8 @@ def retrieval_scores(ranks: Sequence[int], gold_count: int) -> dict[str, float]:
         scores[f"recall@{k}"] = min(found, gold_count) / gold_count
     scores["mrr"] = 1.0 / min(ranks) if ranks else 0.0
     dcg = sum(1.0 / math.log2(rank + 1) for rank in ranks if rank <= RETRIEVAL_DEPTH)
-    ideal = sum(
-        1.0 / math.log2(rank + 1) for rank in range(1, min(gold_count, RETRIEVAL_DEPTH) + 1)
-    )
+    ideal_ranks = range(1, min(gold_count, RETRIEVAL_DEPTH) + 1)
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in ideal_ranks)
     scores["ndcg@10"] = dcg / ideal
     return scores
 

@@ -51,10 +51,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def block_table(blocks: Mapping[str, Mapping[str, Any]], columns: Mapping[str, str]) -> str:
     """One row per labelled block; `columns`: header → the block's key (the first: the label)."""
-    header, keys = list(columns), list(columns.values())[1:]
-    return table(
-        header, [[label, *(block.get(k) for k in keys)] for label, block in blocks.items()]
-    )
+    keys = list(columns.values())[1:]
+    rows = [[label, *(block.get(key) for key in keys)] for label, block in blocks.items()]
+    return table(list(columns), rows)
 
 
 _templates = jinja2.Environment(
@@ -79,13 +78,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     records, good = [], 0
     with path.open("rb") as handle:
         for raw in handle:
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                break
             if not raw.endswith(b"\n"):
                 break
-            records.append(record)
+            try:
+                records.append(json.loads(raw))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break
             good += len(raw)
     if good != path.stat().st_size:
         with path.open("r+b") as handle:

@@ -166,9 +166,8 @@ def _unreachable(error: BaseException) -> bool:
 
     seen: BaseException | None = error
     for _ in range(10):
-        if isinstance(seen, openai.APIConnectionError) and not isinstance(
-            seen, openai.APITimeoutError
-        ):
+        refused = isinstance(seen, openai.APIConnectionError)
+        if refused and not isinstance(seen, openai.APITimeoutError):
             return True
         seen = seen and (seen.__cause__ or seen.__context__)
     return "Connection error" in str(error)

@@ -29,6 +29,9 @@ class CompletionNotRecordedError(ReplayError):
 
 
 def request_fields(messages: list[ChatMessage], **params: Any) -> dict[str, Any]:
+    # No "schema" key without one: the recordings made before schemas keep their keys.
+    if params.get("schema") is None:
+        params.pop("schema", None)
     return {"messages": [asdict(message) for message in messages], **params}
 
 
@@ -36,12 +39,6 @@ def request_key(messages: list[ChatMessage], **params: Any) -> str:
     fields = request_fields(messages, **params)
     canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _params(max_tokens: int, temperature: float, schema: JsonSchema | None) -> dict[str, Any]:
-    # No "schema" key without one: the recordings made before schemas keep their keys.
-    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
-    return params if schema is None else params | {"schema": schema}
 
 
 def recording_path(run: Path) -> Path:
@@ -57,7 +54,7 @@ class RecordingLLM:
         read_jsonl(path)  # cuts a line a killed run left half-written
 
     def _entry(self, call: str, messages: list[ChatMessage], max_tokens: int, schema: Any) -> dict:
-        params = _params(max_tokens, self.temperature, schema)
+        params = {"max_tokens": max_tokens, "temperature": self.temperature, "schema": schema}
         key, request = request_key(messages, **params), request_fields(messages, **params)
         return {"call": call, "key": key, "request": request, "recorded_at": now()}
 
@@ -112,29 +109,24 @@ class ReplayLLM:
     fallbacks, so a raise alone could go unnoticed)."""
 
     def __init__(self, run: Path, settings: LLMSettings, live: LLM | None = None) -> None:
-        self.completions, self.window, recorded_model = load_recording(recording_path(run))
-        self.live = live
+        self.completions, window, recorded_model = load_recording(recording_path(run))
+        self.live, self.window = live, window or settings.max_model_len
         self.model = live.model if live else recorded_model or settings.model
         self.temperature = settings.temperature
-        self.fallback_window = settings.max_model_len
         self.misses: list[str] = []
-
-    def _lookup(self, messages: list[ChatMessage], max_tokens: int, schema: Any) -> Any:
-        key = request_key(messages, **_params(max_tokens, self.temperature, schema))
-        entry = self.completions.get(key)
-        if entry is None and self.live is None:
-            words = (messages[-1].content if messages else "").split()
-            head = " ".join(words[:12]) + (" …" if len(words) > 12 else "")
-            self.misses.append(f"no recorded completion for the request {key[:12]} “{head}”")
-            raise CompletionNotRecordedError(self.misses[-1])
-        return entry
 
     async def complete(
         self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
     ) -> Completion:
-        entry = self._lookup(messages, max_tokens, schema)
-        if entry is None and self.live is not None:
+        params = {"max_tokens": max_tokens, "temperature": self.temperature, "schema": schema}
+        key = request_key(messages, **params)
+        if (entry := self.completions.get(key)) is None and self.live is not None:
             return await self.live.complete(messages, max_tokens, schema)
+        if entry is None:
+            words = (messages[-1].content if messages else "").split()
+            head = " ".join(words[:12]) + (" …" if len(words) > 12 else "")
+            self.misses.append(f"no recorded completion for the request {key[:12]} “{head}”")
+            raise CompletionNotRecordedError(self.misses[-1])
         return Completion(
             text=str(entry["text"]),
             prompt_tokens=int(entry.get("prompt_tokens", 0)),
@@ -151,9 +143,7 @@ class ReplayLLM:
             yield text[start : start + size]
 
     async def context_window(self) -> int:
-        if self.live is not None:
-            return await self.live.context_window()
-        return self.window or self.fallback_window
+        return await self.live.context_window() if self.live is not None else self.window
 
     async def ping(self) -> bool:
         return await self.live.ping() if self.live is not None else True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +80,17 @@ def _timings(records: list[Record]) -> dict[str, list[float]]:
     return series
 
 
-def _latency(values: Iterable[float]) -> dict[str, float | int | None]:
-    figures = stats(list(values), digits=4)
-    return {key: figures[key] for key in ("n", "p50", "p95", "mean", "max")}
-
-
-def _latency_summary(
-    records: list[Record], modes: list[str], answers: bool, judged: bool
-) -> dict[str, Any]:
+def _latency(records: list[Record], modes: list[str], answers: bool, judged: bool) -> dict:
+    """n, p50, p95, mean and max of each timing."""
     series = _timings(records)
+
+    def figures(name: str) -> dict[str, float | int | None]:
+        every = stats(series.get(name, []), digits=4)
+        return {key: every[key] for key in ("n", "p50", "p95", "mean", "max")}
+
     names = ["ask_ms", "generate_ms"] * answers + ["judge_s"] * judged
-    retrieve = {mode: _latency(series.get(f"retrieve_ms.{mode}", [])) for mode in modes}
-    return {"retrieve_ms": retrieve} | {name: _latency(series.get(name, [])) for name in names}
+    retrieve = {mode: figures(f"retrieve_ms.{mode}") for mode in modes}
+    return {"retrieve_ms": retrieve} | {name: figures(name) for name in names}
 
 
 def summarize(
@@ -132,7 +131,7 @@ def summarize(
         "retrieval": {mode: _by_type(records, _retrieval_block(mode)) for mode in modes},
         "answers": _by_type(records, _answer_block) if answers else None,
         "judge": judge,
-        "latency": _latency_summary(records, modes, answers, judged),
+        "latency": _latency(records, modes, answers, judged),
     }
     return summary | {"metrics": flatten(summary)}
 
@@ -244,10 +243,8 @@ def _p50_p95(values: list[float]) -> str:
 
 def write_report(out_dir: Path, summary: dict[str, Any], records: list[Record]) -> None:
     """summary.json, report.md, and the plots when there are records."""
-    outputs: dict[str, Any] = {
-        "summary.json": summary,
-        "report.md": render_markdown(summary, records),
-    }
+    report = render_markdown(summary, records)
+    outputs: dict[str, Any] = {"summary.json": summary, "report.md": report}
     if records:
         outputs |= dict(zip(PLOTS, _panels(summary, records), strict=True))
     write_outputs(out_dir, outputs)

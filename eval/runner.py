@@ -104,9 +104,7 @@ class Run:
         if (out_dir / "run.json").is_file():
             previous = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
             if (old := previous.get("identity", {})) != identity:
-                keys = [
-                    k for k in dict.fromkeys([*identity, *old]) if old.get(k) != identity.get(k)
-                ]
+                keys = [k for k in {**identity, **old} if old.get(k) != identity.get(k)]
                 differences = ", ".join(f"{k}: {old.get(k)!r} → {identity.get(k)!r}" for k in keys)
                 raise RunConfigError(
                     f"{out_dir} holds a run made with other settings ({differences}). "
@@ -144,9 +142,7 @@ class Run:
         for title in sorted(unknown, key=str.casefold):
             self.say(f"warning: gold title not in the index: {title}")
         if options.answers and not await self.services.llm.ping():
-            where = (
-                f"at {llm_base_url(settings)}" if llm is None else f"({self.services.llm.model})"
-            )
+            where = f"({self.services.llm.model})" if llm else f"at {llm_base_url(settings)}"
             raise LLMDownError(
                 f"The LLM {where} does not answer; start it (or set SCHOLIA_LLM_URL), "
                 "or run with --no-llm."
