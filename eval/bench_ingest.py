@@ -230,10 +230,8 @@ def panels(results: list[dict[str, Any]]) -> list[Panel]:
         return {label: (sizes, [r[key] * scale for r in results]) for label, key in keys.items()}
 
     per_paper = {"ingest, wall": "ingest_s_per_doc", "raw encode, wall": "raw_encode_s_per_doc"}
-    per_paper |= {
-        "ingest, CPU": "ingest_cpu_s_per_doc",
-        "raw encode, CPU": "raw_encode_cpu_s_per_doc",
-    }
+    per_paper["ingest, CPU"] = "ingest_cpu_s_per_doc"
+    per_paper["raw encode, CPU"] = "raw_encode_cpu_s_per_doc"
     memory = {"peak RSS, ingest": "peak_rss_ingest_mb", "after model load": "rss_after_model_mb"}
     memory["peak RSS, raw encode"] = "peak_rss_raw_encode_mb"
     axes = {"xlabel": "papers", "log_x": max(sizes) >= 10 * min(sizes)}

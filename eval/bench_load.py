@@ -111,9 +111,7 @@ def summarize(outcomes: list[Outcome], rss: list[tuple[float, float]], timing: d
     for o in outcomes:
         groups["by_kind"].setdefault(o["kind"], []).append(o)
         groups["by_route"].setdefault(EXPECTED[o["kind"]][0], []).append(o)
-    by = {
-        name: {key: _group(group[key]) for key in sorted(group)} for name, group in groups.items()
-    }
+    by = {name: {k: _group(group[k]) for k in sorted(group)} for name, group in groups.items()}
     for kind, row in by["by_kind"].items():
         row["route"] = EXPECTED[kind][0]
     errors = [o["status"] for o in outcomes if isinstance(o["status"], int) and o["status"] >= 500]
@@ -219,9 +217,8 @@ class LoadTest:
         sampler = asyncio.create_task(sampling())
         with progress(self.progress, desc="load", unit=" answers") as bar:
             async with _http_client(self.headers, self.clients, self.timeout_s, self.url) as http:
-                await asyncio.gather(
-                    *(self.client(i, http, start, bar) for i in range(self.clients))
-                )
+                clients = [self.client(i, http, start, bar) for i in range(self.clients)]
+                await asyncio.gather(*clients)
         wall_s = time.monotonic() - start
         await asyncio.sleep(SETTLE_S)
         sampler.cancel()
@@ -307,9 +304,7 @@ class Concurrency:
 
     async def level(self, call: Callable, client: Any, level: int, count: int) -> dict[str, Any]:
         """`count` calls through `level` concurrent workers; none starts after the deadline."""
-        outcomes: list[dict[str, Any]] = []
-        errors: list[str] = []
-        queue = iter(range(count))
+        outcomes, errors, queue = list[dict[str, Any]](), list[str](), iter(range(count))
 
         async def worker() -> None:
             for index in queue:
@@ -369,10 +364,8 @@ class Concurrency:
             raise RuntimeError("none of the questions reaches the LLM (each would be declined)")
         llm, self.deadline = self.settings.llm, time.monotonic() + self.time_cap_s
         report = harness.begin(app_url=self.app_url, llm_url=self.llm_url, model=self.raw_llm.model)
-        report |= {
-            "questions": len(self.prompts),
-            "questions_left_out": len(asked) - len(self.prompts),
-        }
+        left_out = len(asked) - len(self.prompts)
+        report |= {"questions": len(self.prompts), "questions_left_out": left_out}
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
         report |= {"time_cap_s": self.time_cap_s, "levels": asyncio.run(self.measure())}
         write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))

@@ -21,17 +21,11 @@ eval_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 JudgeMetric = StrEnum("JudgeMetric", [(m, m) for m in JUDGE_METRICS])  # type: ignore[misc]
+Mode = StrEnum("Mode", ["hybrid", "dense", "bm25", "all"])  # all: dense, bm25 and hybrid
 HITS = ("hit@1", "hit@3", "hit@5", "recall@5", "mrr", "ndcg@10")
 ANSWERS = "key_string_accuracy wrong_decline_rate decline_rate_unanswerable rouge_l chrf"
 HEADLINE = [f"answers.{m}" for m in ANSWERS.split()] + [f"judge.{m}" for m in JUDGE_METRICS]
 _log = partial(typer.echo, err=True)
-
-
-class Mode(StrEnum):
-    hybrid = "hybrid"
-    dense = "dense"
-    bm25 = "bm25"
-    all = "all"
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -262,16 +256,13 @@ def concurrency(
     from eval.bench_load import Concurrency
 
     level_list = _integers(levels, "--levels")
-    _benchmark(
-        "concurrency",
-        out,
-        lambda settings, out: Concurrency(
-            *(app_url, llm_url, level_list, questions, model, settings),
-            requests_per_level=requests,
-            time_cap_s=time_cap,
-            log=_log,
-        ).run(out),
-    )
+
+    def measure(settings: Settings, out: Path) -> Any:
+        given = (app_url, llm_url, level_list, questions, model, settings)
+        limits: dict[str, Any] = {"requests_per_level": requests, "time_cap_s": time_cap}
+        return Concurrency(*given, **limits, log=_log).run(out)
+
+    _benchmark("concurrency", out, measure)
 
 
 @eval_app.command("load")

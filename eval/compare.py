@@ -56,9 +56,7 @@ def gate(metrics: dict[str, float], thresholds: dict[str, dict[str, float]]) -> 
         for metric, threshold in thresholds.get(bound, {}).items():
             value = metrics.get(metric)
             ok = value is None or (value >= threshold if bound == "min" else value <= threshold)
-            rows.append(
-                {"metric": metric, "value": value, "ok": ok, "sign": sign, "threshold": threshold}
-            )
+            rows.append(dict(metric=metric, value=value, ok=ok, sign=sign, threshold=threshold))
     applied, failed = sum(r["value"] is not None for r in rows), sum(not r["ok"] for r in rows)
     passed = applied > 0 and not failed
     report = render("gate.txt.j2", rows=rows, applied=applied, failed=failed, passed=passed)

@@ -59,10 +59,8 @@ class NonLLMScorer:
         from ragas.metrics.collections import CHRFScore, RougeScore
 
         self._sample_type = SingleTurnSample
-        self.id_precision = IDBasedContextPrecision()
-        self.id_recall = IDBasedContextRecall()
-        self.rouge = RougeScore(rouge_type="rougeL", mode="fmeasure")
-        self.chrf = CHRFScore()
+        self.id_precision, self.id_recall = IDBasedContextPrecision(), IDBasedContextRecall()
+        self.rouge, self.chrf = RougeScore(rouge_type="rougeL", mode="fmeasure"), CHRFScore()
 
     async def score(self, sample: Sample) -> dict[str, float | None]:
         scores: dict[str, float | None] = dict.fromkeys(NON_LLM_METRICS)

@@ -215,10 +215,9 @@ def _panels(summary: dict[str, Any], records: list[Record]) -> list[list[Panel]]
         scores[f"reciprocal rank ({mode})"] = [s["mrr"] for s in ranked if s]
     if answers:
         by_type = {t: b for t, b in answers["by_type"].items() if b["answered"]}
-        keys = [b["key_string_accuracy"] for b in by_type.values()]
-        declines = [
-            b["decline_rate_unanswerable"] or b["wrong_decline_rate"] for b in by_type.values()
-        ]
+        blocks = by_type.values()
+        keys = [b["key_string_accuracy"] for b in blocks]
+        declines = [b["decline_rate_unanswerable"] or b["wrong_decline_rate"] for b in blocks]
         series, labels = {"key strings": keys, "declined": declines}, list(by_type)
         per_type.append(Panel("answers by type", "bar", series, labels=labels, ylim=(0, 1.25)))
         for metric in (*NON_LLM_METRICS, *(JUDGE_METRICS if summary["judge"] else ())):
