@@ -97,6 +97,30 @@ YEAR = "year"
 FACTOR = re.compile(r"^\S*?\d(?:x|×|times|-?fold)\b|^\S+\s+(?:x|×|times|-?fold)\b", re.IGNORECASE)
 A_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 RESOLUTION = re.compile(r"\b\d+\s*[x×]\s*\d+\b")  # "256x256" names a dataset's size
+# "Compare the best FID of …", "contrast the speedups …": the measure a comparison is about.
+COMPARED_MEASURE = re.compile(
+    rf"\b(?:compar\w*|contrast\w*)\s+(?:the\s+|their\s+)?(?:[\w-]+\s+){{0,3}}?({MEASURE_WORDS}s?)\b",
+    re.IGNORECASE,
+)
+# A comparison that describes each paper apart: "one adds momentum, the other plays a game"…
+ONE_AND_OTHER = re.compile(
+    r"\bone\s+(?P<first>[^.?;]+?)\s*(?:,|;|\band\b|\bwhile\b|\bwhereas\b)\s*(?:and\s+)?"
+    r"(?:the other|another|one)\s+(?P<second>[^.?;]+)",
+    re.IGNORECASE,
+)
+# … or "compare A and/with B", "how do A and B differ": split where the second begins.
+PAIR_OPENER = re.compile(
+    r"^\s*(?:compare|contrast|how (?:do|does|did)|what (?:is|are) the differences? between)\b",
+    re.IGNORECASE,
+)
+SECOND_OF_PAIR = re.compile(
+    r"\s(?:and|with|versus|vs\.?|against)\s+(?=(?:by |of |for )?(?:the|a|an) )"
+    r"|\s(?:and|versus|vs\.?)\s+(?=by )",
+    re.IGNORECASE,
+)
+NUMBER_OF_PAPERS = {"two": 2, "both": 2, "three": 3}
+# "Which papers …" asks for all that answer, a number of them when it says so.
+ANY_NUMBER_OF_PAPERS = re.compile(rf"\b(?:which|what)\s+{PAPERS_ONLY}\b", re.IGNORECASE)
 
 
 class Asks(StrEnum):
@@ -118,6 +142,8 @@ class QuestionAnalysis:
     counted: frozenset[str] = field(default_factory=frozenset)  # stems of `measure`
     measure: str = ""  # what a figure question counts or measures, as asked: "3D volumes"
     papers_wanted: int = 1
+    # A comparison's description of each paper, where it describes them apart.
+    parts: tuple[str, ...] = ()
 
     @property
     def wants_figure(self) -> bool:
@@ -131,16 +157,45 @@ def analyse(question: str) -> QuestionAnalysis:
     text = " ".join(MARKUP.sub(" ", question).split()) or question
     language = language_of(text)
     measure = YEAR if YEAR_ASKED.search(text) else _measure(text)
+    asks = _asks(text)
     return QuestionAnalysis(
         text=text,
         language=language,
-        asks=_asks(text),
+        asks=asks,
         names=tuple(dict.fromkeys(names_in(text))),
         figures=tuple(sorted(numbers_in(RESOLUTION.sub(" ", without_names(text)), language))),
         counted=frozenset(stems({word.casefold() for word in measure.split()})),
         measure=measure,
-        papers_wanted=3 if re.search(r"\bthree\b", text, re.IGNORECASE) else 2,
+        papers_wanted=_papers_wanted(text),
+        parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
     )
+
+
+def _papers_wanted(text: str) -> int:
+    """How many papers a comparison answers from: as many as it says, else two, or up to
+    three for "which papers …" (only those on point are kept)."""
+    said = re.search(
+        rf"\b({'|'.join(NUMBER_OF_PAPERS)})\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b", text, re.IGNORECASE
+    )
+    if said:
+        return NUMBER_OF_PAPERS[said.group(1).casefold()]
+    return 3 if ANY_NUMBER_OF_PAPERS.search(text) else 2
+
+
+def comparison_parts(text: str) -> tuple[str, ...]:
+    """What a comparison says of each paper, each a query of its own: "Two papers do X, one
+    for BERT and one for diffusion" → "Two papers do X for BERT", "Two papers do X for
+    diffusion"; "Compare the FID of A with the speed of B" → its halves. Empty when the
+    question describes the papers together ("Which papers study X?")."""
+    one = ONE_AND_OTHER.search(text)
+    if one:
+        head = text[: one.start()].rstrip(" ,:;")
+        return (f"{head} {one['first']}", f"{head} {one['second']}")
+    if PAIR_OPENER.search(text):
+        halves = SECOND_OF_PAIR.split(text, maxsplit=1)
+        if len(halves) == 2 and all(len(half.split()) >= 2 for half in halves):
+            return (halves[0].strip(), halves[1].strip())
+    return ()
 
 
 def _asks(text: str) -> Asks:
@@ -166,7 +221,8 @@ def _measure(text: str) -> str:
     ("how many V100 GPUs were" → "V100 GPUs"); nothing for "how many times"."""
     match = COUNTED.search(text) or MEASURE.search(text)
     if match is None:
-        return ""
+        compared = COMPARED_MEASURE.search(text)
+        return compared.group(1) if compared else ""
     words = []
     for word in text[match.start(1) :].split()[:MAX_MEASURE_WORDS]:
         word = word.strip("?？,.;:!")

@@ -112,7 +112,9 @@ class Assistant:
         tick = time.perf_counter()
         count = request.top_k or self.settings.retrieval.top_k
         papers = await anyio.to_thread.run_sync(
-            lambda: self.retriever.search(analysis.text, count, filters=request.filters)
+            lambda: self.retriever.search(
+                analysis.text, count, filters=request.filters, parts=analysis.parts
+            )
         )
         timings.retrieve = _ms(tick)
 

@@ -42,6 +42,22 @@ class Retriever:
         top_k: int,
         mode: str | None = None,
         filters: dict[str, Any] | None = None,
+        parts: tuple[str, ...] = (),
+    ) -> list[RetrievedPaper]:
+        """The `top_k` papers best for `query`. With `parts` (what a comparison says of each
+        paper), each part's best paper comes first: the whole question often leans towards one
+        of the papers compared, and the other falls out of reach."""
+        papers = self._search(query, top_k, mode, filters)
+        if not parts:
+            return papers
+        whole = {paper.id: paper for paper in papers}
+        leads = [
+            whole.get(hit.id, hit) for part in parts for hit in self._search(part, 1, mode, filters)
+        ]
+        return list({paper.id: paper for paper in [*leads, *papers]}.values())[:top_k]
+
+    def _search(
+        self, query: str, top_k: int, mode: str | None, filters: dict[str, Any] | None
     ) -> list[RetrievedPaper]:
         mode = mode or self.settings.mode
         candidates = max(self.settings.candidates, top_k * 4)

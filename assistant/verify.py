@@ -9,7 +9,9 @@ A claim whose wording fails while the evidence it cites is on point (close to th
 the figure or names asked for) is answered with that evidence itself. Then an ordered list of
 steps `(verdict, analysis, evidence) → verdict` runs: quote the evidence when the model declined
 but the evidence answers; decline what does not answer the question; cover each paper of a
-comparison; correct a false premise; name the papers a which-paper question asks for.
+comparison (where the question says what it measures, from where each paper gives it); correct
+a false premise; answer a which-paper question with the best retrieved paper, not the
+neighbour a small model names; name the papers (and what they call their method).
 """
 
 from __future__ import annotations
@@ -127,13 +129,15 @@ class Evidence:
     def on_point(self, key: str, analysis: QuestionAnalysis) -> bool:
         """The sentence gives what is asked: a figure of the measure asked for a quantity
         question, about the names asked."""
-        if analysis.wants_figure and not (
-            gives_the_figure(self.sentences[key], analysis) or self.measures(key, analysis)
-        ):
+        if analysis.wants_figure and not self.gives(key, analysis):
             return False
         if analysis.asks in (Asks.WHICH_PAPER, Asks.COMPARISON, Asks.TOPIC):
             return True
         return not self.names_missing(analysis.names, [self.rank_of(key)])
+
+    def gives(self, key: str, analysis: QuestionAnalysis) -> bool:
+        """The sentence states a figure of the measure asked, in the question's words or not."""
+        return gives_the_figure(self.sentences[key], analysis) or self.measures(key, analysis)
 
     def measures(self, key: str, analysis: QuestionAnalysis) -> bool:
         """The sentence states a figure of the measure asked in other words ("pictures" counted
@@ -230,9 +234,15 @@ class Evidence:
         """The paper's on-point sentence closest to the question, preferring those that name
         what it proposes: a comparison compares contributions, not background."""
         keys = self.ids_of(rank)
-        found = self.best(analysis, keys, threshold)
+        # What a comparison says of each paper apart describes one of them: a paper need only
+        # match its own part.
+        asked = (replace(analysis, text=text) for text in (analysis.text, *analysis.parts))
+        found = next((found for a in asked if (found := self.best(a, keys, threshold))), None)
         if found is None:
             return None
+        giving = [key for key in keys if self.gives(key, analysis)] if analysis.measure else []
+        if giving:  # "compare the FID of …": where each paper gives it
+            return (self.best(analysis, giving, 0.0) or found)[0]
         name = self.name(rank)
         naming = [key for key in keys if name is not None and name in self.sentences[key]]
         return (self.best(analysis, naming, 0.0) or found)[0]
@@ -253,6 +263,7 @@ class Verifier:
             self.answers_the_question,
             self.cover_each_paper,
             self.correct_premise,
+            self.the_best_paper,
             name_the_papers,
         ]
 
@@ -455,6 +466,24 @@ class Verifier:
         answer = " ".join(evidence.quote(key, titled=True) for key in keys)
         return _verdict(answer, keys, verdict.unsupported)
 
+    def the_best_paper(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """Asked which paper, the answer is the best retrieved one when its evidence is on
+        point: shown several, a small model often names a neighbour of the paper described."""
+        first = next(iter(evidence.by_rank))
+        if (
+            analysis.asks != Asks.WHICH_PAPER
+            or verdict.declined
+            or first in verdict.citations
+            or not self.settings.extractive_fallback
+        ):
+            return verdict
+        key = evidence.contribution(first, analysis, self.settings.fallback_min_similarity)
+        if key is None:
+            return verdict
+        return _verdict(evidence.quote(key), [key], verdict.unsupported)
+
     def correct_premise(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
     ) -> Verdict:
@@ -547,7 +576,7 @@ def name_the_papers(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evid
     if verdict.declined or analysis.asks not in (Asks.WHICH_PAPER, Asks.TOPIC):
         return verdict
     titled = [
-        f"{evidence.title(rank)} [{rank}]"
+        f"{evidence.named_title(rank)} [{rank}]"
         for rank in verdict.citations
         if rank in evidence.by_rank and evidence.title(rank) not in verdict.answer
     ]

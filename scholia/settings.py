@@ -157,8 +157,9 @@ class AnswerSettings(BaseModel):
         default=True,
         description="Answer with source sentences quoted verbatim where the draft falls short: "
         "instead of declining, in place of a claim that fails verification, beside a one-paper "
-        "answer, for each paper of a comparison, and after a false premise the model declined "
-        "(each if close enough to the question). Off: only the model's verified claims.",
+        "answer, for each paper of a comparison, for the best retrieved paper when asked which "
+        "paper, and after a false premise the model declined (each if close enough to the "
+        "question). Off: only the model's verified claims.",
     )
     fallback_min_similarity: float = Field(
         default=0.4,

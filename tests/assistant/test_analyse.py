@@ -186,3 +186,76 @@ def test_a_factor_counts_nothing() -> None:
     assert any("GPUs" in phrase for phrase in beside_figures(factors, counts=True))
     assert not any("training" in phrase for phrase in beside_figures(factors, counts=True))
     assert any("training" in phrase for phrase in beside_figures(factors))
+
+
+@pytest.mark.parametrize(
+    ("question", "parts"),
+    [
+        (
+            "Two papers shrink image models, one by pruning channels and one by quantizing "
+            "weights. What does each do?",
+            (
+                "Two papers shrink image models by pruning channels",
+                "Two papers shrink image models by quantizing weights",
+            ),
+        ),
+        (
+            "Three works study agents: one plans with a learned simulator; the other imitates "
+            "experts. What does each find?",
+            (
+                "Three works study agents plans with a learned simulator",
+                "Three works study agents imitates experts",
+            ),
+        ),
+        (
+            "Compare the accuracy of the graph pipelining system with the speed of the audio "
+            "diffusion model.",
+            (
+                "Compare the accuracy of the graph pipelining system",
+                "the speed of the audio diffusion model.",
+            ),
+        ),
+        (
+            "How do the sign-voting merger and the curvature-weighted averaging differ?",
+            ("How do the sign-voting merger", "the curvature-weighted averaging differ?"),
+        ),
+        # Described together, or named: one query serves.
+        ("Which papers study decentralized training, and what does each propose?", ()),
+        ("How do ProDiff and DPM-Solver differ in sampling steps?", ()),
+        ("What accuracy does the model reach with the larger encoder and the base decoder?", ()),
+    ],
+)
+def test_a_comparison_that_describes_each_paper_apart(
+    question: str, parts: tuple[str, ...]
+) -> None:
+    assert analyse(question).parts == parts
+
+
+@pytest.mark.parametrize(
+    ("question", "wanted"),
+    [
+        ("Which two papers study model merging, and how do they differ?", 2),
+        ("Three recent works compress diffusion models. What does each do?", 3),
+        ("Which papers study model merging, and what does each do?", 3),
+        ("Which papers evaluate on three datasets, and what do they find?", 3),
+        ("Compare how ProDiff and DPM-Solver speed up sampling.", 2),
+        ("How do the two-player game method and the momentum method differ?", 2),
+    ],
+)
+def test_how_many_papers_a_comparison_answers_from(question: str, wanted: int) -> None:
+    assert analyse(question).papers_wanted == wanted
+
+
+@pytest.mark.parametrize(
+    ("question", "measure"),
+    [
+        ("Compare the top-1 accuracy of the two vision transformers.", "accuracy"),
+        ("Contrast the speedups reported by the two optimizers for BERT.", "speedups"),
+        ("Compare how the two merging methods combine models.", ""),
+    ],
+)
+def test_what_a_comparison_measures(question: str, measure: str) -> None:
+    analysis = analyse(question)
+    assert analysis.asks == Asks.COMPARISON
+    assert analysis.measure == measure
+    assert not analysis.wants_figure

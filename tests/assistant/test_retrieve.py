@@ -128,3 +128,16 @@ def test_a_paper_bm25_still_has_but_chroma_lost_is_skipped(
     results = retriever(settings, embedder).search("Quokkaformer", top_k=4)
     assert "rare" not in {paper.id for paper in results}
     assert retriever(settings, embedder, mode="bm25").search("Quokkaformer", top_k=4) == []
+
+
+def test_each_part_of_a_comparison_leads_with_its_best_paper(
+    settings: Settings, embedder: Embedder
+) -> None:
+    search = retriever(settings, embedder)
+    question = "Compare the diffusion speech synthesiser with the GNN pipeline trainer on GPUs."
+    whole = [paper.id for paper in search.search(question, 2)]
+    parts = ("diffusion text-to-speech synthesis", "images classified by a vision transformer")
+    found = search.search(question, 2, parts=parts)
+    assert "vision" not in whole
+    assert [paper.id for paper in found] == ["speech", "vision"]
+    assert [paper.id for paper in search.search(question, 3, parts=parts)][2] in whole

@@ -329,3 +329,49 @@ def test_a_neighbouring_figure_does_not_answer_a_measure_no_sentence_gives(
     rooftops = next(k for k, s in sources[0].evidence.items() if "rooftops" in s)
     claim = ("LiteSeg was trained on 1.2 million pictures and reaches 0.91 IoU.", (rooftops,))
     assert verifier.verify(draft(claim), analysis, sources).declined  # type: ignore[arg-type]
+
+
+def test_a_which_paper_answer_is_the_best_retrieved_paper_not_a_neighbour(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    question = "Which paper synthesises mel-spectrograms with a diffusion model in few iterations?"
+    # The model names the second paper, which says nothing of what is described.
+    verdict = verifier.verify(
+        draft(("GNNPipe partitions GNN layers among GPUs.", ("2.1",))), analyse(question), sources
+    )
+    assert verdict.citations == [1]
+    assert verdict.answer.startswith("ProDiff: Progressive Fast Diffusion Model for TTS [1]: ")
+    assert "GNNPipe" not in verdict.answer
+
+
+VOICE = RetrievedPaper(
+    "voice",
+    "Diffusion Speech Synthesis in Real Time",
+    "We propose FastVoice, a diffusion speech synthesiser for real-time use. "
+    "On LJSpeech it reaches a mean opinion score of 4.31.",
+    0.9,
+)
+TALK = RetrievedPaper(
+    "talk",
+    "Autoregressive Speech Synthesis",
+    "We present SlowTalk, an autoregressive speech synthesiser for long texts. "
+    "Listeners give it a mean opinion score of 4.12.",
+    0.8,
+)
+
+
+def test_a_which_paper_answer_adds_the_name_of_the_method(verifier: Verifier) -> None:
+    question = analyse("Which paper synthesises speech in real time with a diffusion model?")
+    sources = pack([VOICE, TALK], 10_000, question, verifier.similarities)
+    claim = ("FastVoice is a diffusion speech synthesiser for real-time use.", ("1.1",))
+    verdict = verifier.verify(draft(claim), question, sources)
+    assert verdict.answer.startswith(f"{VOICE.title} (FastVoice) [1]: ")
+
+
+def test_a_comparison_of_a_figure_quotes_where_each_paper_gives_it(verifier: Verifier) -> None:
+    question = analyse("Compare the opinion scores of the two speech synthesisers.")
+    sources = pack([VOICE, TALK], 10_000, question, verifier.similarities)
+    verdict = verifier.verify(draft(), question, sources)
+    assert "mean opinion score of 4.31" in verdict.answer
+    assert "mean opinion score of 4.12" in verdict.answer
+    assert verdict.citations == [1, 2]
