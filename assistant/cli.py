@@ -166,6 +166,7 @@ def _serve(
     from assistant.warmup import StartupSteps
     from ingest.pipeline import open_store, run_ingest
 
+    limit_malloc_arenas(settings.server.malloc_arenas)  # before the request threads start
     steps = StartupSteps()
     if open_store(settings).count() == 0:
         typer.echo(f"No index yet: ingesting {settings.corpus}")
@@ -189,10 +190,29 @@ def _serve(
         engine = vllm.profile.describe()
     app = create_app(settings, services, warm_up=settings.llm.warm_up, engine=engine, startup=steps)
     config = uvicorn.Config(
-        app, host=host or settings.server.host, port=port or settings.server.port, log_level="info"
+        app,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        timeout_keep_alive=settings.server.keep_alive_s,
+        log_level="info",
     )
     shutdown.server = server = uvicorn.Server(config)
     server.run()
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap glibc's malloc arenas (mallopt M_ARENA_MAX); False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    if arenas <= 0 or not (libc_name := ctypes.util.find_library("c")):
+        return False
+    try:
+        mallopt = ctypes.CDLL(libc_name).mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    m_arena_max = -8
+    return bool(mallopt(m_arena_max, arenas))
 
 
 def _supervised_vllm(settings: Settings) -> VllmServer:

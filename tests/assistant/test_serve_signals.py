@@ -143,3 +143,23 @@ def test_a_stop_signal_while_vllm_starts_stops_it_too(start_serve: StartServe) -
         assert time.monotonic() < deadline, "vLLM stand-in never started"
         time.sleep(0.5)
     _stop_and_check(serve, signal.SIGTERM)
+
+
+def test_serve_keeps_an_idle_connection_open_past_a_clients_pool_expiry(
+    start_serve: StartServe,
+) -> None:
+    """A client pool retires an idle connection after its own timeout (httpx: 5 s). A server that
+    closes it first races the client's next request on it, which then fails with a reset (seen
+    as ReadError under load); so the server must hold the connection open longer."""
+    import http.client
+
+    serve = start_serve()
+    wait_http(serve.url + "/health", serve.process, serve.log, timeout=180)
+    connection = http.client.HTTPConnection("127.0.0.1", int(serve.url.rsplit(":", 1)[1]))
+    for pause_s in (0.0, 6.0):  # 6 s: past httpx's keep-alive expiry, and uvicorn's default
+        time.sleep(pause_s)
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        response.read()
+    connection.close()
