@@ -318,17 +318,12 @@ class Concurrency:
         tick = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(level)))
         wall_s = time.perf_counter() - tick
+        result = {"requests": count, "ok": len(outcomes), "errors": errors}
+        result["rate_limit_retries"] = sum(o.get("retries", 0) for o in outcomes)
+        result |= {"wall_s": round(wall_s, 3), "answers_per_s": round(len(outcomes) / wall_s, 3)}
+        result["latency_ms"] = stats([o["ms"] for o in outcomes])
         tokens = ("prompt_tokens", "completion_tokens")
-        return {
-            "requests": count,
-            "ok": len(outcomes),
-            "errors": errors,
-            "rate_limit_retries": sum(o.get("retries", 0) for o in outcomes),
-            "wall_s": round(wall_s, 3),
-            "answers_per_s": round(len(outcomes) / wall_s, 3),
-            "latency_ms": stats([o["ms"] for o in outcomes]),
-            **{key: stats([o.get(key, 0) for o in outcomes]) for key in tokens},
-        }
+        return result | {key: stats([o.get(key, 0) for o in outcomes]) for key in tokens}
 
     async def measure(self) -> list[dict[str, Any]]:
         """Each level through both sides, alternating which goes first."""
@@ -347,13 +342,11 @@ class Concurrency:
                 count = self.requests_per_level or max(4, 2 * level)
                 self.log(f"concurrency: level {level}, {count} requests each")
                 sides = [("scholia", self.scholia), ("raw", self.raw)][:: -1 if position % 2 else 1]
-                row: dict[str, Any] = {
-                    n: await self.level(c, client, level, count) for n, c in sides
-                }
+                row = {n: await self.level(c, client, level, count) for n, c in sides}
                 s, r = row["scholia"], row["raw"]
-                row["ratio_answers_per_s"] = harness.ratio(s, r, "answers_per_s")
-                row |= harness.ratios(s["latency_ms"], r["latency_ms"])
-                rows.append({"level": level, **row})
+                ratio = harness.ratio(s, r, "answers_per_s")
+                ratios = harness.ratios(s["latency_ms"], r["latency_ms"])
+                rows.append({"level": level, **row, "ratio_answers_per_s": ratio, **ratios})
         return rows
 
     def run(self, out_dir: Path) -> dict[str, Any]:

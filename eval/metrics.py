@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+import numpy
+
 from eval.suite import normalize_title
 
 K_VALUES = (1, 3, 5, 10)
@@ -58,15 +60,7 @@ def mean(values: Iterable[float | None]) -> float | None:
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Linear-interpolated percentile (q in 0..100) of the values; None for no values."""
-    data = sorted(values)
-    if not data:
-        return None
-    if len(data) == 1:
-        return data[0]
-    position = (len(data) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(data) - 1)
-    return data[low] + (data[high] - data[low]) * (position - low)
+    return float(numpy.percentile(values, q)) if len(values) else None
 
 
 def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:

@@ -45,51 +45,6 @@ def recording_path(run: Path) -> Path:
     return run / COMPLETIONS if run.is_dir() else run
 
 
-class RecordingLLM:
-    """An LLM with every answered request appended to `path`."""
-
-    def __init__(self, inner: LLM, path: Path, temperature: float) -> None:
-        self.inner, self.model, self.path, self.temperature = inner, inner.model, path, temperature
-        self._window: int | None = None
-        read_jsonl(path)  # cuts a line a killed run left half-written
-
-    def _entry(self, call: str, messages: list[ChatMessage], max_tokens: int, schema: Any) -> dict:
-        params = {"max_tokens": max_tokens, "temperature": self.temperature, "schema": schema}
-        key, request = request_key(messages, **params), request_fields(messages, **params)
-        return {"call": call, "key": key, "request": request, "recorded_at": now()}
-
-    async def complete(
-        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
-    ) -> Completion:
-        done = await self.inner.complete(messages, max_tokens, schema)
-        entry = self._entry("complete", messages, max_tokens, schema)
-        entry |= {"text": done.text, "prompt_tokens": done.prompt_tokens}
-        entry |= {"completion_tokens": done.completion_tokens, "model": done.model}
-        append_jsonl(self.path, entry)
-        return done
-
-    async def stream(
-        self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
-    ) -> AsyncIterator[str]:
-        parts: list[str] = []
-        async for chunk in self.inner.stream(messages, max_tokens, schema):
-            parts.append(chunk)
-            yield chunk
-        # Only a stream read to its end is recorded: a cut one is not the model's answer.
-        entry = self._entry("stream", messages, max_tokens, schema)
-        append_jsonl(self.path, entry | {"text": "".join(parts), "model": self.model})
-
-    async def context_window(self) -> int:
-        window = await self.inner.context_window()
-        if window != self._window:
-            self._window = window
-            append_jsonl(self.path, {"context_window": window, "model": self.model})
-        return window
-
-    async def ping(self) -> bool:
-        return await self.inner.ping()
-
-
 def load_recording(path: Path) -> tuple[dict[str, dict[str, Any]], int | None, str | None]:
     """Every recorded completion by key (the latest wins), the context window and the model."""
     if not path.is_file():
@@ -103,47 +58,93 @@ def load_recording(path: Path) -> tuple[dict[str, dict[str, Any]], int | None, s
     return completions, windows[-1] if windows else None, models[-1] if models else None
 
 
-class ReplayLLM:
-    """Answers from a recording. A request it does not hold goes to `live` when there is one;
-    otherwise it raises, and is kept in `misses` (the answer path turns some LLM failures into
-    fallbacks, so a raise alone could go unnoticed)."""
+async def _chunks(text: str) -> AsyncIterator[str]:
+    """A recorded text streamed in STREAM_CHUNKS pieces."""
+    size = max(1, -(-len(text) // STREAM_CHUNKS))
+    for start in range(0, len(text), size):
+        yield text[start : start + size]
 
-    def __init__(self, run: Path, settings: LLMSettings, live: LLM | None = None) -> None:
-        self.completions, window, recorded_model = load_recording(recording_path(run))
-        self.live, self.window = live, window or settings.max_model_len
+
+class ReplayLLM:
+    """Answers from the recording of `run` (None: no recording), else from `live`; with `record`,
+    every request answered is appended to that file. A request neither can answer raises, and is
+    kept in `misses` (the answer path turns some LLM failures into fallbacks, so a raise alone
+    could go unnoticed)."""
+
+    def __init__(
+        self,
+        run: Path | None,
+        settings: LLMSettings,
+        live: LLM | None = None,
+        record: Path | None = None,
+    ) -> None:
+        recording = load_recording(recording_path(run)) if run else ({}, None, None)
+        self.completions, window, recorded_model = recording
+        self.live, self.window, self.record = live, window or settings.max_model_len, record
         self.model = live.model if live else recorded_model or settings.model
-        self.temperature = settings.temperature
-        self.misses: list[str] = []
+        self.temperature, self.misses = settings.temperature, list[str]()
+        self._window: int | None = None  # the context window last recorded
+        if record is not None:
+            read_jsonl(record)  # cuts a line a killed run left half-written
+
+    def _request(self, messages: list[ChatMessage], max_tokens: int, schema: Any) -> tuple:
+        """The request's key and its fields, the recorded entry (None when not recorded)."""
+        params = {"max_tokens": max_tokens, "temperature": self.temperature, "schema": schema}
+        key = request_key(messages, **params)
+        return key, request_fields(messages, **params), self.completions.get(key)
+
+    def _missed(self, key: str, messages: list[ChatMessage]) -> CompletionNotRecordedError:
+        words = (messages[-1].content if messages else "").split()
+        head = " ".join(words[:12]) + (" …" if len(words) > 12 else "")
+        self.misses.append(f"no recorded completion for the request {key[:12]} “{head}”")
+        return CompletionNotRecordedError(self.misses[-1])
+
+    def _keep(self, call: str, key: str, request: dict[str, Any], **answer: Any) -> None:
+        if self.record is not None:
+            entry = {"call": call, "key": key, "request": request, "recorded_at": now()}
+            append_jsonl(self.record, entry | answer)
 
     async def complete(
         self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
     ) -> Completion:
-        params = {"max_tokens": max_tokens, "temperature": self.temperature, "schema": schema}
-        key = request_key(messages, **params)
-        if (entry := self.completions.get(key)) is None and self.live is not None:
-            return await self.live.complete(messages, max_tokens, schema)
-        if entry is None:
-            words = (messages[-1].content if messages else "").split()
-            head = " ".join(words[:12]) + (" …" if len(words) > 12 else "")
-            self.misses.append(f"no recorded completion for the request {key[:12]} “{head}”")
-            raise CompletionNotRecordedError(self.misses[-1])
-        return Completion(
-            text=str(entry["text"]),
-            prompt_tokens=int(entry.get("prompt_tokens", 0)),
-            completion_tokens=int(entry.get("completion_tokens", 0)),
-            model=str(entry.get("model") or self.model),
-        )
+        key, request, entry = self._request(messages, max_tokens, schema)
+        if entry is not None:
+            done = Completion(
+                text=str(entry["text"]),
+                prompt_tokens=int(entry.get("prompt_tokens", 0)),
+                completion_tokens=int(entry.get("completion_tokens", 0)),
+                model=str(entry.get("model") or self.model),
+            )
+        elif self.live is not None:
+            done = await self.live.complete(messages, max_tokens, schema)
+        else:
+            raise self._missed(key, messages)
+        self._keep("complete", key, request, **asdict(done))
+        return done
 
     async def stream(
         self, messages: list[ChatMessage], max_tokens: int, schema: JsonSchema | None = None
     ) -> AsyncIterator[str]:
-        text = (await self.complete(messages, max_tokens, schema)).text
-        size = max(1, -(-len(text) // STREAM_CHUNKS))
-        for start in range(0, len(text), size):
-            yield text[start : start + size]
+        key, request, entry = self._request(messages, max_tokens, schema)
+        if entry is not None:
+            chunks = _chunks(str(entry["text"]))
+        elif self.live is not None:
+            chunks = self.live.stream(messages, max_tokens, schema)
+        else:
+            raise self._missed(key, messages)
+        parts: list[str] = []
+        async for chunk in chunks:
+            parts.append(chunk)
+            yield chunk
+        # Only a stream read to its end is recorded: a cut one is not the model's answer.
+        self._keep("stream", key, request, text="".join(parts), model=self.model)
 
     async def context_window(self) -> int:
-        return await self.live.context_window() if self.live is not None else self.window
+        window = await self.live.context_window() if self.live is not None else self.window
+        if self.record is not None and window != self._window:
+            self._window = window
+            append_jsonl(self.record, {"context_window": window, "model": self.model})
+        return window
 
     async def ping(self) -> bool:
         return await self.live.ping() if self.live is not None else True
@@ -162,6 +163,4 @@ def run_llm(
         return llm if replay is None else ReplayLLM(replay, settings)
     from assistant.llm import OpenAICompatibleLLM
 
-    live: LLM = llm or OpenAICompatibleLLM(base_url, settings)
-    answering = live if replay is None else ReplayLLM(replay, settings, live)
-    return RecordingLLM(answering, record_to, settings.temperature)
+    return ReplayLLM(replay, settings, llm or OpenAICompatibleLLM(base_url, settings), record_to)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,9 @@ def _score(record: Record, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _retrieval_block(mode: str) -> Callable[[list[Record]], dict[str, Any]]:
-    def block(records: list[Record]) -> dict[str, Any]:
-        rows = [s for r in records if (s := (r["retrieval"].get(mode) or {}).get("scores"))]
-        return {"n": len(rows)} | {m: mean(row[m] for row in rows) for m in RETRIEVAL_METRICS}
-
-    return block
+def _retrieval_block(mode: str, records: list[Record]) -> dict[str, Any]:
+    rows = [s for r in records if (s := (r["retrieval"].get(mode) or {}).get("scores"))]
+    return {"n": len(rows)} | {m: mean(row[m] for row in rows) for m in RETRIEVAL_METRICS}
 
 
 def _answer_block(records: list[Record]) -> dict[str, Any]:
@@ -128,7 +126,7 @@ def summarize(
         "finished": now(),
         "seconds_this_session": seconds,
         "machine": describe_machine(),
-        "retrieval": {mode: _by_type(records, _retrieval_block(mode)) for mode in modes},
+        "retrieval": {mode: _by_type(records, partial(_retrieval_block, mode)) for mode in modes},
         "answers": _by_type(records, _answer_block) if answers else None,
         "judge": judge,
         "latency": _latency(records, modes, answers, judged),

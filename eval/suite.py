@@ -125,11 +125,8 @@ def select(
     chosen = [q for q in questions if not types or q.type in types]
     if limit is None or limit >= len(chosen) or not stratify:
         return chosen[:limit]
-    by_type: dict[str, list[Question]] = {}
-    for question in chosen:
-        by_type.setdefault(question.type, []).append(question)
-    # Each question's place in its type's list: the round-robin order, then the suite's order.
-    rounds = {q.id: i for group in by_type.values() for i, q in enumerate(group)}
-    turn = {kind: i for i, kind in enumerate(by_type)}
+    # A question's round (its place among those of its type), then its type's turn in a round.
+    rounds = {q.id: [p.type for p in chosen[:i]].count(q.type) for i, q in enumerate(chosen)}
+    turn = {kind: i for i, kind in enumerate(dict.fromkeys(q.type for q in chosen))}
     picked = sorted(chosen, key=lambda q: (rounds[q.id], turn[q.type]))[:limit]
     return [q for q in chosen if q in picked]

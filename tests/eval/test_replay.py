@@ -14,7 +14,6 @@ from eval.cli import eval_app
 from eval.replay import (
     COMPLETIONS,
     CompletionNotRecordedError,
-    RecordingLLM,
     ReplayError,
     ReplayLLM,
     load_recording,
@@ -83,7 +82,7 @@ def test_stream_and_complete_record_then_replay(tmp_path: Path) -> None:
     settings = LLMSettings(temperature=0.0, max_model_len=2048)
 
     async def record() -> tuple[str, str, int]:
-        recorder = RecordingLLM(FakeLLM(reply="Attention weighs tokens [1]."), path, 0.0)
+        recorder = ReplayLLM(None, settings, FakeLLM(reply="Attention weighs tokens [1]."), path)
         streamed = "".join([chunk async for chunk in recorder.stream(MESSAGES, 32)])
         completed = await recorder.complete(MESSAGES[:1], 16)
         return streamed, completed.text, await recorder.context_window()
@@ -113,7 +112,7 @@ def test_re_recording_asks_the_llm_only_what_the_recording_lacks(tmp_path: Path)
     old.mkdir()
 
     async def first() -> None:
-        recorder = RecordingLLM(FakeLLM(reply="Recorded."), old / COMPLETIONS, 0.0)
+        recorder = ReplayLLM(None, settings, FakeLLM(reply="Recorded."), old / COMPLETIONS)
         await recorder.complete(MESSAGES, 16)
 
     asyncio.run(first())
@@ -139,7 +138,7 @@ def test_records_an_openai_server_and_replays_with_it_gone(
     settings = LLMSettings(model="fake-judge")
     with fake_openai("Self-attention [1].") as server:
         real = OpenAICompatibleLLM(server.url, settings)
-        recorder = RecordingLLM(real, tmp_path / COMPLETIONS, settings.temperature)
+        recorder = ReplayLLM(None, settings, real, tmp_path / COMPLETIONS)
         completion = asyncio.run(recorder.complete(MESSAGES, 50))
         asyncio.run(recorder.context_window())
     no_network(monkeypatch)
