@@ -1,9 +1,11 @@
-"""Hybrid retrieval: dense (Chroma) + BM25 fused by reciprocal rank, one result per paper."""
+"""Hybrid retrieval: dense (Chroma) + BM25 fused (by rank or by score), one result per paper."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ingest.embed import Embedder
 from ingest.keyword import KeywordIndex
@@ -61,7 +63,7 @@ class Retriever:
     ) -> list[RetrievedPaper]:
         mode = mode or self.settings.mode
         candidates = max(self.settings.candidates, top_k * 4)
-        fusion = _Fusion(self.settings.rrf_k)
+        fusion = _Fusion(self.settings)
         if mode in {"hybrid", "dense"}:
             hits = self.store.query(self.embedder.embed_query(query), candidates, _where(filters))
             for rank, hit in enumerate(hits, start=1):
@@ -109,21 +111,38 @@ class Retriever:
 
 @dataclass
 class _Fusion:
-    """Reciprocal rank fusion of the dense and BM25 rankings, chunk by chunk."""
+    """The dense and BM25 rankings fused chunk by chunk: by reciprocal rank (RRF), or by score
+    (distribution-based score fusion: each list's scores as standard deviations from its mean,
+    weighted and summed; a chunk missing from a list counts as that list's lowest)."""
 
-    rrf_k: int
-    fused: dict[str, float] = field(default_factory=dict)  # chunk id → fused score
+    settings: RetrievalSettings
+    fused: dict[str, float] = field(default_factory=dict)  # chunk id → RRF score
     dense: dict[str, float] = field(default_factory=dict)  # chunk id → cosine similarity
     keyword: dict[str, float] = field(default_factory=dict)  # chunk id → BM25 score
     paper_of: dict[str, str] = field(default_factory=dict)  # chunk id → paper id
 
     def add(self, chunk_id: str, rank: int, weight: float) -> None:
-        self.fused[chunk_id] = self.fused.get(chunk_id, 0.0) + weight / (self.rrf_k + rank)
+        self.fused[chunk_id] = self.fused.get(chunk_id, 0.0) + weight / (self.settings.rrf_k + rank)
+
+    def scores(self) -> dict[str, float]:
+        if self.settings.fusion == "rrf":
+            return self.fused
+        lists = [
+            (self.dense, self.settings.dense_weight),
+            (self.keyword, self.settings.bm25_weight),
+        ]
+        fused = dict.fromkeys(self.fused, 0.0)
+        for scores, weight in (pair for pair in lists if pair[0]):
+            values = np.fromiter(scores.values(), dtype=float)
+            mean, spread = values.mean(), values.std() or 1.0
+            for chunk_id in fused:
+                fused[chunk_id] += weight * (scores.get(chunk_id, values.min()) - mean) / spread
+        return fused
 
     def ranked_papers(self) -> list[tuple[str, tuple[float, str]]]:
         """Each paper with its best chunk's fused score and id, best first."""
         best: dict[str, tuple[float, str]] = {}
-        for chunk_id, score in self.fused.items():
+        for chunk_id, score in self.scores().items():
             paper_id = self.paper_of[chunk_id]
             if paper_id not in best or score > best[paper_id][0]:
                 best[paper_id] = (score, chunk_id)

@@ -132,6 +132,12 @@ class RetrievalSettings(BaseModel):
     )
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     candidates: int = Field(default=30, ge=1, le=500, description="Chunks fetched per retriever.")
+    fusion: Literal["rrf", "dbsf"] = Field(
+        default="dbsf",
+        description="How hybrid mode fuses the dense and BM25 lists: rrf (reciprocal rank) or "
+        "dbsf (each list's scores standardised, then summed: a clear BM25 winner missed by the "
+        "dense list stays on top). eval/README.md has both measured.",
+    )
     rrf_k: int = Field(default=60, ge=1)
     dense_weight: float = Field(default=1.0, ge=0.0)
     bm25_weight: float = Field(default=1.0, ge=0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ def retriever(settings: Settings, embedder: Embedder, **retrieval: Any) -> Retri
 def test_each_paper_scores_its_best_chunks_reciprocal_rank_fusion(
     settings: Settings, embedder: Embedder
 ) -> None:
-    search = retriever(settings, embedder, rrf_k=10, dense_weight=1.0, bm25_weight=0.5)
+    search = retriever(
+        settings, embedder, fusion="rrf", rrf_k=10, dense_weight=1.0, bm25_weight=0.5
+    )
     query = "graph neural network training on GPUs"
     store, keywords = open_store(settings), keyword_index(settings)
     fused: dict[str, float] = {}
@@ -141,3 +144,27 @@ def test_each_part_of_a_comparison_leads_with_its_best_paper(
     assert "vision" not in whole
     assert [paper.id for paper in found] == ["speech", "vision"]
     assert [paper.id for paper in search.search(question, 3, parts=parts)][2] in whole
+
+
+def test_score_fusion_adds_each_lists_standardised_scores(
+    settings: Settings, embedder: Embedder
+) -> None:
+    search = retriever(settings, embedder, fusion="dbsf", dense_weight=1.0, bm25_weight=0.5)
+    query = "graph neural network training on GPUs"
+    store, keywords = open_store(settings), keyword_index(settings)
+    dense = {hit.chunk_id: hit.score for hit in store.query(embedder.embed_query(query), 30)}
+    keyword = {hit.chunk_id: hit.score for hit in keywords.search(query, 30)}
+    fused: dict[str, float] = {}
+    for scores, weight in ((dense, 1.0), (keyword, 0.5)):
+        mean, spread = statistics.fmean(scores.values()), statistics.pstdev(scores.values())
+        for chunk in dense | keyword:  # a chunk a list missed counts as that list's lowest
+            standard = (scores.get(chunk, min(scores.values())) - mean) / spread
+            fused[chunk] = fused.get(chunk, 0.0) + weight * standard
+
+    results = search.search(query, top_k=4)
+    assert results[0].id == "graphs"
+    for paper in results:
+        assert paper.score == pytest.approx(fused[paper.best_chunk])
+        assert paper.score == pytest.approx(
+            max(score for chunk, score in fused.items() if chunk.rsplit("#", 1)[0] == paper.id)
+        )

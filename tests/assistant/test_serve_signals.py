@@ -163,3 +163,4 @@ def test_serve_keeps_an_idle_connection_open_past_a_clients_pool_expiry(
         assert response.status == 200, response.read()
         response.read()
     connection.close()
+    _stop_and_check(serve, signal.SIGTERM)

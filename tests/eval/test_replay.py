@@ -258,5 +258,6 @@ def test_a_replay_may_skip_as_many_misses_as_allowed(
         )
     )
     missed = [line for line in skipped if line.startswith("skipped question ")]
-    answered = (tmp_path / "replayed" / "results.jsonl").read_text().splitlines()
+    results = tmp_path / "replayed" / "results.jsonl"  # none when every question needed the LLM
+    answered = results.read_text().splitlines() if results.exists() else []
     assert missed and len(missed) + len(answered) == len(five)  # each question: answered or skipped
