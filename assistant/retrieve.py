@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +114,8 @@ class Retriever:
 class _Fusion:
     """The dense and BM25 rankings fused chunk by chunk: by reciprocal rank (RRF), or by score
     (distribution-based score fusion: each list's scores as standard deviations from its mean,
-    weighted and summed; a chunk missing from a list counts as that list's lowest)."""
+    weighted and averaged; a chunk missing from a list counts as that list's lowest; reported
+    through the logistic, in (0, 1))."""
 
     settings: RetrievalSettings
     fused: dict[str, float] = field(default_factory=dict)  # chunk id → RRF score
@@ -131,13 +133,18 @@ class _Fusion:
             (self.dense, self.settings.dense_weight),
             (self.keyword, self.settings.bm25_weight),
         ]
+        lists = [pair for pair in lists if pair[0]]
+        total_weight = sum(weight for _, weight in lists) or 1.0
         fused = dict.fromkeys(self.fused, 0.0)
-        for scores, weight in (pair for pair in lists if pair[0]):
+        for scores, weight in lists:
             values = np.fromiter(scores.values(), dtype=float)
             mean, spread = values.mean(), values.std() or 1.0
             for chunk_id in fused:
-                fused[chunk_id] += weight * (scores.get(chunk_id, values.min()) - mean) / spread
-        return fused
+                standard = (scores.get(chunk_id, values.min()) - mean) / spread
+                fused[chunk_id] += weight / total_weight * standard
+        # Shown as a score in (0, 1), the same order (the logistic does not round to 1 for any
+        # z a few hundred candidates allow): 0.5 is an average candidate.
+        return {chunk_id: 1 / (1 + math.exp(-z)) for chunk_id, z in fused.items()}
 
     def ranked_papers(self) -> list[tuple[str, tuple[float, str]]]:
         """Each paper with its best chunk's fused score and id, best first."""

@@ -40,7 +40,10 @@ class Source(BaseModel):
     id: str
     title: str
     text: str
-    score: float
+    score: float = Field(
+        description="Retrieval score of the paper's best chunk; higher is closer. Score fusion "
+        "(the default): in (0, 1), 0.5 an average candidate; rank fusion: 1/(k + rank) summed."
+    )
     cited: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
 

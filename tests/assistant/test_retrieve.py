@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,8 @@ def test_score_fusion_adds_each_lists_standardised_scores(
         mean, spread = statistics.fmean(scores.values()), statistics.pstdev(scores.values())
         for chunk in dense | keyword:  # a chunk a list missed counts as that list's lowest
             standard = (scores.get(chunk, min(scores.values())) - mean) / spread
-            fused[chunk] = fused.get(chunk, 0.0) + weight * standard
+            fused[chunk] = fused.get(chunk, 0.0) + weight / 1.5 * standard
+    fused = {chunk: 1 / (1 + math.exp(-z)) for chunk, z in fused.items()}
 
     results = search.search(query, top_k=4)
     assert results[0].id == "graphs"
