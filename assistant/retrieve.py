@@ -135,12 +135,12 @@ class _Fusion:
         ]
         lists = [pair for pair in lists if pair[0]]
         total_weight = sum(weight for _, weight in lists) or 1.0
-        fused = dict.fromkeys(self.fused, 0.0)
+        fused = dict.fromkeys(self.paper_of, 0.0)
         for scores, weight in lists:
             values = np.fromiter(scores.values(), dtype=float)
-            mean, spread = values.mean(), values.std() or 1.0
+            mean, spread, lowest = values.mean(), values.std() or 1.0, values.min()
             for chunk_id in fused:
-                standard = (scores.get(chunk_id, values.min()) - mean) / spread
+                standard = (scores.get(chunk_id, lowest) - mean) / spread
                 fused[chunk_id] += weight / total_weight * standard
         # Shown as a score in (0, 1), the same order (the logistic does not round to 1 for any
         # z a few hundred candidates allow): 0.5 is an average candidate.

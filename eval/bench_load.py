@@ -318,12 +318,17 @@ class Concurrency:
         tick = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(level)))
         wall_s = time.perf_counter() - tick
-        result = {"requests": count, "ok": len(outcomes), "errors": errors}
-        result["rate_limit_retries"] = sum(o.get("retries", 0) for o in outcomes)
-        result |= {"wall_s": round(wall_s, 3), "answers_per_s": round(len(outcomes) / wall_s, 3)}
-        result["latency_ms"] = stats([o["ms"] for o in outcomes])
         tokens = ("prompt_tokens", "completion_tokens")
-        return result | {key: stats([o.get(key, 0) for o in outcomes]) for key in tokens}
+        return {
+            "requests": count,
+            "ok": len(outcomes),
+            "errors": errors,
+            "rate_limit_retries": sum(o.get("retries", 0) for o in outcomes),
+            "wall_s": round(wall_s, 3),
+            "answers_per_s": round(len(outcomes) / wall_s, 3),
+            "latency_ms": stats([o["ms"] for o in outcomes]),
+            **{key: stats([o.get(key, 0) for o in outcomes]) for key in tokens},
+        }
 
     async def measure(self) -> list[dict[str, Any]]:
         """Each level through both sides, alternating which goes first."""

@@ -82,7 +82,8 @@ class ReplayLLM:
         self.completions, window, recorded_model = recording
         self.live, self.window, self.record = live, window or settings.max_model_len, record
         self.model = live.model if live else recorded_model or settings.model
-        self.temperature, self.misses = settings.temperature, list[str]()
+        self.temperature = settings.temperature
+        self.misses: list[str] = []
         self._window: int | None = None  # the context window last recorded
         if record is not None:
             read_jsonl(record)  # cuts a line a killed run left half-written

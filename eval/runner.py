@@ -62,9 +62,13 @@ class RunOptions:
 
     def identity(self) -> dict[str, Any]:
         """What must match for a run to be resumed into the same folder."""
-        identity: dict[str, Any] = {"modes": sorted(self.modes)}
-        identity["answer_mode"] = self.answer_mode if self.answers else None
-        identity |= {"answers": self.answers, "judge": bool(self.judge), "top_k": self.top_k}
+        identity: dict[str, Any] = {
+            "modes": sorted(self.modes),
+            "answer_mode": self.answer_mode if self.answers else None,
+            "answers": self.answers,
+            "judge": bool(self.judge),
+            "top_k": self.top_k,
+        }
         # Only when used, so that folders made before recording existed still resume.
         if self.record or self.replay is not None:
             identity["completions"] = "replay" if self.replay is not None else "record"

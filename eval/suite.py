@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,11 @@ def select(
     if limit is None or limit >= len(chosen) or not stratify:
         return chosen[:limit]
     # A question's round (its place among those of its type), then its type's turn in a round.
-    rounds = {q.id: [p.type for p in chosen[:i]].count(q.type) for i, q in enumerate(chosen)}
-    turn = {kind: i for i, kind in enumerate(dict.fromkeys(q.type for q in chosen))}
+    seen: Counter[str] = Counter()
+    rounds = {}
+    for question in chosen:
+        rounds[question.id] = seen[question.type]
+        seen[question.type] += 1
+    turn = {kind: i for i, kind in enumerate(seen)}
     picked = sorted(chosen, key=lambda q: (rounds[q.id], turn[q.type]))[:limit]
     return [q for q in chosen if q in picked]

@@ -135,7 +135,7 @@ class RetrievalSettings(BaseModel):
     fusion: Literal["rrf", "dbsf"] = Field(
         default="dbsf",
         description="How hybrid mode fuses the dense and BM25 lists: rrf (reciprocal rank) or "
-        "dbsf (each list's scores standardised, then summed: a clear BM25 winner missed by the "
+        "dbsf (each list's scores standardised, then averaged: a clear BM25 winner missed by the "
         "dense list stays on top). eval/README.md has both measured.",
     )
     rrf_k: int = Field(default=60, ge=1)

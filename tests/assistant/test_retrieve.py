@@ -156,11 +156,12 @@ def test_score_fusion_adds_each_lists_standardised_scores(
     dense = {hit.chunk_id: hit.score for hit in store.query(embedder.embed_query(query), 30)}
     keyword = {hit.chunk_id: hit.score for hit in keywords.search(query, 30)}
     fused: dict[str, float] = {}
-    for scores, weight in ((dense, 1.0), (keyword, 0.5)):
+    weights, total = ((dense, 1.0), (keyword, 0.5)), 1.0 + 0.5
+    for scores, weight in weights:
         mean, spread = statistics.fmean(scores.values()), statistics.pstdev(scores.values())
         for chunk in dense | keyword:  # a chunk a list missed counts as that list's lowest
             standard = (scores.get(chunk, min(scores.values())) - mean) / spread
-            fused[chunk] = fused.get(chunk, 0.0) + weight / 1.5 * standard
+            fused[chunk] = fused.get(chunk, 0.0) + weight / total * standard
     fused = {chunk: 1 / (1 + math.exp(-z)) for chunk, z in fused.items()}
 
     results = search.search(query, top_k=4)

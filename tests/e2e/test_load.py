@@ -25,7 +25,8 @@ LLM_TIMEOUT_S = 300.0
 # After 15 s at full concurrency the app's memory holds its working set: the embedder, the BM25
 # index, a full thread pool with its malloc arenas, requests in every stage. Allocator caches
 # then level off (+2, +50 and +61 MB from there to the end in three runs here, ~5 % at most;
-# with glibc's default 16 arenas it was 7.7-10.2 %, now 2: +3.6 %, docs/performance.md),
+# with glibc's default 16 arenas it was 7.7-10.2 %, now 2: +3.6 %, on an AMD EPYC family 25
+# model 17 with avx512_bf16; docs/performance.md),
 # while a leak keeps adding per request: ~5,000 requests a run, so 10 % of that RSS (~125 MB)
 # is crossed by a leak of ~25 KB a request — about one kept /search response.
 MAX_GROWTH_AFTER_WARMUP = 0.10
