@@ -35,9 +35,11 @@ WHICH_PAPER = re.compile(
     r"|technique|benchmark|dataset)\b[^?]{0,80}\b(?:propos|introduc|present)",
     re.IGNORECASE,
 )
+# "Compare …", "comparing": several papers; "… compared with training from scratch" names a
+# baseline of one paper.
 COMPARISON = re.compile(
     rf"\b(?:two|three|both|several)\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b"
-    rf"|\b(?:which|what)\s+{PAPERS_ONLY}\b|\bcompar(?:e|ed|es|ing|ison)\b"
+    rf"|\b(?:which|what)\s+{PAPERS_ONLY}\b|\bcompar(?:e|es|ing|ison)\b"
     r"|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\b(?:how|where|why) do\b.*\band\b.*\bdiffer\b"
     r"|\bversus\b"
     r"|\bvs\.?\s|\bwhat does each\b|\bcontrast\b",
@@ -49,10 +51,18 @@ MEASURE_WORDS = (
     r"(?:size|rate|length|dimension\w*|count|score|accuracy|fid|perplexity|latency|throughput"
     r"|ratio|budget|speed-?up|decay|dropout|momentum|temperature|epochs|resolution)"
 )
+# Nouns that ask for a figure without naming what it measures ("what share of the compute",
+# "what average relative improvement"): a change asks for one only when a word says it is a
+# quantity ("what improvement does X bring" may ask for a method).
+QUANTITY_NOUNS = (
+    r"(?:share|proportion|portion|percentage)s?\b|(?:relative|average|mean|absolute|overall)"
+    r"\s+(?:improvement|gain|reduction|increase|decrease|saving|speed-?up|boost|drop)s?\b"
+)
 FIGURE = re.compile(
     r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"
     r"|\bby (?:how much|what (?:factor|margin|percentage))|\bwhat (?:percentage|fraction|speed-?up"
-    rf"|factor)\b|\b(?:what|which) (?:[\w-]+ ){{0,2}}{MEASURE_WORDS}\b",
+    rf"|factor)\b|\b(?:what|which) (?:[\w-]+ ){{0,2}}{MEASURE_WORDS}\b"
+    rf"|\b(?:what|which) (?:[\w-]+ ){{0,2}}(?:{QUANTITY_NOUNS})",
     re.IGNORECASE,
 )
 COUNTED = re.compile(r"\bhow many\s+((?:[\w-]+\s*){1,2})", re.IGNORECASE)
@@ -118,6 +128,14 @@ SECOND_OF_PAIR = re.compile(
     r"|\s(?:and|versus|vs\.?)\s+(?=by )",
     re.IGNORECASE,
 )
+# "…, and what Dice score …", "… and into which family …": a further question about the same
+# paper begins.
+FURTHER_QUESTION = re.compile(
+    r",?\s+and\s+(?=(?:(?:in|into|on|to|for|from|by|with|at|of)\s+)?"
+    r"(?:what|which|how|where|who|when|why)\b)",
+    re.IGNORECASE,
+)
+MIN_PART_WORDS = 3
 NUMBER_OF_PAPERS = {"two": 2, "both": 2, "three": 3}
 PAPERS_COUNTED = re.compile(
     rf"\b({'|'.join(NUMBER_OF_PAPERS)})\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b", re.IGNORECASE
@@ -147,6 +165,9 @@ class QuestionAnalysis:
     papers_wanted: int = 1
     # A comparison's description of each paper, where it describes them apart.
     parts: tuple[str, ...] = ()
+    # Each thing a question asks of one paper, where it asks several ("which dataset …, and
+    # what Dice score …"), analysed apart.
+    asked: tuple[QuestionAnalysis, ...] = ()
 
     @property
     def wants_figure(self) -> bool:
@@ -171,7 +192,17 @@ def analyse(question: str) -> QuestionAnalysis:
         measure=measure,
         papers_wanted=_papers_wanted(text),
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
+        asked=_several_asked(text) if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
     )
+
+
+def _several_asked(text: str) -> tuple[QuestionAnalysis, ...]:
+    """The questions a question joins with "and" ("…, and what Dice score did it reach?"),
+    each analysed; empty when it asks one thing."""
+    pieces = FURTHER_QUESTION.split(text)
+    if len(pieces) < 2 or any(len(piece.split()) < MIN_PART_WORDS for piece in pieces):
+        return ()
+    return tuple(analyse(piece) for piece in pieces)
 
 
 def _papers_wanted(text: str) -> int:
@@ -325,6 +356,8 @@ INTRODUCES = re.compile(
 NAMED_NEXT = re.compile(rf"^[\s,]*(?:(?:a|an|the|our)\s+)?({COINED})\b")
 # "Accelerated Preference Optimization (APO)": a Title-Case phrase defines the acronym.
 DEFINED = re.compile(rf"\b[A-Z][\w-]*\s*\(({COINED})\)")
+# "…, Transformers as Treatment Effect Estimators (TransTEE) is proposed.": the passive voice.
+PROPOSED = re.compile(r"\b(?:is|are)\s+(?:proposed|introduced|presented|developed)\b")
 PLURAL_ACRONYM = re.compile(r"^[A-Z]{2,}s$")  # "LLMs" names a kind of thing, not a method
 MAX_TITLE_NAME_WORDS = 3  # "ProDiff: …", "1-bit Adam: …"; a longer head is a phrase
 
@@ -345,6 +378,10 @@ def paper_name(title: str, abstract: str) -> str | None:
             found = NAMED_NEXT.match(after) or (None if verb["naming"] else DEFINED.search(after))
             if found and not PLURAL_ACRONYM.match(found.group(1)):
                 return found.group(1)
+        passive = PROPOSED.search(sentence)
+        found = DEFINED.search(sentence[: passive.start()]) if passive else None
+        if found and not PLURAL_ACRONYM.match(found.group(1)):
+            return found.group(1)
     return head if titled else None
 
 

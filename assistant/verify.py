@@ -25,6 +25,7 @@ import numpy as np
 
 import prompts
 from assistant.analyse import (
+    FUNCTION_WORDS,
     TOKEN,
     YEAR,
     Asks,
@@ -86,6 +87,11 @@ def decline_text() -> str:
 
 def content_words(text: str) -> set[str]:
     return {word.casefold() for word in WORD.findall(text)} - STOPWORDS
+
+
+def plain_words(text: str) -> set[str]:
+    """Every word, name and figure, short ones too ("T5", "11B"), but function words."""
+    return {token.casefold() for token in TOKEN.findall(text)} - FUNCTION_WORDS - STOPWORDS
 
 
 class Evidence:
@@ -200,6 +206,21 @@ class Evidence:
                 return key
         return None
 
+    def source_of_additions(
+        self, body: str, analysis: QuestionAnalysis
+    ) -> tuple[str, float] | None:
+        """The sentence a claim copies what it adds to the question from (the closest to the
+        claim of those holding every added word): a small model often says the question back
+        and appends a piece of the answer ("… student models is T5 variants (le 11B)")."""
+        added = plain_words(body) - plain_words(analysis.text)
+        if len(added) < MIN_ADDED_WORDS:
+            return None
+        holding = [key for key, text in self.sentences.items() if added <= plain_words(text)]
+        if not holding:
+            return None
+        scores = self.closeness(body, holding)
+        return holding[int(scores.argmax())], float(scores.max())
+
     def most_relevant(self, rank: int, analysis: QuestionAnalysis) -> str | None:
         """The source's on-point evidence sentence that packing ranked first."""
         if rank not in self.by_rank:
@@ -309,7 +330,8 @@ class Verifier:
             # The wording failed: a sentence of the papers it cites may still answer.
             around = list(evidence.sentences)  # its ids may point at the wrong paper
             best = (
-                evidence.best(analysis, around, self.settings.fallback_min_similarity, body)
+                evidence.source_of_additions(body, analysis)
+                or evidence.best(analysis, around, self.settings.fallback_min_similarity, body)
                 or evidence.best(analysis, evidence.stating(numbers_in(body), top=True), 0.0)
                 or evidence.best(analysis, evidence.giving(analysis), 0.0)
             )
@@ -392,19 +414,21 @@ class Verifier:
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
     ) -> Verdict:
         """A question about one paper gets, besides the model's claim, the cited paper's most
-        relevant sentence verbatim: a small model often paraphrases a neighbouring sentence
-        and drops the detail asked for."""
+        relevant sentence verbatim (for each thing it asks, where it asks several): a small
+        model often paraphrases a neighbouring sentence and drops the detail asked for."""
         if verdict.declined or not self.settings.extractive_fallback:
             return verdict
         if analysis.asks not in (Asks.FACT, Asks.FIGURE, Asks.COUNT) or not verdict.citations:
             return verdict
-        key = evidence.most_relevant(verdict.citations[0], analysis)
-        if key is None or key in verdict.evidence or evidence.sentences[key] in verdict.answer:
-            return verdict
-        if analysis.wants_figure and not gives_the_figure(evidence.sentences[key], analysis):
-            return verdict  # unasked for, it must name the measure asked
-        answer = f"{verdict.answer} {evidence.quote(key)}"
-        return _verdict(answer, [*verdict.evidence, key], verdict.unsupported)
+        rank, threshold = verdict.citations[0], self.settings.fallback_min_similarity
+        if not analysis.asked:
+            return _with_evidence(
+                verdict, analysis, evidence, evidence.most_relevant(rank, analysis)
+            )
+        for part in analysis.asked:
+            found = evidence.best(part, evidence.ids_of(rank), threshold)
+            verdict = _with_evidence(verdict, part, evidence, found[0] if found else None)
+        return verdict
 
     def answers_the_question(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
@@ -568,6 +592,7 @@ class Verifier:
 
 
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
+MIN_ADDED_WORDS = 2  # fewer words added to the question say too little to trace
 MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
 
 
@@ -583,6 +608,25 @@ def name_the_papers(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evid
     if not titled:
         return verdict
     return replace(verdict, answer=f"{'; '.join(titled)}: {verdict.answer}")
+
+
+def _with_evidence(
+    verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence, key: str | None
+) -> Verdict:
+    """The verdict with the sentence `key` quoted after it, unless the answer says it already."""
+    if key is None or evidence.sentences[key] in verdict.answer:
+        return verdict
+    # Citing the sentence is not saying it: a figure question whose answer states none of the
+    # sentence's figures still lacks what was asked.
+    figure_left_out = analysis.wants_figure and not (
+        numbers_in(MARKERS.sub("", verdict.answer)) & numbers_in(evidence.sentences[key])
+    )
+    if key in verdict.evidence and not figure_left_out:
+        return verdict
+    if analysis.wants_figure and not gives_the_figure(evidence.sentences[key], analysis):
+        return verdict  # unasked for, it must name the measure asked
+    answer = f"{verdict.answer} {evidence.quote(key)}"
+    return _verdict(answer, [*verdict.evidence, key], verdict.unsupported)
 
 
 def _verdict(answer: str, keys: list[str], unsupported: list[int]) -> Verdict:

@@ -29,6 +29,14 @@ from assistant.analyse import (
         ("grokking", Asks.TOPIC),
         ("gossip learning", Asks.TOPIC),
         ("What does the speech paper propose?", Asks.FACT),
+        # A quantity asked without naming a measure
+        ("What share of the compute goes to padding?", Asks.FIGURE),
+        ("What proportion of the weights is tuned?", Asks.FIGURE),
+        ("What average relative improvement does it get?", Asks.FIGURE),
+        ("What improvement does the method bring to attention?", Asks.FACT),
+        # A baseline the paper is compared with is not a second paper
+        ("How much faster is it compared with training from scratch?", Asks.FIGURE),
+        ("How does ProDiff compare with FastSpeech?", Asks.COMPARISON),
     ],
 )
 def test_what_is_asked(question: str, asks: Asks) -> None:
@@ -113,6 +121,12 @@ def test_a_figure_of_the_kind_asked() -> None:
             "Neural Tangent Kernel: Convergence",
             "We show that training converges.",
             "Neural Tangent Kernel",
+        ),
+        (  # the passive voice
+            "Exploring Transformer Backbones for Treatment Effect Estimation",
+            "Through careful design, Transformers as Treatment Effect Estimators (TransTEE) is "
+            "proposed. It outperforms baselines.",
+            "TransTEE",
         ),
         (  # a kind of thing, an acronym of lower-case words, a naming participle: not names
             "Bit Cipher -- A Word Representation System",
@@ -259,3 +273,17 @@ def test_what_a_comparison_measures(question: str, measure: str) -> None:
     assert analysis.asks == Asks.COMPARISON
     assert analysis.measure == measure
     assert not analysis.wants_figure
+
+
+def test_a_question_that_asks_several_things_is_analysed_part_by_part() -> None:
+    analysis = analyse(
+        "Which datasets were merged to pre-train the network, and what Dice score did it reach?"
+    )
+    assert [part.text for part in analysis.asked] == [
+        "Which datasets were merged to pre-train the network",
+        "what Dice score did it reach?",
+    ]
+    assert analysis.asked[1].asks == Asks.FIGURE and analysis.asked[1].measure == "Dice score"
+    assert len(analyse("Which teacher was distilled and into which students?").asked) == 2
+    assert analyse("How do federated and decentralized learning differ?").asked == ()
+    assert analyse("What is the trade-off between speed and quality?").asked == ()

@@ -7,7 +7,7 @@ import pytest
 from assistant.analyse import analyse
 from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper
-from assistant.verify import Claim, Draft, Verifier
+from assistant.verify import Claim, Draft, Evidence, Verifier
 from ingest.embed import Embedder
 from scholia.settings import AnswerSettings
 
@@ -375,3 +375,39 @@ def test_a_comparison_of_a_figure_quotes_where_each_paper_gives_it(verifier: Ver
     assert "mean opinion score of 4.31" in verdict.answer
     assert "mean opinion score of 4.12" in verdict.answer
     assert verdict.citations == [1, 2]
+
+
+def test_a_figure_question_gets_the_figure_its_claim_cites_but_leaves_out(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    verdict = verifier.verify(
+        draft(("ProDiff synthesises speech faster than real time on a single GPU.", ("1.3",))),
+        analyse(SPEED),
+        sources,
+    )
+    assert "24x faster" in verdict.answer and verdict.evidence == ["1.3"]
+
+
+def test_what_a_claim_adds_to_the_question_said_back_is_traced_to_its_sentence(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    question = analyse("Which output does the progressive vocoder produce?")
+    evidence = Evidence(sources, verifier)
+    said_back = "The output the progressive vocoder produce is"
+    found = evidence.source_of_additions(f"{said_back} high-fidelity mel-spectrograms", question)
+    assert found is not None and found[0] == "1.2"
+    assert evidence.source_of_additions(f"{said_back} high-fidelity waveforms", question) is None
+    assert evidence.source_of_additions(f"{said_back} mel-spectrograms", question) is None
+
+
+def test_each_thing_a_question_asks_gets_its_evidence(verifier: Verifier) -> None:
+    question = analyse(
+        "How many iterations does ProDiff need, and how much faster than real time is it?"
+    )
+    sources = pack(PAPERS[:1], 10_000, question, verifier.similarities)
+    verdict = verifier.verify(
+        draft(("ProDiff needs only 2 iterations to synthesize speech.", ("1.2",))),
+        question,
+        sources,
+    )
+    assert "2 iterations" in verdict.answer and "24x faster" in verdict.answer
