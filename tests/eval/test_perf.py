@@ -30,13 +30,16 @@ def test_perf_end_to_end_with_a_fake_llm(
             }
         )
         report = run_perf(settings, tmp_path, sizes=[5], queries=4, asks=1, log=lambda _: None)
-        # /ask (streamed over HTTP), the raw completion; then the engine's speed: a full-size
-        # prompt and a short one that asks for answer tokens.
-        assert len(llm.requests) == 4
+        # Untimed warm-up: /ask and the raw prompt for one token; then /ask (streamed over
+        # HTTP), the raw completion; then the engine's speed: a full-size prompt and a short
+        # one that asks for answer tokens.
+        assert len(llm.requests) == 6
         assert all(request["stream"] for request in llm.requests)
         # The raw baseline sends exactly the prompt the pipeline sends.
-        assert llm.requests[0]["messages"] == llm.requests[1]["messages"]
-        assert llm.requests[3]["max_tokens"] > llm.requests[2]["max_tokens"]
+        assert all(r["messages"] == llm.requests[0]["messages"] for r in llm.requests[1:4])
+        assert llm.requests[1]["max_tokens"] == 1
+        assert llm.requests[3]["max_tokens"] == llm.requests[2]["max_tokens"] > 1
+        assert llm.requests[5]["max_tokens"] > llm.requests[4]["max_tokens"]
 
     assert calls == [([5], tmp_path / "ingest")]
     assert report["errors"] == []
@@ -46,7 +49,8 @@ def test_perf_end_to_end_with_a_fake_llm(
     assert search["ratio_p50"] > 0
     ask = report["ask"]
     assert ask["raw_ttft_ms"]["n"] == ask["ask_ttft_ms"]["n"] == ask["ask_total_ms"]["n"] == 1
-    assert ask["ratio_total_p50"] is not None
+    assert ask["ratio_total_p50"] is not None and ask["ratio_ttft_p50"] is not None
+    assert ask["ask_first_vs_second"] > 0 and ask["raw_completion_tokens"]["p50"] > 0
     assert json.loads((tmp_path / "perf.json").read_text())["machine"]["logical_cores"] >= 1
     text = (tmp_path / "perf.md").read_text()
     assert "## /search" in text and "| ratio /search over HTTP ÷ raw embed + Chroma |" in text
