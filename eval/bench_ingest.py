@@ -193,8 +193,6 @@ def _combine(size: int, ingest: dict, first: dict, second: dict) -> dict[str, An
         result |= {f"raw_encode_{clock}s": raw, f"raw_encode_{clock}s_per_doc": raw / papers}
         result[f"throughput_ratio{ratio}"] = raw / spent
     return result | {
-        "ingest_docs_per_s": papers / ingest["wall_s"],
-        "raw_encode_docs_per_s": papers / result["raw_encode_s"],
         "phases_s": {phase: round(seconds, 3) for phase, seconds in ingest["phases_s"].items()},
         "rss_after_model_mb": ingest["rss_after_model_mb"],
         "peak_rss_ingest_mb": ingest["peak_rss_mb"],

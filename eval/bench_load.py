@@ -382,11 +382,13 @@ class Concurrency:
                 s, r = row["scholia"], row["raw"]
                 ratio = harness.ratio(s, r, "answers_per_s")
                 ratios = harness.ratios(s["latency_ms"], r["latency_ms"])
+                if self.stream:
+                    ratios |= harness.ratios(s["ttft_ms"], r["ttft_ms"], "ratio_ttft")
                 rows.append({"level": level, **row, "ratio_answers_per_s": ratio, **ratios})
         return rows
 
     def run(self, out_dir: Path) -> dict[str, Any]:
-        """Measure; write concurrency.json, concurrency.md and concurrency.png into `out_dir`."""
+        """Measure; write concurrency.json and concurrency.md into `out_dir`."""
         for url in (self.app_url, self.llm_url):
             harness.check_loopback(url)
         llm, levels = self.settings.llm, asyncio.run(self.measure())
@@ -394,19 +396,5 @@ class Concurrency:
         report |= {"questions": len(self.prompts), "questions_left_out": self.left_out}
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
         report |= {"time_cap_s": self.time_cap_s, "levels": levels}
-        write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
+        write_benchmark(out_dir, "concurrency", report, [])
         return report
-
-
-def concurrency_panels(report: dict[str, Any]) -> list[Panel]:
-    rows = [row for row in report["levels"] if "skipped" not in row]
-    levels, sides = [row["level"] for row in rows], {"Scholia /ask": "scholia", "raw LLM": "raw"}
-    figures: dict[str, Callable[[dict[str, Any]], float]] = {
-        "throughput (answers/s)": lambda side: side["answers_per_s"],
-        "p95 latency (ms)": lambda side: side["latency_ms"]["p95"] or 0,
-    }
-    return [
-        Panel(title, "line", series, xlabel="concurrent clients", log_x=True)
-        for title, figure in figures.items()
-        for series in [{k: (levels, [figure(r[side]) for r in rows]) for k, side in sides.items()}]
-    ]

@@ -109,28 +109,26 @@ def progress(enabled: bool | None, **options: Any) -> Any:
 
 @dataclass
 class Panel:
-    """One chart. `kind`: "bar" (one bar per label for each series of heights), "hist" (each
-    series is values), "line" or "scatter" (each series is (xs, ys))."""
+    """One chart. `kind`: "hist" (each series is values), "line" or "scatter" (each series is
+    (xs, ys))."""
 
     title: str
     kind: str
     series: dict[str, Any]
-    labels: list[str] = field(default_factory=list)
     xlabel: str = ""
     ylabel: str = ""
     log_x: bool = False
     log_y: bool = False
     bins: int | list[float] = 20
-    ylim: tuple[float, float] | None = None
     marks: dict[str, float] = field(default_factory=dict)  # vertical lines: legend label → x
 
 
 def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
-    """`name.json` ← data, `name.png` ← panels, anything else ← text."""
+    """`name.json` ← data (paths as text), `name.png` ← panels, anything else ← text."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, content in outputs.items():
         if name.endswith(".json"):
-            text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+            text = json.dumps(content, indent=2, ensure_ascii=False, default=str) + "\n"
             (out_dir / name).write_text(text, encoding="utf-8")
         elif name.endswith(".png"):
             write_figure(out_dir / name, content)
@@ -140,10 +138,11 @@ def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
 
 def write_benchmark(out_dir: Path, name: str, report: dict, panels: list, **context: Any) -> None:
     """name.json ← the report; name.md ← templates/name.md.j2 (the report and `context`);
-    name.png ← the panels."""
+    name.png ← the panels, if any."""
     report["finished"] = now()
     markdown = render(f"{name}.md.j2", **report, **context)
-    write_outputs(out_dir, {f"{name}.json": report, f"{name}.md": markdown, f"{name}.png": panels})
+    outputs = {f"{name}.json": report, f"{name}.md": markdown}
+    write_outputs(out_dir, outputs | ({f"{name}.png": panels} if panels else {}))
 
 
 def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
@@ -165,15 +164,7 @@ def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
 
 
 def _draw(ax: Any, panel: Panel) -> None:
-    if panel.kind == "bar":
-        width = 0.8 / max(len(panel.series), 1)
-        for index, (label, heights) in enumerate(panel.series.items()):
-            xs = [x + index * width for x in range(len(panel.labels))]
-            ax.bar(xs, [height or 0.0 for height in heights], width, label=label)
-        middle = width * (len(panel.series) - 1) / 2
-        ticks = [x + middle for x in range(len(panel.labels))]
-        ax.set_xticks(ticks, panel.labels, rotation=20, ha="right")
-    for label, data in panel.series.items() if panel.kind != "bar" else ():
+    for label, data in panel.series.items():
         if panel.kind == "hist":
             ax.hist(data, bins=panel.bins, label=label, edgecolor="white")
         elif panel.kind == "scatter":
@@ -188,7 +179,5 @@ def _draw(ax: Any, panel: Panel) -> None:
         ax.set_xscale("log")
     if panel.log_y:
         ax.set_yscale("log")
-    if panel.ylim:
-        ax.set_ylim(*panel.ylim)
     if len(panel.series) + len(panel.marks) > 1:
         ax.legend(fontsize=8)

@@ -1,7 +1,7 @@
 """`scholia eval perf`: each path beside its raw baseline, measured in the same run: ingest
 (`eval.bench_ingest`); /search over HTTP vs the same query embedded and sent straight to Chroma;
 /ask streamed (server-sent events) vs a raw streamed completion of the identical prompt; the
-engine's choices for this CPU and its raw speed. Writes perf.json, perf.md and perf.png."""
+engine's choices for this CPU and its raw speed. Writes perf.json and perf.md."""
 
 from __future__ import annotations
 
@@ -16,21 +16,11 @@ from typing import Any
 from eval import bench_ingest, harness
 from eval.bench_load import Concurrency
 from eval.metrics import stats
-from eval.output import Panel, write_benchmark
+from eval.output import write_benchmark
 from scholia.settings import Settings
 
-SEARCH_ROWS = {
-    "search_http_ms": "/search over HTTP",
-    "raw_embed_plus_chroma_ms": "raw embed + Chroma",
-}
-SEARCH_ROWS |= {"raw_embed_ms": "raw embed", "raw_chroma_ms": "raw Chroma query"}
-ASK_ROWS = {"ask_ttft_ms": "/ask time to first token", "raw_ttft_ms": "raw time to first token"}
-ASK_ROWS |= {"ask_total_ms": "/ask total (final answer)", "raw_total_ms": "raw completion total"}
-SEARCH_RATIOS = {"ratio": ("search_http_ms", "raw_embed_plus_chroma_ms")}
-ASK_RATIOS = {"ratio_ttft": ("ask_ttft_ms", "raw_ttft_ms")}
-ASK_RATIOS |= {"ratio_total": ("ask_total_ms", "raw_total_ms")}
-# section → its rows, and ratio name → (pipeline, its raw baseline): tables, ratios and charts
-TABLES = {"search": (SEARCH_ROWS, SEARCH_RATIOS), "ask": (ASK_ROWS, ASK_RATIOS)}
+# /search and its raw baseline, whole and in parts
+SEARCH_SERIES = ("search_http_ms", "raw_embed_plus_chroma_ms", "raw_embed_ms", "raw_chroma_ms")
 Step = Callable[[str], Awaitable[None]]
 
 
@@ -42,20 +32,13 @@ async def alternate(steps: tuple[Step, Step], items: list[str]) -> None:
             await step(item)
 
 
-def with_ratios(result: dict[str, Any], ratios: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """The stats, and p50 and p95 of each pipeline ÷ its raw baseline."""
-    for name, (pipeline, raw) in ratios.items():
-        result |= harness.ratios(result[pipeline], result[raw], name)
-    return result
-
-
 async def measure_search(settings: Settings, url: str, services: Any, queries: list[str]) -> dict:
     """/search over HTTP beside the same query embedded and sent straight to Chroma."""
     import httpx
 
     top_k = 5
     candidates = max(settings.retrieval.candidates, top_k * 4)
-    series: dict[str, list[float]] = {key: [] for key in SEARCH_ROWS}
+    series: dict[str, list[float]] = {key: [] for key in SEARCH_SERIES}
 
     async def via_http(query: str) -> None:
         tick = time.perf_counter()
@@ -81,10 +64,9 @@ async def measure_search(settings: Settings, url: str, services: Any, queries: l
         for values in series.values():
             values.clear()
         await alternate((via_http, raw), queries)
-    result = {"queries": len(queries), "top_k": top_k, "chroma_candidates": candidates}
-    return result | with_ratios(
-        {key: stats(values) for key, values in series.items()}, SEARCH_RATIOS
-    )
+    result: dict[str, Any] = {key: stats(values) for key, values in series.items()}
+    result |= harness.ratios(result["search_http_ms"], result["raw_embed_plus_chroma_ms"])
+    return {"queries": len(queries), "top_k": top_k, "chroma_candidates": candidates} | result
 
 
 async def measure_ask(
@@ -96,16 +78,11 @@ async def measure_ask(
     given = (url, llm_url, [1], asks, None, settings, services, asks, math.inf, log)
     bench = Concurrency(*given, stream=True)
     level = (await bench.measure())[0]
-    pipeline, raw = level["scholia"], level["raw"]
-    if errors := pipeline["errors"] + raw["errors"]:
+    raw = level["raw"]
+    if errors := level["scholia"]["errors"] + raw["errors"]:
         raise RuntimeError(errors[0])
     result: dict[str, Any] = {"questions": len(bench.prompts), "max_tokens": llm.max_answer_tokens}
-    result |= {"model": llm.model, "llm_url": llm_url}
-    result |= {"ask_ttft_ms": pipeline["ttft_ms"], "raw_ttft_ms": raw["ttft_ms"]}
-    result |= {"ask_total_ms": pipeline["latency_ms"], "raw_total_ms": raw["latency_ms"]}
-    result = with_ratios(result, ASK_RATIOS)
-    result |= {"raw_completion_tokens": raw["completion_tokens"]}
-    result |= {"raw_prompt_tokens": raw["prompt_tokens"]}
+    result |= {"model": llm.model, "llm_url": llm_url, **level}
     if len(bench.asked_ms) > 1 and bench.asked_ms[1] > 0:  # the first: the warm-up
         result["ask_first_vs_second"] = round(bench.asked_ms[0] / bench.asked_ms[1], 2)
     decode_ms = raw["latency_ms"]["mean"] - raw["ttft_ms"]["mean"]
@@ -194,16 +171,5 @@ def run_perf(
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report |= {"search": {"error": str(error)}, "ask": {"error": str(error)}}
     report["engine"] = measure_engine(settings, log)
-    write_benchmark(out_dir, "perf", report, panels(report), tables=TABLES)
+    write_benchmark(out_dir, "perf", report, [])
     return report
-
-
-def panels(report: dict[str, Any]) -> list[Panel]:
-    """p50 and p95 of each path beside its raw baseline."""
-    charts = []
-    for name, (rows, ratios) in TABLES.items():
-        for pipeline, raw in ratios.values() if next(iter(rows)) in report[name] else ():
-            series = {q: [report[name][key][q] for key in (pipeline, raw)] for q in ("p50", "p95")}
-            title = f"{rows[pipeline]} vs raw (ms)"
-            charts.append(Panel(title, "bar", series, labels=[rows[pipeline], rows[raw]]))
-    return charts or [Panel("no latency measured", "bar", {})]

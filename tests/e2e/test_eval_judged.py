@@ -51,4 +51,4 @@ def test_llm_judged_run_on_real_vllm(
     )
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(results) == 1
-    assert (out / "report.md").is_file() and (out / "per_type.png").is_file()
+    assert (out / "report.md").is_file() and (out / "scores.png").is_file()

@@ -41,4 +41,4 @@ def test_concurrency_benchmark_against_a_served_app(
     assert pipeline_prompts and all(r["messages"] in pipeline_prompts for r in raw_requests)
     text = (tmp_path / "concurrency.md").read_text()
     assert "Scholia answers/s" in text and "| 2 |" in text
-    assert (tmp_path / "concurrency.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "concurrency.png").exists()  # the table holds every figure
