@@ -388,7 +388,7 @@ class Concurrency:
         return rows
 
     def run(self, out_dir: Path) -> dict[str, Any]:
-        """Measure; write concurrency.json and concurrency.md into `out_dir`."""
+        """Measure; write concurrency.json, concurrency.md and concurrency.png into `out_dir`."""
         for url in (self.app_url, self.llm_url):
             harness.check_loopback(url)
         llm, levels = self.settings.llm, asyncio.run(self.measure())
@@ -396,5 +396,20 @@ class Concurrency:
         report |= {"questions": len(self.prompts), "questions_left_out": self.left_out}
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
         report |= {"time_cap_s": self.time_cap_s, "levels": levels}
-        write_benchmark(out_dir, "concurrency", report, [])
+        write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
         return report
+
+
+def concurrency_panels(report: dict[str, Any]) -> list[Panel]:
+    """Throughput and p95 latency by concurrency level: Scholia /ask beside the raw LLM."""
+    rows = [row for row in report["levels"] if "skipped" not in row]
+    levels = [row["level"] for row in rows]
+    throughput, p95 = {}, {}
+    clients = "concurrent clients"
+    for label, side in (("Scholia /ask", "scholia"), ("raw LLM", "raw")):
+        throughput[label] = (levels, [row[side]["answers_per_s"] for row in rows])
+        p95[label] = (levels, [row[side]["latency_ms"]["p95"] for row in rows])
+    return [
+        Panel("throughput (answers/s)", "line", throughput, xlabel=clients, log_x=True),
+        Panel("p95 latency (ms)", "line", p95, xlabel=clients, log_x=True),
+    ]

@@ -1,7 +1,7 @@
 """`scholia eval perf`: each path beside its raw baseline, measured in the same run: ingest
 (`eval.bench_ingest`); /search over HTTP vs the same query embedded and sent straight to Chroma;
 /ask streamed (server-sent events) vs a raw streamed completion of the identical prompt; the
-engine's choices for this CPU and its raw speed. Writes perf.json and perf.md."""
+engine's choices for this CPU and its raw speed. Writes perf.json, perf.md and perf.png."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 from eval import bench_ingest, harness
 from eval.bench_load import Concurrency
 from eval.metrics import stats
-from eval.output import write_benchmark
+from eval.output import Panel, write_benchmark
 from scholia.settings import Settings
 
 # /search and its raw baseline, whole and in parts
@@ -171,5 +171,23 @@ def run_perf(
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report |= {"search": {"error": str(error)}, "ask": {"error": str(error)}}
     report["engine"] = measure_engine(settings, log)
-    write_benchmark(out_dir, "perf", report, [])
+    write_benchmark(out_dir, "perf", report, panels(report))
     return report
+
+
+def panels(report: dict[str, Any]) -> list[Panel]:
+    """p50 and p95 of each path beside its raw baseline."""
+    search, ask = report["search"], report["ask"]
+    pairs = []  # (the path's label, its latency, the baseline's label, its latency)
+    if "search_http_ms" in search:
+        raw = search["raw_embed_plus_chroma_ms"]
+        pairs.append(("/search over HTTP", search["search_http_ms"], "raw embed + Chroma", raw))
+    if "scholia" in ask:
+        scholia, raw = ask["scholia"], ask["raw"]
+        pairs.append(("/ask first token", scholia["ttft_ms"], "raw first token", raw["ttft_ms"]))
+        pairs.append(("/ask total", scholia["latency_ms"], "raw total", raw["latency_ms"]))
+    charts = []
+    for label, latency, raw_label, raw_latency in pairs:
+        series = {q: [latency[q], raw_latency[q]] for q in ("p50", "p95")}
+        charts.append(Panel(f"{label} vs raw (ms)", "bar", series, labels=[label, raw_label]))
+    return charts or [Panel("no latency measured", "bar", {})]

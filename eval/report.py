@@ -15,7 +15,7 @@ from eval.suite import Suite
 from scholia.settings import Settings
 
 Record = dict[str, Any]
-PLOT = "scores.png"
+PLOTS = ("per_type.png", "scores.png")
 LATENCY_LABELS = {"ask_ms": "/ask pipeline, ms", "generate_ms": "LLM generation, ms"}
 LATENCY_LABELS["judge_s"] = "judge per question, s"
 
@@ -191,13 +191,31 @@ def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
         main=main,
         misses=misses,
         missing_gold=sorted({t for r in records for t in r.get("gold_missing_from_index", [])}),
-        plot=PLOT,
+        plots=PLOTS,
     )
 
 
-def _panels(summary: dict[str, Any], records: list[Record]) -> list[Panel]:
-    """A histogram of each per-question score: reciprocal rank by mode, the RAGAS scores (the
-    tables hold the means by type, and the latency figures)."""
+def _per_type_panels(summary: dict[str, Any]) -> list[Panel]:
+    """Bars by question type: hit@1, hit@5 and MRR of each retrieval mode; the answers' key
+    strings, wrong declines (answerable questions) and right ones (unanswerable questions)."""
+    ylim = (0.0, 1.25)  # room above 1 for the legend
+    by_mode = {mode: block["by_type"] for mode, block in summary["retrieval"].items()}
+    gold = [t for t in summary["counts_by_type"] if any(b[t]["n"] for b in by_mode.values())]
+    panels = []
+    for metric in ("hit@1", "hit@5", "mrr"):
+        series = {mode: [blocks[t][metric] for t in gold] for mode, blocks in by_mode.items()}
+        panels.append(Panel(f"retrieval {metric}", "bar", series, labels=gold, ylim=ylim))
+    if summary["answers"]:
+        answered = {t: b for t, b in summary["answers"]["by_type"].items() if b["answered"]}
+        columns = {"key strings": "key_string_accuracy", "wrong declines": "wrong_decline_rate"}
+        columns["right declines"] = "decline_rate_unanswerable"
+        series = {name: [b[key] for b in answered.values()] for name, key in columns.items()}
+        panels.append(Panel("answers by type", "bar", series, labels=list(answered), ylim=ylim))
+    return panels
+
+
+def _score_panels(summary: dict[str, Any], records: list[Record]) -> list[Panel]:
+    """A histogram of each per-question score: reciprocal rank by mode, the RAGAS scores."""
     scores = {}
     for mode in summary["retrieval"]:
         ranked = [r["retrieval"].get(mode, {}).get("scores") for r in records]
@@ -215,5 +233,6 @@ def write_report(out_dir: Path, summary: dict[str, Any], records: list[Record]) 
     report = render_markdown(summary, records)
     outputs: dict[str, Any] = {"summary.json": summary, "report.md": report}
     if records:
-        outputs[PLOT] = _panels(summary, records)
+        outputs["per_type.png"] = _per_type_panels(summary)
+        outputs["scores.png"] = _score_panels(summary, records)
     write_outputs(out_dir, outputs)

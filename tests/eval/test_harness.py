@@ -50,6 +50,7 @@ def test_check_loopback() -> None:
 
 def test_write_outputs_writes_json_markdown_and_charts(tmp_path: Path) -> None:
     panels = [
+        Panel("bars", "bar", {"p50": [1.0, None], "p95": [2.0, 3.0]}, labels=["a", "b"]),
         Panel("hist", "hist", {"x": [0.1, 0.2, 0.9]}, bins=[0, 0.5, 1]),
         Panel("line", "line", {"y": ([1, 2], [3.0, 4.0])}, log_x=True, marks={"end": 1.5}),
         Panel("scatter", "scatter", {"z": ([1, 2], [3.0, 40.0])}, log_y=True),

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from eval import bench_ingest
-from eval.perf import run_perf
+from eval.perf import panels, run_perf
 from scholia.settings import Settings
 from tests.eval.fake_openai import fake_openai
 
@@ -65,7 +65,13 @@ def test_perf_end_to_end_with_a_fake_llm(
     }
     assert engine["speed"]["prefill_tokens_s"] > 0 and engine["speed"]["decode_tokens_s"] > 0
     assert "## Engine" in text and "Raw engine speed" in text
-    assert not (tmp_path / "perf.png").exists()  # the tables hold every figure
+    assert (tmp_path / "perf.png").read_bytes()[:4] == b"\x89PNG"
+    titles = [panel.title for panel in panels(report)]
+    assert titles == [
+        "/search over HTTP vs raw (ms)",
+        "/ask first token vs raw (ms)",
+        "/ask total vs raw (ms)",
+    ]
 
 
 def test_perf_without_llm_or_bench(indexed_settings: Settings, tmp_path: Path) -> None:
@@ -78,3 +84,4 @@ def test_perf_without_llm_or_bench(indexed_settings: Settings, tmp_path: Path) -
     assert report["search"]["search_http_ms"]["n"] == 2
     assert "no LLM answers" in (tmp_path / "perf.md").read_text()
     assert "no LLM answers" in report["engine"]["speed"]["skipped"]
+    assert (tmp_path / "perf.png").read_bytes()[:4] == b"\x89PNG"  # /search only

@@ -54,4 +54,6 @@ def test_summary_metrics_and_report(tmp_path: Path) -> None:
     report = re.sub(" +", " ", (tmp_path / "report.md").read_text())  # tables are padded
     assert "| hybrid | 2 | 0.500 |" in report and "## Answers" in report
     assert "## Retrieval misses at 5 (hybrid)" in report and "| q2 | which_paper |" in report
-    assert (tmp_path / "scores.png").read_bytes()[:4] == b"\x89PNG"
+    for plot in ("per_type.png", "scores.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+        assert f"![{plot}]({plot})" in report
