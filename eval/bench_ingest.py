@@ -25,7 +25,6 @@ from eval.output import Panel, flat, write_outputs
 
 RESULT_FILE, PLOT_FILE = "bench_ingest.json", "bench_ingest.png"
 LOGGED = ("ingest_s_per_doc", "throughput_ratio", "throughput_ratio_cpu", "peak_rss_ingest_mb")
-BY_SIZE = (*LOGGED, "ingest_cpu_s_per_doc")  # in the summary, by size
 
 
 def _cpu_s() -> float:
@@ -194,8 +193,6 @@ def _combine(size: int, ingest: dict, first: dict, second: dict) -> dict[str, An
         result |= {f"raw_encode_{clock}s": raw, f"raw_encode_{clock}s_per_doc": raw / papers}
         result[f"throughput_ratio{ratio}"] = raw / spent
     return result | {
-        "ingest_docs_per_s": papers / ingest["wall_s"],
-        "raw_encode_docs_per_s": papers / result["raw_encode_s"],
         "phases_s": {phase: round(seconds, 3) for phase, seconds in ingest["phases_s"].items()},
         "rss_after_model_mb": ingest["rss_after_model_mb"],
         "peak_rss_ingest_mb": ingest["peak_rss_mb"],
@@ -212,8 +209,7 @@ def _summary(sizes: list[int], seed: int, results: list[dict[str, Any]]) -> dict
         values = [r[key] for r in results]
         return round(max(values) / min(values), 3)
 
-    by_size = {key: {r["size"]: round(r[key], 4) for r in results} for key in BY_SIZE}
-    return {"sizes": sizes, "seed": seed, **by_size} | {
+    return {"sizes": sizes, "seed": seed} | {
         # max ÷ min seconds per document across sizes (target ≤ 1.2); in CPU seconds too,
         # which a busy shared machine disturbs far less
         "s_per_doc_spread": spread("ingest_s_per_doc"),

@@ -106,21 +106,19 @@ def _group(outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def summarize(outcomes: list[Outcome], rss: list[tuple[float, float]], timing: dict) -> dict:
-    """All requests, by kind and by route; unexpected answers; the app's RSS."""
-    groups: dict[str, dict[str, list[Outcome]]] = {"by_kind": {}, "by_route": {}}
+    """All requests, and by kind (each with its route); unexpected answers; the app's RSS."""
+    kinds: dict[str, list[Outcome]] = {}
     for o in outcomes:
-        groups["by_kind"].setdefault(o["kind"], []).append(o)
-        groups["by_route"].setdefault(EXPECTED[o["kind"]][0], []).append(o)
-    by = {name: {k: _group(group[k]) for k in sorted(group)} for name, group in groups.items()}
-    for kind, row in by["by_kind"].items():
-        row["route"] = EXPECTED[kind][0]
+        kinds.setdefault(o["kind"], []).append(o)
+    by_kind = {k: _group(kinds[k]) | {"route": EXPECTED[k][0]} for k in sorted(kinds)}
     errors = [o["status"] for o in outcomes if isinstance(o["status"], int) and o["status"] >= 500]
     after_warmup = next((mb for t, mb in rss if t >= timing["warmup_s"]), None)
     rss_mb = {"before": rss[0][1], "after_warmup": after_warmup, "after": rss[-1][1]}
     rss_mb["peak_during"] = max(mb for t, mb in rss if t <= timing["duration_s"])
     if after_warmup is not None:
         rss_mb["growth_after_warmup"] = round(rss[-1][1] - after_warmup, 1)
-    return {**_group(outcomes), **by, "per_s": round(len(outcomes) / timing["wall_s"], 3)} | {
+    per_s = round(len(outcomes) / timing["wall_s"], 3)
+    return {**_group(outcomes), "by_kind": by_kind, "per_s": per_s} | {
         "unexpected_examples": [
             f"{o['kind']}: {o['unexpected']}" for o in outcomes if o["unexpected"]
         ][:20],
@@ -257,10 +255,31 @@ def load_panels(report: dict[str, Any]) -> list[Panel]:
     ]
 
 
+async def read_answer(response: Any, stream: bool) -> tuple[float | None, dict[str, Any]]:
+    """When /ask's first `token` event came (None unstreamed), and its answer (the JSON, or the
+    stream's `final` event)."""
+    if not stream:
+        return None, json.loads(await response.aread())
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        raise RuntimeError("/ask answered without an event stream")
+    first, event = None, ""
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            event = line.partition(":")[2].strip()
+        elif line.startswith("data:") and event == "token" and first is None:
+            first = time.perf_counter()
+        elif line.startswith("data:") and event == "error":
+            raise RuntimeError(f"/ask stream failed: {line[5:].strip()[:200]}")
+        elif line.startswith("data:") and event == "final":
+            return first, json.loads(line[5:])
+    return first, {}
+
+
 @dataclass
 class Concurrency:
     """`settings`: max_tokens, temperature, the API key and the index that builds the identical
-    prompts. Each level sends `requests_per_level` (default 2 × level, at least 4) requests."""
+    prompts. Each level sends `requests_per_level` (default 2 × level, at least 4) requests.
+    `stream`: both sides streamed, their time to first token measured too (`eval perf`)."""
 
     app_url: str
     llm_url: str
@@ -272,35 +291,41 @@ class Concurrency:
     requests_per_level: int | None = None
     time_cap_s: float = 600.0
     log: Log = print
+    stream: bool = False
 
     def __post_init__(self) -> None:
         from assistant.api.services import build_services
 
-        self.app_url = harness.check_loopback(self.app_url)
-        self.llm_url = harness.check_loopback(self.llm_url)
+        self.app_url, self.llm_url = self.app_url.rstrip("/"), self.llm_url.rstrip("/")
         if not self.levels or min(self.levels) < 1:
             raise ValueError(f"levels must be positive integers, got {self.levels}")
         self.services = self.services or build_services(self.settings)
         model, timeout_s = self.model or self.settings.llm.model, self.settings.llm.deadline_s * 2
         self.raw_llm = harness.RawLLM(self.settings, self.llm_url, model, timeout_s)
         self.prompts: list[tuple[str, Any]] = []  # (question, the messages /ask sends for it)
+        self.left_out = 0  # questions declined before generation: they never reach the LLM
+        self.asked_ms: list[float] = []  # each /ask, the warm-up first, in the order answered
         self.deadline, self.headers = 0.0, harness.auth_headers(self.settings)
 
     async def scholia(self, client: Any, index: int) -> dict[str, Any]:
-        body = {"question": self.prompts[index % len(self.prompts)][0], "stream": False}
+        body = {"question": self.prompts[index % len(self.prompts)][0], "stream": self.stream}
         for retries in range(MAX_RATE_LIMIT_RETRIES + 1):
             tick = time.perf_counter()
-            response = await client.post(f"{self.app_url}/ask", json=body)
-            ms = (time.perf_counter() - tick) * 1000
-            if response.status_code != 429 or retries == MAX_RATE_LIMIT_RETRIES:
-                break
+            async with client.stream("POST", f"{self.app_url}/ask", json=body) as response:
+                if response.status_code != 429 or retries == MAX_RATE_LIMIT_RETRIES:
+                    response.raise_for_status()
+                    first, answer = await read_answer(response, self.stream)
+                    break
             # the server's rate limiter, not the pipeline: wait, resend
             await asyncio.sleep(min(float(response.headers.get("retry-after", 1)), 30))
-        response.raise_for_status()
-        return {"ms": ms, "retries": retries, **response.json().get("usage", {})}
+        end = time.perf_counter()
+        self.asked_ms.append((end - tick) * 1000)
+        outcome = {"ms": self.asked_ms[-1], "ttft_ms": ((first or end) - tick) * 1000}
+        return outcome | {"retries": retries, **answer.get("usage", {})}
 
     async def raw(self, client: Any, index: int) -> dict[str, Any]:
-        return await self.raw_llm.complete(self.prompts[index % len(self.prompts)][1], stream=False)
+        messages = self.prompts[index % len(self.prompts)][1]
+        return await self.raw_llm.complete(messages, stream=self.stream)
 
     async def level(self, call: Callable, client: Any, level: int, count: int) -> dict[str, Any]:
         """`count` calls through `level` concurrent workers; none starts after the deadline."""
@@ -318,7 +343,7 @@ class Concurrency:
         tick = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(level)))
         wall_s = time.perf_counter() - tick
-        tokens = ("prompt_tokens", "completion_tokens")
+        figures = ("prompt_tokens", "completion_tokens") + ("ttft_ms",) * self.stream
         return {
             "requests": count,
             "ok": len(outcomes),
@@ -327,11 +352,17 @@ class Concurrency:
             "wall_s": round(wall_s, 3),
             "answers_per_s": round(len(outcomes) / wall_s, 3),
             "latency_ms": stats([o["ms"] for o in outcomes]),
-            **{key: stats([o.get(key, 0) for o in outcomes]) for key in tokens},
+            **{key: stats([o.get(key, 0) for o in outcomes]) for key in figures},
         }
 
     async def measure(self) -> list[dict[str, Any]]:
-        """Each level through both sides, alternating which goes first."""
+        """The identical prompts; each level through both sides, alternating which goes first."""
+        asked = harness.dev_questions(self.questions, answerable=True)
+        self.prompts = await harness.identical_prompts(self.services, asked)
+        if not self.prompts:
+            raise RuntimeError("none of the questions reaches the LLM (each would be declined)")
+        self.left_out = len(asked) - len(self.prompts)
+        self.deadline = time.monotonic() + self.time_cap_s
         rows: list[dict[str, Any]] = []
         async with _http_client(self.headers, max(self.levels), self.raw_llm.timeout_s) as client:
             # Not timed: the HTTP paths, and every prompt once into the LLM's prefix cache, so
@@ -339,7 +370,7 @@ class Concurrency:
             self.log(f"concurrency: warm-up ({len(self.prompts)} prompts)")
             await self.scholia(client, 0)
             for _, messages in self.prompts:
-                await self.raw_llm.complete(messages, stream=False, max_tokens=1)
+                await self.raw_llm.complete(messages, stream=self.stream, max_tokens=1)
             for position, level in enumerate(self.levels):
                 if time.monotonic() > self.deadline:
                     rows.append({"level": level, "skipped": "time cap reached"})
@@ -351,34 +382,34 @@ class Concurrency:
                 s, r = row["scholia"], row["raw"]
                 ratio = harness.ratio(s, r, "answers_per_s")
                 ratios = harness.ratios(s["latency_ms"], r["latency_ms"])
+                if self.stream:
+                    ratios |= harness.ratios(s["ttft_ms"], r["ttft_ms"], "ratio_ttft")
                 rows.append({"level": level, **row, "ratio_answers_per_s": ratio, **ratios})
         return rows
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         """Measure; write concurrency.json, concurrency.md and concurrency.png into `out_dir`."""
-        asked = harness.dev_questions(self.questions, answerable=True)
-        self.prompts = asyncio.run(harness.identical_prompts(self.services, asked))
-        if not self.prompts:
-            raise RuntimeError("none of the questions reaches the LLM (each would be declined)")
-        llm, self.deadline = self.settings.llm, time.monotonic() + self.time_cap_s
+        for url in (self.app_url, self.llm_url):
+            harness.check_loopback(url)
+        llm, levels = self.settings.llm, asyncio.run(self.measure())
         report = harness.begin(app_url=self.app_url, llm_url=self.llm_url, model=self.raw_llm.model)
-        left_out = len(asked) - len(self.prompts)
-        report |= {"questions": len(self.prompts), "questions_left_out": left_out}
+        report |= {"questions": len(self.prompts), "questions_left_out": self.left_out}
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
-        report |= {"time_cap_s": self.time_cap_s, "levels": asyncio.run(self.measure())}
+        report |= {"time_cap_s": self.time_cap_s, "levels": levels}
         write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
         return report
 
 
 def concurrency_panels(report: dict[str, Any]) -> list[Panel]:
+    """Throughput and p95 latency by concurrency level: Scholia /ask beside the raw LLM."""
     rows = [row for row in report["levels"] if "skipped" not in row]
-    levels, sides = [row["level"] for row in rows], {"Scholia /ask": "scholia", "raw LLM": "raw"}
-    figures: dict[str, Callable[[dict[str, Any]], float]] = {
-        "throughput (answers/s)": lambda side: side["answers_per_s"],
-        "p95 latency (ms)": lambda side: side["latency_ms"]["p95"] or 0,
-    }
+    levels = [row["level"] for row in rows]
+    throughput, p95 = {}, {}
+    clients = "concurrent clients"
+    for label, side in (("Scholia /ask", "scholia"), ("raw LLM", "raw")):
+        throughput[label] = (levels, [row[side]["answers_per_s"] for row in rows])
+        p95[label] = (levels, [row[side]["latency_ms"]["p95"] for row in rows])
     return [
-        Panel(title, "line", series, xlabel="concurrent clients", log_x=True)
-        for title, figure in figures.items()
-        for series in [{k: (levels, [figure(r[side]) for r in rows]) for k, side in sides.items()}]
+        Panel("throughput (answers/s)", "line", throughput, xlabel=clients, log_x=True),
+        Panel("p95 latency (ms)", "line", p95, xlabel=clients, log_x=True),
     ]

@@ -116,16 +116,13 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-def dev_questions(
-    count: int | None = None, *, answerable: bool = False, fact: bool = False
-) -> list[str]:
+def dev_questions(count: int | None = None, *, answerable: bool = False) -> list[str]:
     """The dev suite's questions: the first `count` answerable ones, or `count` cycled through
-    all (or the fact ones)."""
+    all."""
     questions = load_suite(SUITES_DIR / "dev.jsonl").questions
     if answerable:
         return [q.question for q in questions if q.answerable][:count]
-    chosen = [q.question for q in questions if q.type == "fact" or not fact]
-    return [chosen[i % len(chosen)] for i in range(count or len(chosen))]
+    return [questions[i % len(questions)].question for i in range(count or len(questions))]
 
 
 async def identical_prompts(services: Any, questions: list[str]) -> list[tuple[str, Any]]:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy
 
-from eval.suite import normalize_title
+from ingest.parse import normalize_title
 
 K_VALUES = (1, 3, 5, 10)
 RETRIEVAL_DEPTH = 10  # papers retrieved per question; nDCG is at this depth too
@@ -58,21 +58,13 @@ def mean(values: Iterable[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..100) of the values; None for no values."""
-    return float(numpy.percentile(values, q)) if len(values) else None
-
-
 def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
-    """n, p50, p95, p99, mean, min and max, rounded; None where there are no values."""
-
-    def rounded(value: float | None) -> float | None:
-        return None if value is None else round(value, digits)
-
-    return {
-        "n": len(values),
-        **{f"p{q}": rounded(percentile(values, q)) for q in (50, 95, 99)},
-        "mean": rounded(sum(values) / len(values)) if values else None,
-        "min": rounded(min(values)) if values else None,
-        "max": rounded(max(values)) if values else None,
-    }
+    """n, p50, p95 and p99 (linearly interpolated), mean, min and max, rounded; None where there
+    are no values."""
+    figures: dict[str, float | int | None] = {"n": len(values)}
+    if not values:
+        return figures | dict.fromkeys(("p50", "p95", "p99", "mean", "min", "max"))
+    p50, p95, p99 = (float(p) for p in numpy.percentile(values, (50, 95, 99)))
+    exact = {"p50": p50, "p95": p95, "p99": p99, "mean": sum(values) / len(values)}
+    exact |= {"min": min(values), "max": max(values)}
+    return figures | {key: round(value, digits) for key, value in exact.items()}

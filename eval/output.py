@@ -115,7 +115,7 @@ class Panel:
     title: str
     kind: str
     series: dict[str, Any]
-    labels: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # "bar": the label under each group of bars
     xlabel: str = ""
     ylabel: str = ""
     log_x: bool = False
@@ -126,11 +126,11 @@ class Panel:
 
 
 def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
-    """`name.json` ← data, `name.png` ← panels, anything else ← text."""
+    """`name.json` ← data (paths as text), `name.png` ← panels, anything else ← text."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, content in outputs.items():
         if name.endswith(".json"):
-            text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+            text = json.dumps(content, indent=2, ensure_ascii=False, default=str) + "\n"
             (out_dir / name).write_text(text, encoding="utf-8")
         elif name.endswith(".png"):
             write_figure(out_dir / name, content)
@@ -166,19 +166,13 @@ def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
 
 def _draw(ax: Any, panel: Panel) -> None:
     if panel.kind == "bar":
-        width = 0.8 / max(len(panel.series), 1)
-        for index, (label, heights) in enumerate(panel.series.items()):
-            xs = [x + index * width for x in range(len(panel.labels))]
-            ax.bar(xs, [height or 0.0 for height in heights], width, label=label)
-        middle = width * (len(panel.series) - 1) / 2
-        ticks = [x + middle for x in range(len(panel.labels))]
-        ax.set_xticks(ticks, panel.labels, rotation=20, ha="right")
-    for label, data in panel.series.items() if panel.kind != "bar" else ():
+        _draw_bars(ax, panel)
+    for label, data in panel.series.items():
         if panel.kind == "hist":
             ax.hist(data, bins=panel.bins, label=label, edgecolor="white")
         elif panel.kind == "scatter":
             ax.scatter(*data, s=8, alpha=0.6, label=label)
-        else:
+        elif panel.kind == "line":
             ax.plot(*data, marker="o", label=label)
     for label, x in panel.marks.items():
         ax.axvline(x, color="grey", linestyle=":", label=label)
@@ -186,9 +180,27 @@ def _draw(ax: Any, panel: Panel) -> None:
     ax.title.set_fontsize(9)
     if panel.log_x:
         ax.set_xscale("log")
+    if panel.log_x and panel.kind == "line":  # a tick at each x, as a plain number
+        xs = sorted({x for line_xs, _ in panel.series.values() for x in line_xs})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
     if panel.log_y:
         ax.set_yscale("log")
     if panel.ylim:
         ax.set_ylim(*panel.ylim)
-    if len(panel.series) + len(panel.marks) > 1:
+    if panel.kind != "bar" and len(panel.series) + len(panel.marks) > 1:
         ax.legend(fontsize=8)
+
+
+def _draw_bars(ax: Any, panel: Panel) -> None:
+    """A group of bars for each label, one bar in it for each series; a missing height is 0."""
+    width = 0.8 / max(len(panel.series), 1)
+    for index, (label, heights) in enumerate(panel.series.items()):
+        xs = [x + index * width for x in range(len(panel.labels))]
+        ax.bar(xs, [height or 0.0 for height in heights], width, label=label)
+    middle = width * (len(panel.series) - 1) / 2
+    ticks = [x + middle for x in range(len(panel.labels))]
+    ax.set_xticks(ticks, panel.labels, rotation=20, ha="right")
+    ax.margins(y=0.25)  # room above the bars for the legend, in one row along the top
+    if panel.series:
+        ax.legend(fontsize=8, loc="upper center", ncols=len(panel.series))

@@ -7,144 +7,93 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eval import bench_ingest, harness
+from eval.bench_load import Concurrency
 from eval.metrics import stats
 from eval.output import Panel, write_benchmark
 from scholia.settings import Settings
 
-SEARCH_ROWS = {
-    "search_http_ms": "/search over HTTP",
-    "raw_embed_plus_chroma_ms": "raw embed + Chroma",
-}
-SEARCH_ROWS |= {"raw_embed_ms": "raw embed", "raw_chroma_ms": "raw Chroma query"}
-ASK_ROWS = {"ask_ttft_ms": "/ask time to first token", "raw_ttft_ms": "raw time to first token"}
-ASK_ROWS |= {"ask_total_ms": "/ask total (final answer)", "raw_total_ms": "raw completion total"}
-SEARCH_RATIOS = {"ratio": ("search_http_ms", "raw_embed_plus_chroma_ms")}
-ASK_RATIOS = {"ratio_ttft": ("ask_ttft_ms", "raw_ttft_ms")}
-ASK_RATIOS |= {"ratio_total": ("ask_total_ms", "raw_total_ms")}
-# section → its rows, and ratio name → (pipeline, its raw baseline): tables, ratios and charts
-TABLES = {"search": (SEARCH_ROWS, SEARCH_RATIOS), "ask": (ASK_ROWS, ASK_RATIOS)}
+# /search and its raw baseline, whole and in parts
+SEARCH_SERIES = ("search_http_ms", "raw_embed_plus_chroma_ms", "raw_embed_ms", "raw_chroma_ms")
 Step = Callable[[str], Awaitable[None]]
 
 
 async def alternate(steps: tuple[Step, Step], items: list[str]) -> None:
     """Each item through both steps, swapping their order every other item: the second may
-    profit from caches the first one warmed (vLLM's prefix cache, Chroma's pages)."""
+    profit from caches the first one warmed (Chroma's pages, the embedding model's)."""
     for index, item in enumerate(items):
         for step in steps if index % 2 else steps[::-1]:
             await step(item)
 
 
-def compared(series: dict[str, list[float]], ratios: dict[str, tuple[str, str]]) -> dict:
-    """Stats of each series, and p50 and p95 of each pipeline ÷ its raw baseline."""
-    result: dict[str, Any] = {key: stats(values) for key, values in series.items()}
-    for name, (pipeline, raw) in ratios.items():
-        result |= harness.ratios(result[pipeline], result[raw], name)
-    return result
+async def measure_search(settings: Settings, url: str, services: Any, queries: list[str]) -> dict:
+    """/search over HTTP beside the same query embedded and sent straight to Chroma."""
+    import httpx
 
+    top_k = 5
+    candidates = max(settings.retrieval.candidates, top_k * 4)
+    series: dict[str, list[float]] = {key: [] for key in SEARCH_SERIES}
 
-@dataclass
-class Perf:
-    settings: Settings
-    client: Any  # httpx.AsyncClient
-    url: str  # the served app
-    services: Any  # the app's services, built in this process, for the raw baselines
-    log: Callable[[str], None]
+    async def via_http(query: str) -> None:
+        tick = time.perf_counter()
+        body = {"query": query, "top_k": top_k}
+        (await client.post(f"{url}/search", json=body)).raise_for_status()
+        series["search_http_ms"].append((time.perf_counter() - tick) * 1000)
 
-    async def search(self, queries: list[str]) -> dict[str, Any]:
-        top_k = 5
-        candidates = max(self.settings.retrieval.candidates, top_k * 4)
-        series: dict[str, list[float]] = {key: [] for key in SEARCH_ROWS}
+    async def raw(query: str) -> None:
+        tick = time.perf_counter()
+        vector = services.assistant.retriever.embedder.embed_query(query)
+        middle = time.perf_counter()
+        include = ["metadatas", "documents", "distances"]
+        request = {"query_embeddings": [vector], "n_results": candidates, "include": include}
+        services.store.collection.query(**request)
+        end = time.perf_counter()
+        series["raw_embed_ms"].append((middle - tick) * 1000)
+        series["raw_chroma_ms"].append((end - middle) * 1000)
+        series["raw_embed_plus_chroma_ms"].append((end - tick) * 1000)
 
-        async def via_http(query: str) -> None:
-            tick = time.perf_counter()
-            body = {"query": query, "top_k": top_k}
-            (await self.client.post(f"{self.url}/search", json=body)).raise_for_status()
-            series["search_http_ms"].append((time.perf_counter() - tick) * 1000)
-
-        async def raw(query: str) -> None:
-            tick = time.perf_counter()
-            vector = self.services.assistant.retriever.embedder.embed_query(query)
-            middle = time.perf_counter()
-            include = ["metadatas", "documents", "distances"]
-            request = {"query_embeddings": [vector], "n_results": candidates, "include": include}
-            self.services.store.collection.query(**request)
-            end = time.perf_counter()
-            series["raw_embed_ms"].append((middle - tick) * 1000)
-            series["raw_chroma_ms"].append((end - middle) * 1000)
-            series["raw_embed_plus_chroma_ms"].append((end - tick) * 1000)
-
+    headers = harness.auth_headers(settings)
+    async with httpx.AsyncClient(timeout=60, headers=headers) as client:
         await alternate((via_http, raw), queries[:2])  # warm-up: model, HNSW index, connections
         for values in series.values():
             values.clear()
         await alternate((via_http, raw), queries)
-        result = {"queries": len(queries), "top_k": top_k, "chroma_candidates": candidates}
-        return result | compared(series, SEARCH_RATIOS)
+    result: dict[str, Any] = {key: stats(values) for key, values in series.items()}
+    result |= harness.ratios(result["search_http_ms"], result["raw_embed_plus_chroma_ms"])
+    return {"queries": len(queries), "top_k": top_k, "chroma_candidates": candidates} | result
 
-    async def sse_ask(self, question: str) -> tuple[float, float]:
-        """POST /ask with `stream: true`: (ms to the first `token` event, ms to `final`)."""
-        tick, first, event = time.perf_counter(), 0.0, ""
-        body, limit_s = {"question": question, "stream": True}, self.settings.llm.deadline_s * 2
-        async with self.client.stream("POST", f"{self.url}/ask", json=body, timeout=limit_s) as r:
-            r.raise_for_status()
-            if not r.headers.get("content-type", "").startswith("text/event-stream"):
-                raise RuntimeError("/ask answered without an event stream")
-            async for line in r.aiter_lines():
-                if line.startswith("event:"):
-                    event = line.partition(":")[2].strip()
-                elif line.startswith("data:") and event == "token" and not first:
-                    first = time.perf_counter()
-                elif line.startswith("data:") and event == "error":
-                    raise RuntimeError(f"/ask stream failed: {line[5:].strip()[:200]}")
-                elif line.startswith("data:") and event == "final":
-                    break
-        end = time.perf_counter()
-        return ((first or end) - tick) * 1000, (end - tick) * 1000
 
-    async def ask(self, llm_url: str, questions: list[str]) -> dict[str, Any]:
-        llm = self.settings.llm
-        raw_llm = harness.RawLLM(self.settings, llm_url, llm.model, llm.deadline_s)
-        prompts = dict(await harness.identical_prompts(self.services, questions))
-        series: dict[str, list[float]] = {key: [] for key in ASK_ROWS}
-        tokens: dict[str, list[float]] = {"raw_completion_tokens": [], "raw_prompt_tokens": []}
-
-        async def pipeline(question: str) -> None:
-            ttft, total = await self.sse_ask(question)
-            series["ask_ttft_ms"].append(ttft)
-            series["ask_total_ms"].append(total)
-
-        async def raw(question: str) -> None:
-            if question in prompts:  # those the pipeline declines never reach the LLM
-                outcome = await raw_llm.complete(prompts[question], stream=True)
-                series["raw_ttft_ms"].append(outcome["ttft_ms"])
-                series["raw_total_ms"].append(outcome["ms"])
-                for key, values in tokens.items():
-                    values.append(outcome[key.removeprefix("raw_")])
-
-        await alternate((pipeline, raw), questions)
-        totals, completions = series["ask_total_ms"], tokens["raw_completion_tokens"]
-        result: dict[str, Any] = {"questions": len(totals), "max_tokens": llm.max_answer_tokens}
-        result |= {"model": llm.model, "llm_url": llm_url, **compared(series, ASK_RATIOS)}
-        result |= {key: stats(values) for key, values in tokens.items()}
-        if len(totals) > 1 and totals[1] > 0:
-            result["ask_first_vs_second"] = round(totals[0] / totals[1], 2)
-        decode_s = (sum(series["raw_total_ms"]) - sum(series["raw_ttft_ms"])) / 1000
-        if completions and decode_s > 0:  # each completion's first token came with the prefill
-            decoded = sum(completions) - len(completions)
-            result["raw_decode_tokens_per_s"] = round(decoded / decode_s, 2)
-        return result
+async def measure_ask(
+    settings: Settings, url: str, llm_url: str, services: Any, asks: int, log: Callable
+) -> dict[str, Any]:
+    """/ask streamed (server-sent events) beside a raw streamed completion of the identical
+    prompt, one request at a time: level 1 of the concurrency benchmark, streamed."""
+    llm = settings.llm
+    given = (url, llm_url, [1], asks, None, settings, services, asks, math.inf, log)
+    bench = Concurrency(*given, stream=True)
+    level = (await bench.measure())[0]
+    raw = level["raw"]
+    if errors := level["scholia"]["errors"] + raw["errors"]:
+        raise RuntimeError(errors[0])
+    result: dict[str, Any] = {"questions": len(bench.prompts), "max_tokens": llm.max_answer_tokens}
+    result |= {"model": llm.model, "llm_url": llm_url, **level}
+    if len(bench.asked_ms) > 1 and bench.asked_ms[1] > 0:  # the first: the warm-up
+        result["ask_first_vs_second"] = round(bench.asked_ms[0] / bench.asked_ms[1], 2)
+    decode_ms = raw["latency_ms"]["mean"] - raw["ttft_ms"]["mean"]
+    if decode_ms > 0:  # each completion's first token came with the prefill
+        decoded = raw["completion_tokens"]["mean"] - 1
+        result["raw_decode_tokens_per_s"] = round(decoded / decode_ms * 1000, 2)
+    return result
 
 
 async def measure_services(settings: Settings, queries: int, asks: int, log: Callable) -> tuple:
     """/search and /ask of the app served on a free loopback port, beside their baselines."""
-    import httpx
-
     from assistant.api.main import create_app
     from assistant.api.services import build_services, llm_base_url
     from ingest.embed import Embedder
@@ -155,15 +104,13 @@ async def measure_services(settings: Settings, queries: int, asks: int, log: Cal
     llm_url = llm_base_url(settings)
     ask: dict[str, Any] = {"skipped": "--asks 0"}
     with harness.serve(create_app(settings, build_services(settings, embedder=embedder))) as url:
-        async with httpx.AsyncClient(timeout=60) as client:
-            perf = Perf(settings, client, url, local, log)
-            log(f"perf: /search × {queries} via {url}")
-            search = await perf.search(harness.dev_questions(queries))
-            if asks and not await local.llm.ping():
-                ask = {"skipped": f"no LLM answers at {llm_url}"}
-            elif asks:
-                log(f"perf: /ask × {asks} (two generations each) against {llm_url}")
-                ask = await perf.ask(llm_url, harness.dev_questions(asks, fact=True))
+        log(f"perf: /search × {queries} via {url}")
+        search = await measure_search(settings, url, local, harness.dev_questions(queries))
+        if asks and not await local.llm.ping():
+            ask = {"skipped": f"no LLM answers at {llm_url}"}
+        elif asks:
+            log(f"perf: /ask × {asks} (two generations each) against {llm_url}")
+            ask = await measure_ask(settings, url, llm_url, local, asks, log)
     return search, ask
 
 
@@ -224,16 +171,23 @@ def run_perf(
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report |= {"search": {"error": str(error)}, "ask": {"error": str(error)}}
     report["engine"] = measure_engine(settings, log)
-    write_benchmark(out_dir, "perf", report, panels(report), tables=TABLES)
+    write_benchmark(out_dir, "perf", report, panels(report))
     return report
 
 
 def panels(report: dict[str, Any]) -> list[Panel]:
     """p50 and p95 of each path beside its raw baseline."""
+    search, ask = report["search"], report["ask"]
+    pairs = []  # (the path's label, its latency, the baseline's label, its latency)
+    if "search_http_ms" in search:
+        raw = search["raw_embed_plus_chroma_ms"]
+        pairs.append(("/search over HTTP", search["search_http_ms"], "raw embed + Chroma", raw))
+    if "scholia" in ask:
+        scholia, raw = ask["scholia"], ask["raw"]
+        pairs.append(("/ask first token", scholia["ttft_ms"], "raw first token", raw["ttft_ms"]))
+        pairs.append(("/ask total", scholia["latency_ms"], "raw total", raw["latency_ms"]))
     charts = []
-    for name, (rows, ratios) in TABLES.items():
-        for pipeline, raw in ratios.values() if next(iter(rows)) in report[name] else ():
-            series = {q: [report[name][key][q] for key in (pipeline, raw)] for q in ("p50", "p95")}
-            title = f"{rows[pipeline]} vs raw (ms)"
-            charts.append(Panel(title, "bar", series, labels=[rows[pipeline], rows[raw]]))
+    for label, latency, raw_label, raw_latency in pairs:
+        series = {q: [latency[q], raw_latency[q]] for q in ("p50", "p95")}
+        charts.append(Panel(f"{label} vs raw (ms)", "bar", series, labels=[label, raw_label]))
     return charts or [Panel("no latency measured", "bar", {})]

@@ -13,25 +13,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ragas.dataset_schema import SingleTurnSample
 
 NON_LLM_METRICS = ("id_context_precision", "id_context_recall", "rouge_l", "chrf")
 _JUDGED = "faithfulness answer_relevancy context_precision context_recall factual_correctness"
 JUDGE_METRICS = tuple(_JUDGED.split())
-
-
-@dataclass
-class Sample:
-    """What one question produced, in the terms RAGAS uses."""
-
-    user_input: str
-    response: str
-    reference: str
-    retrieved_contexts: list[str]
-    retrieved_ids: list[str]
-    reference_ids: list[str]
-    answerable: bool
-    declined: bool
 
 
 @dataclass
@@ -55,22 +44,17 @@ class NonLLMScorer:
             # 0.4.3 points these at ragas.metrics.collections, which does not have them.
             warnings.simplefilter("ignore", DeprecationWarning)
             from ragas.metrics import IDBasedContextPrecision, IDBasedContextRecall
-        from ragas.dataset_schema import SingleTurnSample
         from ragas.metrics.collections import CHRFScore, RougeScore
 
-        self._sample_type = SingleTurnSample
         self.id_precision, self.id_recall = IDBasedContextPrecision(), IDBasedContextRecall()
         self.rouge, self.chrf = RougeScore(rouge_type="rougeL", mode="fmeasure"), CHRFScore()
 
-    async def score(self, sample: Sample) -> dict[str, float | None]:
+    async def score(self, sample: SingleTurnSample, answerable: bool) -> dict[str, float | None]:
         scores: dict[str, float | None] = dict.fromkeys(NON_LLM_METRICS)
-        if sample.answerable and sample.reference_ids and sample.retrieved_ids:
-            ids = self._sample_type(
-                retrieved_context_ids=sample.retrieved_ids,
-                reference_context_ids=sample.reference_ids,
-            )
-            scores["id_context_precision"] = _value(await self.id_precision.single_turn_ascore(ids))
-            scores["id_context_recall"] = _value(await self.id_recall.single_turn_ascore(ids))
+        if answerable and sample.reference_context_ids and sample.retrieved_context_ids:
+            precision = await self.id_precision.single_turn_ascore(sample)
+            scores["id_context_precision"] = _value(precision)
+            scores["id_context_recall"] = _value(await self.id_recall.single_turn_ascore(sample))
         if sample.reference and sample.response:
             texts = {"reference": sample.reference, "response": sample.response}
             scores["rouge_l"] = _value(await self.rouge.ascore(**texts))
@@ -115,12 +99,14 @@ class Judge:
             "factual_correctness": ragas.FactualCorrectness(llm=llm),
         }
 
-    def plan(self, sample: Sample) -> dict[str, Callable[[], Awaitable[Any]]]:
+    def plan(
+        self, sample: SingleTurnSample, answerable: bool, declined: bool
+    ) -> dict[str, Callable[[], Awaitable[Any]]]:
         """The metrics that apply to this sample: a declined answer has no claims to judge, an
         unanswerable question has no reference context."""
-        answered = bool(sample.response.strip()) and not sample.declined
-        contexts = [c for c in sample.retrieved_contexts if c.strip()]
-        referenced = sample.answerable and bool(sample.reference)
+        answered = bool((sample.response or "").strip()) and not declined
+        contexts = [c for c in sample.retrieved_contexts or [] if c.strip()]
+        referenced = answerable and bool(sample.reference)
         given: dict[str, Any] = {"user_input": sample.user_input, "response": sample.response}
         given |= {"reference": sample.reference, "retrieved_contexts": contexts}
         contextual = "user_input reference retrieved_contexts"
@@ -138,10 +124,12 @@ class Judge:
             if applies and name in wanted
         }
 
-    async def judge(self, sample: Sample) -> JudgeOutcome:
+    async def judge(
+        self, sample: SingleTurnSample, answerable: bool, declined: bool
+    ) -> JudgeOutcome:
         outcome = JudgeOutcome()
         started = time.perf_counter()
-        for name, call in self.plan(sample).items():
+        for name, call in self.plan(sample, answerable, declined).items():
             try:
                 # Each judge call has its own timeout; this bounds a metric's whole chain.
                 result = await asyncio.wait_for(call(), timeout=self.config.timeout_s * 12)

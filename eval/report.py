@@ -9,13 +9,13 @@ from typing import Any
 
 from eval.harness import describe_machine
 from eval.metrics import RETRIEVAL_METRICS, mean, stats
-from eval.output import Panel, cut, fmt, now, render, write_outputs
+from eval.output import Panel, cut, now, render, write_outputs
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 from eval.suite import Suite
 from scholia.settings import Settings
 
 Record = dict[str, Any]
-PLOTS = ("per_type.png", "scores.png", "latency.png")
+PLOTS = ("per_type.png", "scores.png")
 LATENCY_LABELS = {"ask_ms": "/ask pipeline, ms", "generate_ms": "LLM generation, ms"}
 LATENCY_LABELS["judge_s"] = "judge per question, s"
 
@@ -79,22 +79,22 @@ def _timings(records: list[Record]) -> dict[str, list[float]]:
 
 
 def _latency(records: list[Record], modes: list[str], answers: bool, judged: bool) -> dict:
-    """n, p50, p95, mean and max of each timing."""
+    """n, p50, p95, mean and max of each timing, by its name (`_timings`)."""
     series = _timings(records)
 
     def figures(name: str) -> dict[str, float | int | None]:
         every = stats(series.get(name, []), digits=4)
         return {key: every[key] for key in ("n", "p50", "p95", "mean", "max")}
 
-    names = ["ask_ms", "generate_ms"] * answers + ["judge_s"] * judged
-    retrieve = {mode: figures(f"retrieve_ms.{mode}") for mode in modes}
-    return {"retrieve_ms": retrieve} | {name: figures(name) for name in names}
+    names = [f"retrieve_ms.{mode}" for mode in modes]
+    names += ["ask_ms", "generate_ms"] * answers + ["judge_s"] * judged
+    return {name: figures(name) for name in names}
 
 
 def summarize(
     records: list[Record],
     suite: Suite,
-    options: dict[str, Any],  # as `RunOptions.as_dict` gives them
+    options: dict[str, Any],  # `dataclasses.asdict` of the RunOptions
     seconds: float,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
@@ -145,9 +145,7 @@ def flatten(summary: dict[str, Any]) -> dict[str, float]:
             flat |= {f"{prefix}.{kind}.{metric}": value for metric, value in block.items()}
         if prefix == "judge":
             flat |= {"judge.missing": section["missing"], "judge.attempted": section["attempted"]}
-    latency = dict(summary.get("latency") or {})
-    named = {f"retrieve_ms.{mode}": b for mode, b in latency.pop("retrieve_ms", {}).items()}
-    for name, block in (named | latency).items():
+    for name, block in (summary.get("latency") or {}).items():
         flat |= {f"latency.{name}.{stat}": block.get(stat) for stat in ("p50", "p95")}
     return {
         key: round(float(value), 6)
@@ -172,7 +170,7 @@ def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
     main = answer_mode if answer_mode in modes else modes[-1]
     missed = (r for r in records if (r["retrieval"][main].get("scores") or {}).get("hit@5") == 0.0)
     misses = [_miss(r, main) for r in missed]
-    times = {f"retrieve ({mode}), ms": latency["retrieve_ms"][mode] for mode in modes}
+    times = {f"retrieve ({mode}), ms": latency[f"retrieve_ms.{mode}"] for mode in modes}
     times |= {label: latency[name] for name, label in LATENCY_LABELS.items() if latency.get(name)}
     judged = {}
     if judge := summary.get("judge"):
@@ -197,45 +195,37 @@ def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
     )
 
 
-def _panels(summary: dict[str, Any], records: list[Record]) -> list[list[Panel]]:
-    """Bars by type (retrieval per mode, key strings and declines); score and latency histograms."""
-    retrieval, types, answers = summary["retrieval"], summary["counts_by_type"], summary["answers"]
-    gold = [t for t in types if any(b["by_type"][t]["n"] for b in retrieval.values())]
+def _per_type_panels(summary: dict[str, Any]) -> list[Panel]:
+    """Bars by question type: hit@1, hit@5 and MRR of each retrieval mode; the answers' key
+    strings, wrong declines (answerable questions) and right ones (unanswerable questions)."""
+    ylim = (0.0, 1.25)  # room above 1 for the legend
+    by_mode = {mode: block["by_type"] for mode, block in summary["retrieval"].items()}
+    gold = [t for t in summary["counts_by_type"] if any(b[t]["n"] for b in by_mode.values())]
+    panels = []
+    for metric in ("hit@1", "hit@5", "mrr"):
+        series = {mode: [blocks[t][metric] for t in gold] for mode, blocks in by_mode.items()}
+        panels.append(Panel(f"retrieval {metric}", "bar", series, labels=gold, ylim=ylim))
+    if summary["answers"]:
+        answered = {t: b for t, b in summary["answers"]["by_type"].items() if b["answered"]}
+        columns = {"key strings": "key_string_accuracy", "wrong declines": "wrong_decline_rate"}
+        columns["right declines"] = "decline_rate_unanswerable"
+        series = {name: [b[key] for b in answered.values()] for name, key in columns.items()}
+        panels.append(Panel("answers by type", "bar", series, labels=list(answered), ylim=ylim))
+    return panels
 
-    def bars(metric: str) -> Panel:
-        series = {m: [b["by_type"][t][metric] for t in gold] for m, b in retrieval.items()}
-        return Panel(f"retrieval {metric}", "bar", series, labels=gold, ylim=(0, 1.25))
 
-    per_type = [bars(metric) for metric in ("hit@1", "hit@5", "mrr")]
+def _score_panels(summary: dict[str, Any], records: list[Record]) -> list[Panel]:
+    """A histogram of each per-question score: reciprocal rank by mode, the RAGAS scores."""
     scores = {}
-    for mode in retrieval:
+    for mode in summary["retrieval"]:
         ranked = [r["retrieval"].get(mode, {}).get("scores") for r in records]
         scores[f"reciprocal rank ({mode})"] = [s["mrr"] for s in ranked if s]
-    if answers:
-        by_type = {t: b for t, b in answers["by_type"].items() if b["answered"]}
-        blocks = by_type.values()
-        keys = [b["key_string_accuracy"] for b in blocks]
-        declines = [b["decline_rate_unanswerable"] or b["wrong_decline_rate"] for b in blocks]
-        series, labels = {"key strings": keys, "declined": declines}, list(by_type)
-        per_type.append(Panel("answers by type", "bar", series, labels=labels, ylim=(0, 1.25)))
-        for metric in (*NON_LLM_METRICS, *(JUDGE_METRICS if summary["judge"] else ())):
-            if present := [v for r in records if (v := _score(r, metric)) is not None]:
-                scores[metric] = present
-    timings = _timings(records)
-    times = {f"retrieve {mode} (ms)": timings.get(f"retrieve_ms.{mode}", []) for mode in retrieval}
-    times["/ask pipeline (s)"] = [ms / 1000 for ms in timings.get("ask_ms", [])]
-    times["judge per question (s)"] = timings.get("judge_s", [])
+    judged = JUDGE_METRICS if summary["judge"] else ()
+    for metric in (*NON_LLM_METRICS, *judged) if summary["answers"] else ():
+        if present := [v for r in records if (v := _score(r, metric)) is not None]:
+            scores[metric] = present
     tenths = [i / 10 for i in range(11)]
-    histograms = [
-        Panel(f"{n} (n={len(v)})", "hist", {n: v}, bins=tenths) for n, v in scores.items()
-    ]
-    latencies = [Panel(f"{n}\n{_p50_p95(v)}", "hist", {n: v}) for n, v in times.items() if v]
-    return [per_type, histograms, latencies]
-
-
-def _p50_p95(values: list[float]) -> str:
-    figures = stats(values, digits=1)
-    return f"p50 {fmt(figures['p50'], 1)} · p95 {fmt(figures['p95'], 1)}"
+    return [Panel(f"{n} (n={len(v)})", "hist", {n: v}, bins=tenths) for n, v in scores.items()]
 
 
 def write_report(out_dir: Path, summary: dict[str, Any], records: list[Record]) -> None:
@@ -243,5 +233,6 @@ def write_report(out_dir: Path, summary: dict[str, Any], records: list[Record]) 
     report = render_markdown(summary, records)
     outputs: dict[str, Any] = {"summary.json": summary, "report.md": report}
     if records:
-        outputs |= dict(zip(PLOTS, _panels(summary, records), strict=True))
+        outputs["per_type.png"] = _per_type_panels(summary)
+        outputs["scores.png"] = _score_panels(summary, records)
     write_outputs(out_dir, outputs)

@@ -21,11 +21,12 @@ from eval.compare import RESULTS, load_results
 from eval.harness import check_index
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
 from eval.output import append_jsonl, now, progress, write_outputs
-from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer, Sample
+from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer
 from eval.replay import COMPLETIONS, CompletionNotRecordedError, ReplayLLM, recording_path, run_llm
 from eval.report import summarize, write_report
-from eval.suite import Question, Suite, normalize_title
+from eval.suite import Question, Suite
 from ingest.embed import Embedder
+from ingest.parse import normalize_title
 from scholia.settings import Settings
 
 MODES = ("dense", "bm25", "hybrid")
@@ -52,13 +53,6 @@ class RunOptions:
     record: bool = False  # keep every LLM completion in completions.jsonl
     replay: Path | None = None  # answer from this run folder's completions.jsonl, no LLM server
     max_replay_misses: int = 0  # questions a replay may skip (a prompt a CPU rounds otherwise)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The options as summary.json keeps them."""
-        judge = asdict(self.judge) if self.judge is not None else None
-        if judge is not None:
-            judge["embedding_model"] = str(judge["embedding_model"])
-        return asdict(self) | {"judge": judge, "replay": self.replay and str(self.replay)}
 
     def identity(self) -> dict[str, Any]:
         """What must match for a run to be resumed into the same folder."""
@@ -183,6 +177,8 @@ class Run:
         return record
 
     async def answer(self, question: Question, record: dict[str, Any]) -> None:
+        from ragas.dataset_schema import SingleTurnSample
+
         request = AskRequest(question=question.question, top_k=self.options.top_k)
         tick = time.perf_counter()
         try:
@@ -213,30 +209,30 @@ class Run:
             "error": None,
             "relevant_ranks": relevant_ranks(ids, titles, gold_ids, missing),
         }
-        sample = Sample(
+        sample = SingleTurnSample(
             user_input=question.question,
             response=response.answer,
             reference=question.reference,
             retrieved_contexts=[s.text for s in sources],
-            retrieved_ids=ids,
-            reference_ids=gold_ids + [f"title:{normalize_title(t)}" for t in missing],
-            answerable=question.answerable,
-            declined=response.declined,
+            retrieved_context_ids=ids,
+            reference_context_ids=gold_ids + [f"title:{normalize_title(t)}" for t in missing],
         )
-        record["scores"] = await self.score(question, record, sample)
+        record["scores"] = await self.score(question, record, sample, response.declined)
 
-    async def score(self, question: Question, record: dict[str, Any], sample: Sample) -> dict:
+    async def score(
+        self, question: Question, record: dict[str, Any], sample: Any, declined: bool
+    ) -> dict[str, float | None]:
         """Key strings (0 for a declined answer), the decline decision, RAGAS's scores."""
-        keys, declined = question.key_strings, sample.declined
-        key_string = key_string_score("" if declined else sample.response, keys)
+        answer, answerable = "" if declined else sample.response, question.answerable
+        key_string = key_string_score(answer, question.key_strings)
         scores: dict[str, float | None] = {"key_string": key_string, "declined": float(declined)}
-        scores["correct_decline"] = float(declined != question.answerable)
+        scores["correct_decline"] = float(declined != answerable)
         if self.scorer is not None:
             tick = time.perf_counter()
-            scores |= await self.scorer.score(sample)
+            scores |= await self.scorer.score(sample, answerable)
             record["timings"]["ragas_ms"] = _ms(tick)
         if self.judge is not None:
-            outcome = await self.judge.judge(sample)
+            outcome = await self.judge.judge(sample, answerable, declined)
             scores |= outcome.scores
             record |= {"judge_errors": outcome.errors, "judged": sorted(outcome.scores)}
             record["timings"]["judge_s"] = outcome.seconds
@@ -310,7 +306,7 @@ async def run_suite(
     records = load_results(out_dir)
     ordered = [records[q.id] for q in questions if q.id in records]
     seconds = round(time.perf_counter() - started, 2)
-    summary = summarize(ordered, suite, options.as_dict(), seconds, settings)
+    summary = summarize(ordered, suite, asdict(options), seconds, settings)
     write_report(out_dir, summary, ordered)
     return summary
 

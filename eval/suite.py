@@ -3,36 +3,34 @@ skipped; any other bad line is an error that names the file and line."""
 
 from __future__ import annotations
 
-import json
-import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 UNANSWERABLE = "unanswerable"
-
-_TEXT_FIELDS = ("id", "question", "type")
-_LIST_FIELDS = ("gold_titles", "gold_ids", "key_strings", "tags")
-_KNOWN_FIELDS = {*_TEXT_FIELDS, "reference", *_LIST_FIELDS}
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class SuiteError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Question:
-    id: str
-    question: str
-    type: str
-    gold_titles: tuple[str, ...] = ()
-    gold_ids: tuple[str, ...] = ()
-    key_strings: tuple[str, ...] = ()
-    reference: str = ""
-    tags: tuple[str, ...] = ()
+class Question(BaseModel):
+    """One line of a suite; `line`: where in the file (not a field of the line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    id: Text
+    question: Text
+    type: Text
+    gold_titles: tuple[Text, ...] = ()
+    gold_ids: tuple[Text, ...] = ()
+    key_strings: tuple[Text, ...] = ()
+    reference: Annotated[str, StringConstraints(strip_whitespace=True)] = ""
+    tags: tuple[Text, ...] = ()
     line: int = 0
 
     @property
@@ -52,13 +50,6 @@ class Suite:
     @property
     def name(self) -> str:
         return self.path.stem
-
-
-def normalize_title(title: str) -> str:
-    """Case, accents, punctuation and spacing do not matter when matching titles."""
-    text = unicodedata.normalize("NFKD", title)
-    text = "".join(char for char in text if not unicodedata.combining(char)).casefold()
-    return " ".join(re.sub(r"[\W_]+", " ", text).split())
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -88,32 +79,20 @@ def load_suite(name_or_path: str | Path) -> Suite:
 
 def _parse(raw: str, where: str, number: int) -> Question:
     try:
-        row = json.loads(raw)
-    except json.JSONDecodeError as error:
-        why = f"{error.msg} at column {error.colno}"
-        raise SuiteError(f"{where}: not valid JSON ({why})") from error
-    if not isinstance(row, dict):
-        raise SuiteError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    if unknown := sorted(set(row) - _KNOWN_FIELDS):
-        known = ", ".join(sorted(_KNOWN_FIELDS))
-        raise SuiteError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {known})")
-    for name in _TEXT_FIELDS:
-        if not isinstance(row.get(name), str) or not row[name].strip():
-            raise SuiteError(f"{where}: field {name!r} must be a non-empty string")
-    if not isinstance(row.get("reference", ""), str):
-        raise SuiteError(f"{where}: field 'reference' must be a string")
-    for name in _LIST_FIELDS:
-        value = row.get(name, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise SuiteError(f"{where}: field {name!r} must be a list of non-empty strings")
-    fields: dict[str, Any] = {n: tuple(v.strip() for v in row.get(n, [])) for n in _LIST_FIELDS}
-    fields |= {name: row[name].strip() for name in _TEXT_FIELDS}
-    question = Question(**fields, reference=row.get("reference", "").strip(), line=number)
+        question = Question.model_validate_json(raw)
+    except ValidationError as error:
+        problems = "; ".join(_problem(e["loc"], e["msg"]) for e in error.errors())
+        raise SuiteError(f"{where}: {problems}") from error
     if question.type == UNANSWERABLE and (question.has_gold or question.key_strings):
         raise SuiteError(
             f"{where}: an unanswerable question cannot have gold papers or key strings"
         )
-    return question
+    return question.model_copy(update={"line": number})
+
+
+def _problem(location: tuple[int | str, ...], message: str) -> str:
+    """`field: message` (`key_strings.0` for an item of a list), or the message alone."""
+    return f"{'.'.join(map(str, location))}: {message}" if location else message
 
 
 def select(

@@ -51,4 +51,6 @@ def test_llm_judged_run_on_real_vllm(
     )
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(results) == 1
-    assert (out / "report.md").is_file() and (out / "per_type.png").is_file()
+    assert (out / "report.md").is_file()
+    for plot in ("per_type.png", "scores.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from assistant.api.main import create_app
 from assistant.api.services import Services
-from eval.bench_load import Concurrency
+from eval.bench_load import Concurrency, concurrency_panels
 from scholia.settings import Settings
 from tests.assistant.api.live import serve
 from tests.eval.fake_openai import fake_openai
@@ -42,3 +42,5 @@ def test_concurrency_benchmark_against_a_served_app(
     text = (tmp_path / "concurrency.md").read_text()
     assert "Scholia answers/s" in text and "| 2 |" in text
     assert (tmp_path / "concurrency.png").read_bytes()[:4] == b"\x89PNG"
+    for panel in concurrency_panels(report):
+        assert [levels for levels, _ in panel.series.values()] == [[1, 2], [1, 2]]

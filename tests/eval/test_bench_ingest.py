@@ -68,7 +68,6 @@ def test_benchmark_writes_json_and_plot(
         assert result["peak_rss_ingest_mb"] >= result["rss_after_model_mb"] > 0
         assert {"embed", "chroma_write", "chunk", "bm25_build", "other"} <= set(result["phases_s"])
         assert result["phases_s"]["embed"] > 0
-    assert set(summary["throughput_ratio"]) == {3, 6}
     assert summary["s_per_doc_spread"] >= 1.0
     png = (tmp_path / "out" / bench_ingest.PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000

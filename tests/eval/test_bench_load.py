@@ -67,7 +67,7 @@ def test_load_against_a_served_app(
         assert row["statuses"] == {str(EXPECTED[kind][1]): row["requests"]}, kind
         latency = row["latency_ms"]
         assert latency["max"] >= latency["p99"] >= latency["p95"] >= latency["p50"] > 0
-    assert sum(row["requests"] for row in report["by_route"].values()) == report["requests"]
+    assert sum(row["requests"] for row in by_kind.values()) == report["requests"]
     rss = report["rss_mb"]
     assert len(rss["samples"]) >= 3  # before, during, after
     assert rss["before"] > 0 and rss["after"] > 0 and rss["after_warmup"] is not None

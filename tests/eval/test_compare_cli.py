@@ -140,4 +140,4 @@ def test_run_command_gate_and_bad_suite(
     bad.write_text('{"id": "x", "type": "fact", "question": "Q?"}\n{"id": \n')
     result = runner.invoke(eval_app, ["run", str(bad), "--no-llm", "--out", str(tmp_path / "b")])
     assert result.exit_code == 2
-    assert f"{bad}:2: not valid JSON" in result.output
+    assert f"{bad}:2: Invalid JSON" in result.output

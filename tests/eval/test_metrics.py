@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from eval.compare import ThresholdsError, gate, load_thresholds
-from eval.metrics import key_string_score, percentile, relevant_ranks, retrieval_scores
+from eval.metrics import key_string_score, relevant_ranks, retrieval_scores, stats
 
 
 def test_relevant_ranks_by_id_or_normalised_title() -> None:
@@ -14,7 +14,7 @@ def test_relevant_ranks_by_id_or_normalised_title() -> None:
         ["p1", "p2", "p3"],
         ["Other", "ProDiff: Fast Diffusion", "Third"],
         gold_ids=["p3"],
-        gold_titles=["prodiff fast diffusion"],
+        gold_titles=["  PRODIFF:  fast   diffusion"],  # case and spacing do not matter
     )
     assert ranks == [2, 3]
 
@@ -50,11 +50,20 @@ def test_key_strings_all_needed_case_insensitive() -> None:
     assert key_string_score("anything", []) is None
 
 
-def test_percentile() -> None:
-    assert percentile([], 50) is None
-    assert percentile([5.0], 95) == 5.0
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
-    assert percentile(list(map(float, range(101))), 95) == pytest.approx(95.0)
+def test_stats() -> None:
+    assert stats([]) == {"n": 0, "p50": None, "p95": None, "p99": None} | {
+        "mean": None,
+        "min": None,
+        "max": None,
+    }
+    assert stats([5.0])["p95"] == 5.0
+    assert stats([1.0, 2.0, 3.0, 4.0]) == {"n": 4, "p50": 2.5, "p95": 3.85, "p99": 3.97} | {
+        "mean": 2.5,
+        "min": 1.0,
+        "max": 4.0,
+    }
+    assert stats(list(map(float, range(101))))["p95"] == pytest.approx(95.0)
+    assert stats([1 / 3], digits=1)["mean"] == 0.3
 
 
 def test_gate(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from eval import bench_ingest
-from eval.perf import run_perf
+from eval.perf import panels, run_perf
 from scholia.settings import Settings
 from tests.eval.fake_openai import fake_openai
 
@@ -30,13 +30,16 @@ def test_perf_end_to_end_with_a_fake_llm(
             }
         )
         report = run_perf(settings, tmp_path, sizes=[5], queries=4, asks=1, log=lambda _: None)
-        # /ask (streamed over HTTP), the raw completion; then the engine's speed: a full-size
-        # prompt and a short one that asks for answer tokens.
-        assert len(llm.requests) == 4
+        # Untimed warm-up: /ask and the raw prompt for one token; then /ask (streamed over
+        # HTTP), the raw completion; then the engine's speed: a full-size prompt and a short
+        # one that asks for answer tokens.
+        assert len(llm.requests) == 6
         assert all(request["stream"] for request in llm.requests)
         # The raw baseline sends exactly the prompt the pipeline sends.
-        assert llm.requests[0]["messages"] == llm.requests[1]["messages"]
-        assert llm.requests[3]["max_tokens"] > llm.requests[2]["max_tokens"]
+        assert all(r["messages"] == llm.requests[0]["messages"] for r in llm.requests[1:4])
+        assert llm.requests[1]["max_tokens"] == 1
+        assert llm.requests[3]["max_tokens"] == llm.requests[2]["max_tokens"] > 1
+        assert llm.requests[5]["max_tokens"] > llm.requests[4]["max_tokens"]
 
     assert calls == [([5], tmp_path / "ingest")]
     assert report["errors"] == []
@@ -45,12 +48,16 @@ def test_perf_end_to_end_with_a_fake_llm(
     assert search["search_http_ms"]["n"] == 4 and search["raw_chroma_ms"]["p50"] > 0
     assert search["ratio_p50"] > 0
     ask = report["ask"]
-    assert ask["raw_ttft_ms"]["n"] == ask["ask_ttft_ms"]["n"] == ask["ask_total_ms"]["n"] == 1
-    assert ask["ratio_total_p50"] is not None
+    pipeline, raw = ask["scholia"], ask["raw"]
+    assert raw["ttft_ms"]["n"] == pipeline["ttft_ms"]["n"] == pipeline["latency_ms"]["n"] == 1
+    assert pipeline["latency_ms"]["p50"] >= pipeline["ttft_ms"]["p50"] > 0
+    assert ask["ratio_p50"] is not None and ask["ratio_ttft_p50"] is not None
+    assert ask["ask_first_vs_second"] > 0 and raw["completion_tokens"]["p50"] > 0
     assert json.loads((tmp_path / "perf.json").read_text())["machine"]["logical_cores"] >= 1
     text = (tmp_path / "perf.md").read_text()
     assert "## /search" in text and "| ratio /search over HTTP ÷ raw embed + Chroma |" in text
     assert "| /ask time to first token |" in text and "server-sent events" in text
+    assert "| ratio /ask ÷ raw time to first token |" in text
     engine = report["engine"]
     assert engine["choices"]["cpu"]["model"] and engine["choices"]["dtype"] in {
         "float32",
@@ -59,6 +66,12 @@ def test_perf_end_to_end_with_a_fake_llm(
     assert engine["speed"]["prefill_tokens_s"] > 0 and engine["speed"]["decode_tokens_s"] > 0
     assert "## Engine" in text and "Raw engine speed" in text
     assert (tmp_path / "perf.png").read_bytes()[:4] == b"\x89PNG"
+    titles = [panel.title for panel in panels(report)]
+    assert titles == [
+        "/search over HTTP vs raw (ms)",
+        "/ask first token vs raw (ms)",
+        "/ask total vs raw (ms)",
+    ]
 
 
 def test_perf_without_llm_or_bench(indexed_settings: Settings, tmp_path: Path) -> None:
@@ -71,3 +84,4 @@ def test_perf_without_llm_or_bench(indexed_settings: Settings, tmp_path: Path) -
     assert report["search"]["search_http_ms"]["n"] == 2
     assert "no LLM answers" in (tmp_path / "perf.md").read_text()
     assert "no LLM answers" in report["engine"]["speed"]["skipped"]
+    assert (tmp_path / "perf.png").read_bytes()[:4] == b"\x89PNG"  # /search only

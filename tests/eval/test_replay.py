@@ -191,7 +191,8 @@ def test_recorded_run_replays_without_the_llm(
         return {k: v for k, v in metrics.items() if not k.startswith("latency.")}
 
     assert quality(summary["metrics"]) == quality(again["metrics"])
-    assert again["options"]["replay"] == str(recorded)
+    saved = json.loads((replayed / "summary.json").read_text(encoding="utf-8"))
+    assert saved["options"]["replay"] == str(recorded)
 
 
 def test_a_request_not_recorded_stops_the_replay(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,10 @@ def _record(
 
 def test_summary_metrics_and_report(tmp_path: Path) -> None:
     suite = Suite(
-        tmp_path / "mini.jsonl", [Question("q1", "Q?", "fact"), Question("q2", "Q?", "fact")]
+        tmp_path / "mini.jsonl", [Question(id=i, question="Q?", type="fact") for i in ("q1", "q2")]
     )
     records = [_record("q1", "fact", 1, "yes", 1.0), _record("q2", "which_paper", None, "no", 0.0)]
-    options = RunOptions(modes=["hybrid"], answer_mode="hybrid").as_dict()
+    options = asdict(RunOptions(modes=["hybrid"], answer_mode="hybrid"))
     summary = summarize(records, suite=suite, options=options, seconds=1.5)
 
     metrics = summary["metrics"]
@@ -53,5 +54,6 @@ def test_summary_metrics_and_report(tmp_path: Path) -> None:
     report = re.sub(" +", " ", (tmp_path / "report.md").read_text())  # tables are padded
     assert "| hybrid | 2 | 0.500 |" in report and "## Answers" in report
     assert "## Retrieval misses at 5 (hybrid)" in report and "| q2 | which_paper |" in report
-    for plot in ("per_type.png", "scores.png", "latency.png"):
+    for plot in ("per_type.png", "scores.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+        assert f"![{plot}]({plot})" in report

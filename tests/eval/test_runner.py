@@ -80,7 +80,7 @@ def test_no_llm_all_modes(
     assert json.loads((out / "summary.json").read_text())["metrics"] == summary["metrics"]
     report = re.sub(" +", " ", (out / "report.md").read_text())  # tables are padded
     assert "| dense | 4 |" in report and "### bm25: all metrics by type" in report
-    for plot in ("per_type.png", "scores.png", "latency.png"):
+    for plot in ("per_type.png", "scores.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
 
 
