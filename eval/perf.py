@@ -134,11 +134,12 @@ def measure_engine(settings: Settings, log: Callable[[str], None]) -> dict[str, 
         lines = startups.read_text(encoding="utf-8").splitlines()[-6:]
         result["startups"] = [json.loads(line) for line in lines if line.strip()]
     llm = OpenAICompatibleLLM(llm_base_url(settings), settings.llm)
-    if not asyncio.run(llm.ping()):
-        return result | {"speed": {"skipped": f"no LLM answers at {llm.base_url}"}}
-    log("perf: engine speed (raw prefill and decode)")
 
+    # One event loop for the ping and the calibration: the client's connections belong to it.
     async def speed() -> dict[str, Any]:
+        if not await llm.ping():
+            return {"skipped": f"no LLM answers at {llm.base_url}"}
+        log("perf: engine speed (raw prefill and decode)")
         question = AskRequest(question=WARMUP_QUESTION)
         prepared = await build_services(settings).assistant.prepare(question)
         calibration = await calibrate(llm, answer_messages(prepared.question, prepared.packed))
