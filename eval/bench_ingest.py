@@ -105,8 +105,6 @@ def _warm_up() -> Any:
 
 def ingest_child(corpus: Path, data_dir: Path) -> dict[str, Any]:
     """One full ingest into an empty data directory."""
-    import psutil
-
     from ingest import pipeline
     from ingest.keyword import KeywordIndex
     from ingest.store import ChromaStore
@@ -114,7 +112,8 @@ def ingest_child(corpus: Path, data_dir: Path) -> dict[str, Any]:
 
     settings = Settings(data_dir=data_dir)
     embedder = _warm_up()
-    rss_after_model = psutil.Process().memory_info().rss / 2**20
+    # From the same counter as the peak below (psutil's RSS can read a page above it).
+    rss_after_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with measured(
         (embedder, "encode", "embed"),
         (ChromaStore, "write_papers", "chroma_write"),
