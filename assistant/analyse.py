@@ -55,13 +55,13 @@ MEASURE_WORDS = (
 # "what average relative improvement"): a change asks for one only when a word says it is a
 # quantity ("what improvement does X bring" may ask for a method).
 QUANTITY_NOUNS = (
-    r"(?:share|proportion|portion|percentage)s?\b|(?:relative|average|mean|absolute|overall)"
+    r"(?:share|proportion|portion|percentage|fraction)s?\b|(?:relative|average|mean|absolute|overall)"
     r"\s+(?:improvement|gain|reduction|increase|decrease|saving|speed-?up|boost|drop)s?\b"
 )
 FIGURE = re.compile(
     r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"
-    r"|\bby (?:how much|what (?:factor|margin|percentage))|\bwhat (?:percentage|fraction|speed-?up"
-    rf"|factor)\b|\b(?:what|which) (?:[\w-]+ ){{0,2}}{MEASURE_WORDS}\b"
+    r"|\bby (?:how much|what (?:factor|margin|percentage))|\bwhat (?:speed-?up|factor)\b"
+    rf"|\b(?:what|which) (?:[\w-]+ ){{0,2}}{MEASURE_WORDS}\b"
     rf"|\b(?:what|which) (?:[\w-]+ ){{0,2}}(?:{QUANTITY_NOUNS})",
     re.IGNORECASE,
 )

@@ -6,7 +6,8 @@ A claim survives when its cited evidence supports it:
 - every name in it is named by a cited paper;
 - it says what its evidence says: close in meaning (MiniLM cosine) or in words.
 A claim whose wording fails while the evidence it cites is on point (close to the question, with
-the figure or names asked for) is answered with that evidence itself. Then an ordered list of
+the figure or names asked for) is answered with that evidence itself, first the sentence that
+holds what the claim adds to the question it says back. Then an ordered list of
 steps `(verdict, analysis, evidence) → verdict` runs: quote the evidence when the model declined
 but the evidence answers; decline what does not answer the question; cover each paper of a
 comparison (where the question says what it measures, from where each paper gives it); correct

@@ -75,8 +75,18 @@ async def measure_ask(
     """/ask streamed (server-sent events) beside a raw streamed completion of the identical
     prompt, one request at a time: level 1 of the concurrency benchmark, streamed."""
     llm = settings.llm
-    given = (url, llm_url, [1], asks, None, settings, services, asks, math.inf, log)
-    bench = Concurrency(*given, stream=True)
+    bench = Concurrency(
+        url,
+        llm_url,
+        levels=[1],
+        questions=asks,
+        settings=settings,
+        services=services,
+        requests_per_level=asks,
+        time_cap_s=math.inf,
+        log=log,
+        stream=True,
+    )
     level = (await bench.measure())[0]
     raw = level["raw"]
     if errors := level["scholia"]["errors"] + raw["errors"]:
