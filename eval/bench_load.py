@@ -1,7 +1,6 @@
-"""Concurrent clients against a running Scholia (loopback only): `scholia eval load` (/ask,
-/search and requests that must be refused, each client in one role: in a plain closed loop every
-client would end up waiting on /ask) and `scholia eval concurrency` (/ask beside the identical
-prompts sent straight to the LLM server at the same concurrency)."""
+"""Concurrent clients against a running Scholia (loopback only): `scholia eval load` (/ask, /search
+and refused requests, one role per client, else all would wait on /ask) and `scholia eval
+concurrency` (/ask beside its identical prompts sent straight to the LLM server)."""
 
 from __future__ import annotations
 
@@ -17,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import httpx
+import psutil
 
 from eval import harness
 from eval.metrics import stats
@@ -51,8 +53,6 @@ def client_roles(clients: int, mix: Mapping[str, float] = DEFAULT_MIX) -> list[s
 
 def app_pid_for(url: str) -> int:
     """The process listening on the URL's port (the app, for its RSS)."""
-    import psutil
-
     port = urlparse(url).port or 80
     for connection in psutil.net_connections(kind="tcp"):
         listening = connection.status == psutil.CONN_LISTEN and connection.laddr
@@ -92,8 +92,8 @@ def judge(kind: str, status: int, body: bytes) -> str:
 
 
 def _group(outcomes: list[Outcome]) -> dict[str, Any]:
-    """Requests, throughput, latency and statuses of one kind or route. Throughput is over the
-    time until its last answer: /search stops with the load, an /ask in flight may take minutes."""
+    """Requests, throughput (until its last answer: an /ask may end minutes after the load),
+    latency and statuses of one kind or route."""
     window = max(o["t"] + o["ms"] / 1000 for o in outcomes)
     latency = stats([o["ms"] for o in outcomes if isinstance(o["status"], int)], 1)
     return {
@@ -118,18 +118,15 @@ def summarize(outcomes: list[Outcome], rss: list[tuple[float, float]], timing: d
     if after_warmup is not None:
         rss_mb["growth_after_warmup"] = round(rss[-1][1] - after_warmup, 1)
     per_s = round(len(outcomes) / timing["wall_s"], 3)
+    examples = [f"{o['kind']}: {o['unexpected']}" for o in outcomes if o["unexpected"]]
     return {**_group(outcomes), "by_kind": by_kind, "per_s": per_s} | {
-        "unexpected_examples": [
-            f"{o['kind']}: {o['unexpected']}" for o in outcomes if o["unexpected"]
-        ][:20],
+        "unexpected_examples": examples[:20],
         "server_errors_other_than_503_504": sum(status not in {503, 504} for status in errors),
         "rss_mb": rss_mb | {"samples": rss},
     }
 
 
 def _http_client(headers: dict[str, str], connections: int, timeout_s: float, url: str = "") -> Any:
-    import httpx
-
     limits = httpx.Limits(max_connections=connections + 4, max_keepalive_connections=None)
     return httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s, limits=limits)
 
@@ -177,8 +174,6 @@ class LoadTest:
         return response.status_code, response.content
 
     async def client(self, index: int, client: Any, start: float, bar: Any) -> None:
-        import httpx
-
         rng = random.Random(self.seed * 1000 + index)
         while (began := time.monotonic() - start) < self.duration_s:
             kind = rng.choice(BAD_KINDS) if self.roles[index] == "bad" else self.roles[index]
@@ -199,8 +194,6 @@ class LoadTest:
 
     async def load(self, pid: int) -> tuple[list[tuple[float, float]], float]:
         """Load until `duration_s`, await the requests in flight; RSS sampled all along."""
-        import psutil
-
         process, rss, start = psutil.Process(pid), list[tuple[float, float]](), time.monotonic()
 
         def sample() -> None:
@@ -224,7 +217,6 @@ class LoadTest:
         return rss, round(wall_s, 3)
 
     def run(self, out_dir: Path) -> dict[str, Any]:
-        """Run the load; write load.json, load.md and load.png into `out_dir`."""
         report = harness.begin(url=self.url, pid=self.pid or app_pid_for(self.url))
         self.log(f"load: {self.clients} clients for {self.duration_s:g} s against {self.url}")
         rss, wall_s = asyncio.run(self.load(report["pid"]))
@@ -256,8 +248,7 @@ def load_panels(report: dict[str, Any]) -> list[Panel]:
 
 
 async def read_answer(response: Any, stream: bool) -> tuple[float | None, dict[str, Any]]:
-    """When /ask's first `token` event came (None unstreamed), and its answer (the JSON, or the
-    stream's `final` event)."""
+    """When /ask's first `token` event came (None unstreamed), and its JSON or `final` event."""
     if not stream:
         return None, json.loads(await response.aread())
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -277,9 +268,8 @@ async def read_answer(response: Any, stream: bool) -> tuple[float | None, dict[s
 
 @dataclass
 class Concurrency:
-    """`settings`: max_tokens, temperature, the API key and the index that builds the identical
-    prompts. Each level sends `requests_per_level` (default 2 × level, at least 4) requests.
-    `stream`: both sides streamed, their time to first token measured too (`eval perf`)."""
+    """`settings`: max_tokens, temperature, the API key, the index. `stream`: both sides streamed,
+    their time to first token measured too (`eval perf`)."""
 
     app_url: str
     llm_url: str
@@ -388,7 +378,6 @@ class Concurrency:
         return rows
 
     def run(self, out_dir: Path) -> dict[str, Any]:
-        """Measure; write concurrency.json, concurrency.md and concurrency.png into `out_dir`."""
         for url in (self.app_url, self.llm_url):
             harness.check_loopback(url)
         llm, levels = self.settings.llm, asyncio.run(self.measure())

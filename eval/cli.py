@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from eval.output import render
 from eval.ragas_eval import JUDGE_METRICS
 from scholia.settings import Settings
 
@@ -113,7 +114,7 @@ def run(
         _fail(str(error))
     except LLMDownError as error:
         _fail(str(error), code=3)
-    _print_headline(summary["metrics"], list(summary["retrieval"]))
+    typer.echo(render("headline.txt.j2", s=summary, hits=HITS, headline=HEADLINE), nl=False)
     typer.echo(f"report: {out / 'report.md'}")
     if bounds is not None:
         _gate(summary["metrics"], bounds, exit_on_failure=check)
@@ -128,30 +129,14 @@ def _replaying(record: bool, replay: Path | None, no_llm: bool, judge_asked: boo
     return replay is not None
 
 
-def _print_headline(metrics: dict[str, float], modes: list[str]) -> None:
-    for mode in modes:
-        figures = (f"{m} {metrics.get(f'retrieval.{mode}.{m}', float('nan')):.3f}" for m in HITS)
-        typer.echo(f"{mode:>6}: " + "  ".join(figures))
-    for key in (key for key in HEADLINE if key in metrics):
-        typer.echo(f"{key}: {metrics[key]:.3f}")
-    if "judge.missing" in metrics:
-        missing, attempted = metrics["judge.missing"], metrics["judge.attempted"]
-        typer.echo(f"judge.missing: {missing:.0f} of {attempted:.0f}")
-
-
 def _judge(settings: Settings, url: str | None, model: str | None, **limits: Any) -> Any:
     from assistant.api.services import llm_base_url
     from eval.ragas_eval import JudgeConfig
     from ingest.embed import packaged_model_path
 
-    metrics = tuple(metric.value for metric in limits.pop("metrics") or ())
-    return JudgeConfig(
-        metrics=metrics,
-        url=url or llm_base_url(settings),
-        model=model or settings.llm.model,
-        embedding_model=settings.embedding.model_path or packaged_model_path(),
-        **limits,
-    )
+    limits["metrics"] = tuple(metric.value for metric in limits["metrics"] or ())
+    url, model = url or llm_base_url(settings), model or settings.llm.model
+    return JudgeConfig(url, model, settings.embedding.model_path or packaged_model_path(), **limits)
 
 
 def _gate(metrics: dict[str, float], bounds: dict, exit_on_failure: bool) -> None:

@@ -139,24 +139,21 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
     metrics_a, metrics_b = summary_a.get("metrics", {}), summary_b.get("metrics", {})
     keys = dict.fromkeys([*(k for k in metrics_b if k in metrics_a), *metrics_a, *metrics_b])
     changes = [question_change(records_a[q], b) for q, b in records_b.items() if q in records_a]
-    return Comparison(
-        run_a,
-        run_b,
-        [(key, metrics_a.get(key), metrics_b.get(key)) for key in keys],
-        [c for c in changes if c.better or c.worse],
-        only_a=sorted(set(records_a) - set(records_b)),
-        only_b=sorted(set(records_b) - set(records_a)),
-    )
+    deltas = [(key, metrics_a.get(key), metrics_b.get(key)) for key in keys]
+    a, b = set(records_a), set(records_b)
+    changed = [c for c in changes if c.better or c.worse]
+    return Comparison(run_a, run_b, deltas, changed, sorted(a - b), sorted(b - a))
 
 
-def _is_overall(metric: str) -> bool:
-    """Whole-run metrics, not the per-type breakdown (`retrieval.hybrid.fact.hit@1`)."""
+def _is_overall(metric: str, a: float | None, b: float | None) -> bool:
+    """Whole-run metrics, not the per-type breakdown (`retrieval.hybrid.fact.hit@1`) nor a latency
+    that did not change."""
     parts = metric.split(".")
     if parts[0] == "retrieval":
         return len(parts) == 3
     if parts[0] in {"answers", "judge"}:
         return len(parts) == 2 or (len(parts) == 3 and parts[2] in {"missing", "attempted"})
-    return True
+    return not (metric.startswith("latency") and a == b)
 
 
 def _metric_row(metric: str, a: float | None, b: float | None) -> list[str]:
@@ -173,13 +170,6 @@ def _change_row(c: Change) -> list[str]:
 
 
 def render_comparison(comparison: Comparison, all_metrics: bool = False) -> str:
-    metrics = [
-        _metric_row(*delta)
-        for delta in comparison.deltas
-        if all_metrics
-        or (_is_overall(delta[0]) and not (delta[0].startswith("latency") and delta[1] == delta[2]))
-    ]
-    groups = {
-        title: [_change_row(c) for c in group] for title, group in comparison.groups().items()
-    }
+    metrics = [_metric_row(*d) for d in comparison.deltas if all_metrics or _is_overall(*d)]
+    groups = {title: [_change_row(c) for c in cs] for title, cs in comparison.groups().items()}
     return render("compare.md.j2", c=comparison, groups=groups, metrics=metrics)

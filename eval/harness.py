@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
+import openai
+from openai.types.chat import ChatCompletion
+
 from eval.output import now
 from eval.suite import SUITES_DIR, load_suite
 from scholia.settings import Settings
@@ -37,6 +40,11 @@ def describe_machine() -> dict[str, Any]:
     from assistant.engine import read_cpu
 
     cpu = read_cpu()
+    query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
+    try:
+        gpus = subprocess.run(query, capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        gpus = ""
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -47,19 +55,10 @@ def describe_machine() -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpu": cpu.model if cpu.model != "unknown" else platform.processor() or platform.machine(),
         "cpu_flags": sorted(flag for flag in cpu.flags if CPU_FLAGS.fullmatch(flag)),
-        "gpu": _gpus(),
+        "gpu": [line.strip() for line in gpus.splitlines() if line.strip()],
         "torch_threads": torch.get_num_threads(),
         "torch_cuda": bool(torch.cuda.is_available()),
     }
-
-
-def _gpus() -> list[str]:
-    query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
-    try:
-        output = subprocess.run(query, capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in output.splitlines() if line.strip()]
 
 
 def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
@@ -70,7 +69,6 @@ def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
 
 
 def ratios(a: dict[str, Any], b: dict[str, Any], name: str = "ratio") -> dict[str, float | None]:
-    """`NAME_p50` and `NAME_p95`: a's ÷ b's."""
     return {f"{name}_{q}": ratio(a, b, q) for q in ("p50", "p95")}
 
 
@@ -117,8 +115,7 @@ def serve(app: Any) -> Iterator[str]:
 
 
 def dev_questions(count: int | None = None, *, answerable: bool = False) -> list[str]:
-    """The dev suite's questions: the first `count` answerable ones, or `count` cycled through
-    all."""
+    """The dev suite's first `count` answerable questions, or `count` cycled through all."""
     questions = load_suite(SUITES_DIR / "dev.jsonl").questions
     if answerable:
         return [q.question for q in questions if q.answerable][:count]
@@ -126,8 +123,7 @@ def dev_questions(count: int | None = None, *, answerable: bool = False) -> list
 
 
 async def identical_prompts(services: Any, questions: list[str]) -> list[tuple[str, Any]]:
-    """(question, the messages /ask sends the LLM for it): the raw baseline's prompts. Questions
-    the pipeline declines before generating are left out: they never reach the LLM."""
+    """(question, the messages /ask sends the LLM for it), but for those declined before that."""
     from assistant.generate import answer_messages
     from assistant.llm import as_openai_messages
     from assistant.schemas import AskRequest
@@ -145,18 +141,13 @@ class RawLLM:
     """The LLM server called directly, with /ask's model, max_tokens and temperature."""
 
     def __init__(self, settings: Settings, url: str, model: str, timeout_s: float) -> None:
-        import openai
-
         key = settings.llm.api_key.get_secret_value()
+        self.model, self.settings, self.timeout_s = model, settings.llm, timeout_s
         self.client = openai.AsyncOpenAI(
             base_url=url, api_key=key, timeout=timeout_s, max_retries=0
         )
-        self.model, self.settings, self.timeout_s = model, settings.llm, timeout_s
 
     async def complete(self, messages: Any, *, stream: bool, max_tokens: int = 0) -> dict[str, Any]:
-        """ms to the first token and to the end, prompt and completion tokens."""
-        from openai.types.chat import ChatCompletion
-
         tick = time.perf_counter()
         first: float | None = None
         extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream else {}

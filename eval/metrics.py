@@ -59,8 +59,7 @@ def mean(values: Iterable[float | None]) -> float | None:
 
 
 def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
-    """n, p50, p95 and p99 (linearly interpolated), mean, min and max, rounded; None where there
-    are no values."""
+    """n, p50, p95, p99 (interpolated), mean, min and max, rounded; None without values."""
     figures: dict[str, float | int | None] = {"n": len(values)}
     if not values:
         return figures | dict.fromkeys(("p50", "p95", "p99", "mean", "min", "max"))

@@ -44,7 +44,6 @@ def cut(text: str, width: int) -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table; cells that are not text go through `fmt`."""
     cells = [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
     return tabulate(cells, headers=list(header), tablefmt="github", disable_numparse=True) + "\n"
 
@@ -126,7 +125,6 @@ class Panel:
 
 
 def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
-    """`name.json` ← data (paths as text), `name.png` ← panels, anything else ← text."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, content in outputs.items():
         if name.endswith(".json"):
@@ -139,8 +137,6 @@ def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
 
 
 def write_benchmark(out_dir: Path, name: str, report: dict, panels: list, **context: Any) -> None:
-    """name.json ← the report; name.md ← templates/name.md.j2 (the report and `context`);
-    name.png ← the panels."""
     report["finished"] = now()
     markdown = render(f"{name}.md.j2", **report, **context)
     write_outputs(out_dir, {f"{name}.json": report, f"{name}.md": markdown, f"{name}.png": panels})
@@ -165,15 +161,24 @@ def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
 
 
 def _draw(ax: Any, panel: Panel) -> None:
-    if panel.kind == "bar":
-        _draw_bars(ax, panel)
-    for label, data in panel.series.items():
-        if panel.kind == "hist":
+    width = 0.8 / max(len(panel.series), 1)  # "bar": a group for each label, a bar per series
+    for index, (label, data) in enumerate(panel.series.items()):
+        if panel.kind == "bar":  # a missing height is 0
+            xs = [x + index * width for x in range(len(panel.labels))]
+            ax.bar(xs, [height or 0.0 for height in data], width, label=label)
+        elif panel.kind == "hist":
             ax.hist(data, bins=panel.bins, label=label, edgecolor="white")
         elif panel.kind == "scatter":
             ax.scatter(*data, s=8, alpha=0.6, label=label)
         elif panel.kind == "line":
             ax.plot(*data, marker="o", label=label)
+    if panel.kind == "bar":
+        middle = width * (len(panel.series) - 1) / 2
+        ticks = [x + middle for x in range(len(panel.labels))]
+        ax.set_xticks(ticks, panel.labels, rotation=20, ha="right")
+        ax.margins(y=0.25)  # room above the bars for the legend, in one row along the top
+        if panel.series:
+            ax.legend(fontsize=8, loc="upper center", ncols=len(panel.series))
     for label, x in panel.marks.items():
         ax.axvline(x, color="grey", linestyle=":", label=label)
     ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
@@ -190,17 +195,3 @@ def _draw(ax: Any, panel: Panel) -> None:
         ax.set_ylim(*panel.ylim)
     if panel.kind != "bar" and len(panel.series) + len(panel.marks) > 1:
         ax.legend(fontsize=8)
-
-
-def _draw_bars(ax: Any, panel: Panel) -> None:
-    """A group of bars for each label, one bar in it for each series; a missing height is 0."""
-    width = 0.8 / max(len(panel.series), 1)
-    for index, (label, heights) in enumerate(panel.series.items()):
-        xs = [x + index * width for x in range(len(panel.labels))]
-        ax.bar(xs, [height or 0.0 for height in heights], width, label=label)
-    middle = width * (len(panel.series) - 1) / 2
-    ticks = [x + middle for x in range(len(panel.labels))]
-    ax.set_xticks(ticks, panel.labels, rotation=20, ha="right")
-    ax.margins(y=0.25)  # room above the bars for the legend, in one row along the top
-    if panel.series:
-        ax.legend(fontsize=8, loc="upper center", ncols=len(panel.series))

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from eval import bench_ingest, harness
 from eval.bench_load import Concurrency
 from eval.metrics import stats
@@ -34,8 +36,6 @@ async def alternate(steps: tuple[Step, Step], items: list[str]) -> None:
 
 async def measure_search(settings: Settings, url: str, services: Any, queries: list[str]) -> dict:
     """/search over HTTP beside the same query embedded and sent straight to Chroma."""
-    import httpx
-
     top_k = 5
     candidates = max(settings.retrieval.candidates, top_k * 4)
     series: dict[str, list[float]] = {key: [] for key in SEARCH_SERIES}
@@ -72,21 +72,11 @@ async def measure_search(settings: Settings, url: str, services: Any, queries: l
 async def measure_ask(
     settings: Settings, url: str, llm_url: str, services: Any, asks: int, log: Callable
 ) -> dict[str, Any]:
-    """/ask streamed (server-sent events) beside a raw streamed completion of the identical
-    prompt, one request at a time: level 1 of the concurrency benchmark, streamed."""
+    """/ask beside a raw completion of the identical prompt: level 1 of `Concurrency`, streamed."""
     llm = settings.llm
-    bench = Concurrency(
-        url,
-        llm_url,
-        levels=[1],
-        questions=asks,
-        settings=settings,
-        services=services,
-        requests_per_level=asks,
-        time_cap_s=math.inf,
-        log=log,
-        stream=True,
-    )
+    limits: dict[str, Any] = {"requests_per_level": asks, "time_cap_s": math.inf, "log": log}
+    limits |= {"settings": settings, "services": services, "stream": True}
+    bench = Concurrency(url, llm_url, levels=[1], questions=asks, **limits)
     level = (await bench.measure())[0]
     raw = level["raw"]
     if errors := level["scholia"]["errors"] + raw["errors"]:
@@ -125,8 +115,7 @@ async def measure_services(settings: Settings, queries: int, asks: int, log: Cal
 
 
 def measure_engine(settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
-    """The engine's choices for this CPU, its raw speed on the LLM server (prefill and decode
-    tokens/s, first token for a short and a full-budget prompt), the latest start-ups."""
+    """The engine's choices for this CPU, its raw speed on the LLM server, the latest start-ups."""
     from assistant.api.services import build_services, llm_base_url
     from assistant.engine import UnsupportedCpuError, read_cpu, resolve_engine
     from assistant.generate import answer_messages
@@ -187,7 +176,6 @@ def run_perf(
 
 
 def panels(report: dict[str, Any]) -> list[Panel]:
-    """p50 and p95 of each path beside its raw baseline."""
     search, ask = report["search"], report["ask"]
     pairs = []  # (the path's label, its latency, the baseline's label, its latency)
     if "search_http_ms" in search:

@@ -135,7 +135,9 @@ class Judge:
                 result = await asyncio.wait_for(call(), timeout=self.config.timeout_s * 12)
             except Exception as error:  # malformed JSON, validation, timeout, server error
                 outcome.scores[name] = None
-                outcome.errors[name] = _describe(error)
+                kind, text = type(error).__name__, " ".join(str(error).split())
+                text = text[:300] + "…" if len(text) > 300 else text
+                outcome.errors[name] = f"{kind}: {text}" if text else kind
                 outcome.unavailable = outcome.unavailable or _unreachable(error)
                 continue
             value = _value(result)
@@ -157,9 +159,3 @@ def _unreachable(error: BaseException) -> bool:
             return True
         seen = seen and (seen.__cause__ or seen.__context__)
     return "Connection error" in str(error)
-
-
-def _describe(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    text = text[:300] + "…" if len(text) > 300 else text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -59,17 +59,15 @@ def load_recording(path: Path) -> tuple[dict[str, dict[str, Any]], int | None, s
 
 
 async def _chunks(text: str) -> AsyncIterator[str]:
-    """A recorded text streamed in STREAM_CHUNKS pieces."""
     size = max(1, -(-len(text) // STREAM_CHUNKS))
     for start in range(0, len(text), size):
         yield text[start : start + size]
 
 
 class ReplayLLM:
-    """Answers from the recording of `run` (None: no recording), else from `live`; with `record`,
-    every request answered is appended to that file. A request neither can answer raises, and is
-    kept in `misses` (the answer path turns some LLM failures into fallbacks, so a raise alone
-    could go unnoticed)."""
+    """Answers from the recording of `run`, else from `live`; with `record`, appends each answer
+    there. A request neither can answer raises and is kept in `misses` (the answer path turns some
+    LLM failures into fallbacks)."""
 
     def __init__(
         self,
@@ -89,16 +87,16 @@ class ReplayLLM:
             read_jsonl(record)  # cuts a line a killed run left half-written
 
     def _request(self, messages: list[ChatMessage], max_tokens: int, schema: Any) -> tuple:
-        """The request's key and its fields, the recorded entry (None when not recorded)."""
+        """The request's key and its fields, the recorded entry (None: `live` answers); raises
+        when neither can answer."""
         params = {"max_tokens": max_tokens, "temperature": self.temperature, "schema": schema}
         key = request_key(messages, **params)
-        return key, request_fields(messages, **params), self.completions.get(key)
-
-    def _missed(self, key: str, messages: list[ChatMessage]) -> CompletionNotRecordedError:
-        words = (messages[-1].content if messages else "").split()
-        head = " ".join(words[:12]) + (" …" if len(words) > 12 else "")
-        self.misses.append(f"no recorded completion for the request {key[:12]} “{head}”")
-        return CompletionNotRecordedError(self.misses[-1])
+        if (entry := self.completions.get(key)) is None and self.live is None:
+            words = (messages[-1].content if messages else "").split()
+            head = " ".join(words[:12]) + (" …" if len(words) > 12 else "")
+            self.misses.append(f"no recorded completion for the request {key[:12]} “{head}”")
+            raise CompletionNotRecordedError(self.misses[-1])
+        return key, request_fields(messages, **params), entry
 
     def _keep(self, call: str, key: str, request: dict[str, Any], **answer: Any) -> None:
         if self.record is not None:
@@ -118,8 +116,6 @@ class ReplayLLM:
             )
         elif self.live is not None:
             done = await self.live.complete(messages, max_tokens, schema)
-        else:
-            raise self._missed(key, messages)
         self._keep("complete", key, request, **asdict(done))
         return done
 
@@ -131,8 +127,6 @@ class ReplayLLM:
             chunks = _chunks(str(entry["text"]))
         elif self.live is not None:
             chunks = self.live.stream(messages, max_tokens, schema)
-        else:
-            raise self._missed(key, messages)
         parts: list[str] = []
         async for chunk in chunks:
             parts.append(chunk)

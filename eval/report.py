@@ -15,7 +15,6 @@ from eval.suite import Suite
 from scholia.settings import Settings
 
 Record = dict[str, Any]
-PLOTS = ("per_type.png", "scores.png")
 LATENCY_LABELS = {"ask_ms": "/ask pipeline, ms", "generate_ms": "LLM generation, ms"}
 LATENCY_LABELS["judge_s"] = "judge per question, s"
 
@@ -60,35 +59,24 @@ def _judge_block(records: list[Record]) -> dict[str, Any]:
 
 
 def _by_type(records: list[Record], block: Callable[[list[Record]], Any]) -> dict[str, Any]:
-    """A block over all records, and the same block for each question type."""
     by_type = {t: block([r for r in records if r["type"] == t]) for t in _types(records)}
     return {"all": block(records), "by_type": by_type}
 
 
-def _timings(records: list[Record]) -> dict[str, list[float]]:
-    """Each timing's values: retrieve_ms.MODE, ask_ms, generate_ms, judge_s."""
-    series: dict[str, list[float]] = {}
+def _latency(records: list[Record], modes: list[str], answers: bool, judged: bool) -> dict:
+    """n, p50, p95, mean and max of each timing: retrieve_ms.MODE, ask_ms, generate_ms, judge_s."""
+    names = [f"retrieve_ms.{mode}" for mode in modes]
+    names += ["ask_ms", "generate_ms"] * answers + ["judge_s"] * judged
+    series: dict[str, list[float]] = {name: [] for name in names}
     for timings in (r.get("timings", {}) for r in records):
         found = {f"retrieve_ms.{mode}": ms for mode, ms in timings.get("retrieve_ms", {}).items()}
         found |= {"ask_ms": timings.get("ask_ms"), "judge_s": timings.get("judge_s")}
         found["generate_ms"] = (timings.get("ask") or {}).get("generate") or None
         for name, value in found.items():
-            if value is not None:
-                series.setdefault(name, []).append(value)
-    return series
-
-
-def _latency(records: list[Record], modes: list[str], answers: bool, judged: bool) -> dict:
-    """n, p50, p95, mean and max of each timing, by its name (`_timings`)."""
-    series = _timings(records)
-
-    def figures(name: str) -> dict[str, float | int | None]:
-        every = stats(series.get(name, []), digits=4)
-        return {key: every[key] for key in ("n", "p50", "p95", "mean", "max")}
-
-    names = [f"retrieve_ms.{mode}" for mode in modes]
-    names += ["ask_ms", "generate_ms"] * answers + ["judge_s"] * judged
-    return {name: figures(name) for name in names}
+            if value is not None and name in series:
+                series[name].append(value)
+    every = {name: stats(values, digits=4) for name, values in series.items()}
+    return {name: {k: every[name][k] for k in ("n", "p50", "p95", "mean", "max")} for name in names}
 
 
 def summarize(
@@ -181,8 +169,6 @@ def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
     return render(
         "report.md.j2",
         s=summary,
-        machine=summary["machine"],
-        modes=modes,
         overall={mode: retrieval[mode]["all"] for mode in modes},
         by_type={m: {k: b for k, b in retrieval[m]["by_type"].items() if b["n"]} for m in modes},
         answers={"**all**": answers["all"], **answers["by_type"]},
@@ -191,13 +177,11 @@ def render_markdown(summary: dict[str, Any], records: list[Record]) -> str:
         main=main,
         misses=misses,
         missing_gold=sorted({t for r in records for t in r.get("gold_missing_from_index", [])}),
-        plots=PLOTS,
     )
 
 
 def _per_type_panels(summary: dict[str, Any]) -> list[Panel]:
-    """Bars by question type: hit@1, hit@5 and MRR of each retrieval mode; the answers' key
-    strings, wrong declines (answerable questions) and right ones (unanswerable questions)."""
+    """Bars by question type: retrieval by mode, and the answers."""
     ylim = (0.0, 1.25)  # room above 1 for the legend
     by_mode = {mode: block["by_type"] for mode, block in summary["retrieval"].items()}
     gold = [t for t in summary["counts_by_type"] if any(b[t]["n"] for b in by_mode.values())]
@@ -229,7 +213,6 @@ def _score_panels(summary: dict[str, Any], records: list[Record]) -> list[Panel]
 
 
 def write_report(out_dir: Path, summary: dict[str, Any], records: list[Record]) -> None:
-    """summary.json, report.md, and the plots when there are records."""
     report = render_markdown(summary, records)
     outputs: dict[str, Any] = {"summary.json": summary, "report.md": report}
     if records:

@@ -56,13 +56,9 @@ class RunOptions:
 
     def identity(self) -> dict[str, Any]:
         """What must match for a run to be resumed into the same folder."""
-        identity: dict[str, Any] = {
-            "modes": sorted(self.modes),
-            "answer_mode": self.answer_mode if self.answers else None,
-            "answers": self.answers,
-            "judge": bool(self.judge),
-            "top_k": self.top_k,
-        }
+        identity: dict[str, Any] = {"modes": sorted(self.modes)}
+        identity["answer_mode"] = self.answer_mode if self.answers else None
+        identity |= {"answers": self.answers, "judge": bool(self.judge), "top_k": self.top_k}
         # Only when used, so that folders made before recording existed still resume.
         if self.record or self.replay is not None:
             identity["completions"] = "replay" if self.replay is not None else "record"
@@ -196,19 +192,11 @@ class Run:
         gold_ids, missing = record["gold_ids"], record["gold_missing_from_index"]
         sources = response.sources
         ids, titles = [s.id for s in sources], [s.title for s in sources]
-        record["answer"] = {
-            "text": response.answer,
-            "declined": response.declined,
-            "citations": response.citations,
-            "sources": [
-                {"rank": s.rank, "id": s.id, "title": s.title, "cited": s.cited} for s in sources
-            ],
-            "unsupported": response.unsupported,
-            "usage": response.usage.model_dump(),
-            "model": response.model,
-            "error": None,
-            "relevant_ranks": relevant_ranks(ids, titles, gold_ids, missing),
-        }
+        kept: dict[str, Any] = {"sources": {"__all__": {"rank", "id", "title", "cited"}}}
+        kept |= dict.fromkeys(("declined", "citations", "unsupported", "usage", "model"), True)
+        ranks = relevant_ranks(ids, titles, gold_ids, missing)
+        record["answer"] = {"text": response.answer, **response.model_dump(include=kept)}
+        record["answer"] |= {"error": None, "relevant_ranks": ranks}
         sample = SingleTurnSample(
             user_input=question.question,
             response=response.answer,

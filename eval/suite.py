@@ -3,8 +3,8 @@ skipped; any other bad line is an error that names the file and line."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Annotated
 
@@ -81,18 +81,15 @@ def _parse(raw: str, where: str, number: int) -> Question:
     try:
         question = Question.model_validate_json(raw)
     except ValidationError as error:
-        problems = "; ".join(_problem(e["loc"], e["msg"]) for e in error.errors())
+        # `field: message` (`key_strings.0` for an item of a list), or the message alone
+        located = ((".".join(map(str, e["loc"])), e["msg"]) for e in error.errors())
+        problems = "; ".join(f"{at}: {message}" if at else message for at, message in located)
         raise SuiteError(f"{where}: {problems}") from error
     if question.type == UNANSWERABLE and (question.has_gold or question.key_strings):
         raise SuiteError(
             f"{where}: an unanswerable question cannot have gold papers or key strings"
         )
     return question.model_copy(update={"line": number})
-
-
-def _problem(location: tuple[int | str, ...], message: str) -> str:
-    """`field: message` (`key_strings.0` for an item of a list), or the message alone."""
-    return f"{'.'.join(map(str, location))}: {message}" if location else message
 
 
 def select(
@@ -105,12 +102,9 @@ def select(
     chosen = [q for q in questions if not types or q.type in types]
     if limit is None or limit >= len(chosen) or not stratify:
         return chosen[:limit]
-    # A question's round (its place among those of its type), then its type's turn in a round.
-    seen: Counter[str] = Counter()
-    rounds = {}
+    by_type: dict[str, list[Question]] = {}
     for question in chosen:
-        rounds[question.id] = seen[question.type]
-        seen[question.type] += 1
-    turn = {kind: i for i, kind in enumerate(seen)}
-    picked = sorted(chosen, key=lambda q: (rounds[q.id], turn[q.type]))[:limit]
+        by_type.setdefault(question.type, []).append(question)
+    rounds = chain.from_iterable(zip_longest(*by_type.values()))  # one of each type a round
+    picked = [q for q in rounds if q is not None][:limit]
     return [q for q in chosen if q in picked]
