@@ -52,8 +52,8 @@ ON CONFLICT (chunk_id) DO UPDATE SET paper_id = EXCLUDED.paper_id,
 
 # BM25 of the chunks holding any of the query's lexemes (%(lexemes)s: distinct, stemmed).
 SEARCH_BM25 = """
-WITH corpus AS (SELECT count(*)::float8 AS n, avg(length)::float8 AS avgdl FROM {chunks}),
-terms AS (
+WITH corpus AS MATERIALIZED (SELECT count(*)::float8 AS n, avg(length)::float8 AS avgdl FROM {chunks}),
+terms AS MATERIALIZED (
     SELECT term, ln(1 + (corpus.n - df + 0.5) / (df + 0.5)) AS idf
     FROM corpus, LATERAL (
         SELECT term, (SELECT count(*) FROM {chunks} WHERE lexemes @@ quoted::tsquery)::float8 AS df
