@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ingest.keyword import KeywordHit, fingerprint, paper_of
+from ingest.store import StoreUnavailableError
 
 if TYPE_CHECKING:
     import psycopg
@@ -121,7 +122,14 @@ class PostgresKeywordStore:
 
         with self._lock:
             if self._connection is None or self._connection.closed:
-                self._connection = psycopg.connect(self.url, autocommit=True)
+                try:
+                    self._connection = psycopg.connect(
+                        self.url, autocommit=True, connect_timeout=10
+                    )
+                except psycopg.OperationalError as error:
+                    raise StoreUnavailableError(
+                        f"The keyword store ({self.where}) cannot be reached: {error}"
+                    ) from error
                 self._schema_ready = False
             connection = self._connection
             try:
@@ -133,9 +141,11 @@ class PostgresKeywordStore:
                     self._schema_ready = True
                 with connection.transaction(), connection.cursor() as cursor:
                     yield cursor
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as error:
                 connection.close()  # the server went away: the next call connects again
-                raise
+                raise StoreUnavailableError(
+                    f"The keyword store ({self.where}) stopped answering: {error}"
+                ) from error
 
     def close(self) -> None:
         with self._lock:

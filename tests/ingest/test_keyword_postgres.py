@@ -12,8 +12,10 @@ import pytest
 from ingest.keyword import KeywordIndex
 from ingest.keyword_postgres import PostgresKeywordStore
 from ingest.pipeline import keyword_index, open_store, remove_papers, run_ingest
+from ingest.store import StoreUnavailableError
 from scholia.settings import IndexSettings, Settings
 from tests.ingest.helpers import HashEmbedder, make_settings, paper_records, write_jsonl
+from tests.servers import free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -131,3 +133,9 @@ def test_ingest_into_postgres_is_idempotent_and_repairs_a_crash_between_the_stor
         "fingerprint": open_store(settings).scan().fingerprint,
         "chunks": len(_row_versions(keywords)),
     }
+
+
+def test_an_unreachable_keyword_store_is_unavailable_not_a_crash() -> None:
+    store = PostgresKeywordStore(f"postgresql://postgres@127.0.0.1:{free_port()}/none", "papers")
+    with pytest.raises(StoreUnavailableError, match=r"keyword store .*127\.0\.0\.1:\d+/none"):
+        store.search("quokkas", 5)
