@@ -424,7 +424,10 @@ class _BatchWriter:
             )
             # After Chroma: a kill in between leaves the keyword store behind, which the
             # refresh at the end of the next run sees (fingerprint) and repairs.
-            _guard_write(lambda: self.keywords.write_papers(keyword_rows), what + "' keywords")
+            _guard_write(
+                lambda: self.keywords.write_papers(keyword_rows),
+                what.replace("to Chroma", f"to the keyword store ({self.keywords.where})"),
+            )
             return written[0]
 
         written = [(paper.id, paper.content_hash) for paper, _ in batch]

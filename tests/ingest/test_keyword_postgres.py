@@ -11,7 +11,13 @@ import pytest
 
 from ingest.keyword import KeywordIndex
 from ingest.keyword_postgres import PostgresKeywordStore
-from ingest.pipeline import keyword_index, open_store, remove_papers, run_ingest
+from ingest.pipeline import (
+    IngestWriteError,
+    keyword_index,
+    open_store,
+    remove_papers,
+    run_ingest,
+)
 from ingest.store import StoreUnavailableError
 from scholia.settings import IndexSettings, Settings
 from tests.ingest.helpers import HashEmbedder, make_settings, paper_records, write_jsonl
@@ -125,6 +131,15 @@ def test_ingest_into_postgres_is_idempotent_and_repairs_a_crash_between_the_stor
         "chunks": sum(state.stored_chunks for state in chroma.states.values()),
     }
     assert set(_row_versions(keywords)) >= set(before)
+
+    def refused(*_: Any) -> None:
+        raise RuntimeError("permission denied for table scholia_papers_chunks")
+
+    monkeypatch.setattr(PostgresKeywordStore, "write_papers", refused)
+    last = write_jsonl(tmp_path / "last.jsonl", paper_records(9))
+    with pytest.raises(IngestWriteError, match=r"to the keyword store \(PostgreSQL table .*denied"):
+        run_ingest(settings, [last], embedder=hash_embedder, log=lambda _: None)
+    monkeypatch.undo()
 
     removed = next(iter(chroma.states))
     assert remove_papers(settings, [removed], log=lambda _: None) == [removed]
