@@ -10,7 +10,7 @@ export PIP_CACHE_DIR := $(SCHOLIA_DATA_DIR)/cache/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck unit e2e model model-1.5b browser clean
+.PHONY: setup serve test lint typecheck unit e2e model model-1.5b browser postgres clean
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
@@ -58,7 +58,12 @@ typecheck: $(VENV)/.installed
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: setup browser lint typecheck
+# Debian's PostgreSQL: the tests start throw-away clusters (the shared keyword store of
+# docs/scaling.md); installed once if missing, never started as a service.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: setup browser postgres lint typecheck
 	$(VENV)/bin/scholia model prepare
 	$(VENV)/bin/scholia ingest
 	$(VENV)/bin/pytest

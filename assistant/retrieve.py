@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ingest.embed import Embedder
-from ingest.keyword import KeywordIndex
+from ingest.keyword import KeywordStore, paper_of
 from ingest.store import ChromaStore
 from scholia.settings import RetrievalSettings
 
@@ -30,7 +30,7 @@ class Retriever:
     def __init__(
         self,
         store: ChromaStore,
-        keywords: KeywordIndex,
+        keywords: KeywordStore,
         embedder: Embedder,
         settings: RetrievalSettings,
     ) -> None:
@@ -76,7 +76,7 @@ class Retriever:
                 chunk_id = keyword_hit.chunk_id
                 fusion.add(chunk_id, rank, self.settings.bm25_weight)
                 fusion.keyword[chunk_id] = keyword_hit.score
-                fusion.paper_of.setdefault(chunk_id, chunk_id.rsplit("#", 1)[0])
+                fusion.paper_of.setdefault(chunk_id, paper_of(chunk_id))
         return self._papers(fusion, top_k, filters)
 
     def _papers(

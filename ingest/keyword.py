@@ -1,4 +1,5 @@
-"""The BM25 keyword index (bm25s + PyStemmer), persisted beside Chroma and replaced atomically.
+"""The keyword store boundary, and its default: a BM25 index (bm25s + PyStemmer) persisted
+beside Chroma and replaced atomically.
 
 Each build writes a new version folder (`.NAME.v<stamp>`) and then repoints the symlink `NAME`
 at it with one rename, so a reader sees the old index or the new one, never a mix or nothing.
@@ -14,11 +15,11 @@ import os
 import shutil
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 IDS_FILE = "chunk_ids.json"
 STATE_FILE = "state.json"
@@ -33,16 +34,74 @@ def fingerprint(chunk_ids: Iterable[str], paper_hashes: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
+def paper_of(chunk_id: str) -> str:
+    """The paper a chunk id ("paper#index") belongs to."""
+    return chunk_id.rsplit("#", 1)[0]
+
+
 @dataclass(frozen=True)
 class KeywordHit:
     chunk_id: str
     score: float
 
 
+# (paper id, paper hash, [(chunk id, chunk text)]): one paper's whole version, as ingest writes it.
+PaperChunks = tuple[str, str, Sequence[tuple[str, str]]]
+
+
+class KeywordStore(Protocol):
+    """Where keyword search lives: the local BM25 files, or a database every replica reads.
+
+    Ingest writes each batch of papers and each removal right after Chroma (`write_papers`,
+    `delete_papers`), then `build_from` makes the store hold exactly Chroma's chunks and records
+    their `fingerprint`; a store whose recorded state differs from Chroma's is rebuilt.
+    """
+
+    @property
+    def where(self) -> str:
+        """Where it is, for messages."""
+        ...
+
+    def search(self, query: str, k: int) -> list[KeywordHit]: ...
+
+    def state(self) -> dict[str, Any] | None:
+        """{"fingerprint", "chunks"} recorded by the last complete build; None: none."""
+        ...
+
+    def build_from(self, rows: Iterable[tuple[str, str, str]]) -> str:
+        """Hold exactly these (chunk id, text, paper hash) rows; returns their fingerprint."""
+        ...
+
+    def write_papers(self, papers: Sequence[PaperChunks]) -> None: ...
+
+    def delete_papers(self, paper_ids: Sequence[str]) -> None: ...
+
+    def remove(self) -> None:
+        """Delete everything it holds."""
+        ...
+
+    def reload(self) -> None:
+        """After another writer changed it: the next search sees the change."""
+        ...
+
+
 class KeywordIndex:
+    """The local BM25 index (the default store): rebuilt whole by `build_from` at the end of
+    each ingest; the per-batch writes are left to that rebuild."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._cache: tuple[str | None, Any, list[str]] | None = None
+
+    @property
+    def where(self) -> str:
+        return str(self.folder)
+
+    def write_papers(self, papers: Sequence[PaperChunks]) -> None:
+        """Nothing: the index is rebuilt whole once the ingest's batches are written."""
+
+    def delete_papers(self, paper_ids: Sequence[str]) -> None:
+        """Nothing: the index is rebuilt whole after a removal."""
 
     @cached_property
     def _stemmer(self) -> Any:

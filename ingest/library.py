@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.keyword import KeywordIndex
+from ingest.keyword import KeywordStore, paper_of
 from ingest.ledger import IngestLedger
 from ingest.parse import normalize_title
 from ingest.store import ChromaStore, PaperEntry
@@ -32,7 +32,7 @@ class LibraryPage:
 
 def library_page(
     store: ChromaStore,
-    keywords: KeywordIndex,
+    keywords: KeywordStore,
     ledger: IngestLedger,
     query: str = "",
     offset: int = 0,
@@ -63,7 +63,7 @@ def _with_times(entries: list[PaperEntry], ledger: IngestLedger) -> list[Library
     return papers
 
 
-def _matching(papers: list[LibraryPaper], query: str, keywords: KeywordIndex) -> list[LibraryPaper]:
+def _matching(papers: list[LibraryPaper], query: str, keywords: KeywordStore) -> list[LibraryPaper]:
     words = normalize_title(query).split()
     by_title = [
         paper for paper in papers if all(word in normalize_title(paper.title) for word in words)
@@ -72,7 +72,7 @@ def _matching(papers: list[LibraryPaper], query: str, keywords: KeywordIndex) ->
     by_id = {paper.id: paper for paper in papers}
     by_words = []
     for hit in keywords.search(query, KEYWORD_CANDIDATES):
-        paper_id = hit.chunk_id.rsplit("#", 1)[0]
+        paper_id = paper_of(hit.chunk_id)
         if paper_id in by_id and paper_id not in seen:
             seen.add(paper_id)
             by_words.append(by_id[paper_id])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ingest.chunk import Chunk, chunk_paper
 from ingest.embed import Embedder
-from ingest.keyword import KeywordIndex
+from ingest.keyword import KeywordIndex, KeywordStore
 from ingest.ledger import IngestLedger, now_iso
 from ingest.parse import Paper, Rejected, read_papers
 from ingest.store import ChromaStore, Manifest, PaperState, connect
@@ -84,14 +84,24 @@ def open_store(settings: Settings) -> ChromaStore:
     )
 
 
-def keyword_index(settings: Settings) -> KeywordIndex:
+def keyword_folder(settings: Settings) -> Path:
+    """The local BM25 index's folder (named for the collection and where Chroma is)."""
     suffix = "server" if settings.index.chroma_url else "local"
-    return KeywordIndex(settings.data_dir / f"bm25-{settings.index.collection}-{suffix}")
+    return settings.data_dir / f"bm25-{settings.index.collection}-{suffix}"
+
+
+def keyword_index(settings: Settings) -> KeywordStore:
+    """The keyword store `index.keyword` chooses."""
+    if settings.index.keyword == "postgres" and settings.index.keyword_url:
+        from ingest.keyword_postgres import PostgresKeywordStore
+
+        return PostgresKeywordStore(settings.index.keyword_url, settings.index.collection)
+    return KeywordIndex(keyword_folder(settings))
 
 
 def ingest_ledger(settings: Settings) -> IngestLedger:
     """When each paper was written (kept beside the keyword index, named like it)."""
-    folder = keyword_index(settings).folder
+    folder = keyword_folder(settings)
     return IngestLedger(folder.with_name(folder.name.replace("bm25-", "ingested-", 1) + ".jsonl"))
 
 
@@ -202,9 +212,9 @@ def run_ingest(
         scan = store.scan()
         todo = _papers_to_write(records, scan.states, report)
         meter = _Progress(len(todo), progress, log, on_progress)
-        _write(store, embedder, settings, sources, todo, scan.states, report, meter)
+        _write(store, keywords, embedder, settings, sources, todo, scan.states, report, meter)
         if sync:
-            _remove_stale(store, sorted(set(scan.states) - set(records)), report, log)
+            _remove_stale(store, keywords, sorted(set(scan.states) - set(records)), report, log)
         _refresh_keywords(keywords, store, scan.fingerprint, report)
         if report.chunks_written or report.removed:
             _guard_write(lambda: store.mark_ingested(now_iso()), "recording the ingest time")
@@ -233,7 +243,9 @@ def _papers_to_write(
     return todo
 
 
-def _remove_stale(store: ChromaStore, stale: list[str], report: IngestReport, log: Log) -> None:
+def _remove_stale(
+    store: ChromaStore, keywords: KeywordStore, stale: list[str], report: IngestReport, log: Log
+) -> None:
     """`--sync`: remove the papers the sources no longer hold, unless some records were
     rejected (a rejected record would look like a removed paper)."""
     if stale and report.rejected:
@@ -244,6 +256,7 @@ def _remove_stale(store: ChromaStore, stale: list[str], report: IngestReport, lo
         )
     elif stale:
         _guard_write(lambda: store.delete_papers(stale), "removing papers")
+        _guard_write(lambda: keywords.delete_papers(stale), "removing papers' keywords")
         report.removed = len(stale)
         for paper_id in stale:
             log(f"removed {paper_id}")
@@ -259,14 +272,15 @@ def remove_papers(settings: Settings, paper_ids: Sequence[str], log: Log = print
         ]
         if present:
             report = IngestReport()
-            _remove_stale(store, present, report, log)
-            _refresh_keywords(keyword_index(settings), store, "", report)
+            keywords = keyword_index(settings)
+            _remove_stale(store, keywords, present, report, log)
+            _refresh_keywords(keywords, store, "", report)
             _guard_write(lambda: store.mark_ingested(now_iso()), "recording the removal time")
     return present
 
 
 def _refresh_keywords(
-    keywords: KeywordIndex, store: ChromaStore, fingerprint: str, report: IngestReport
+    keywords: KeywordStore, store: ChromaStore, fingerprint: str, report: IngestReport
 ) -> None:
     """Rebuild BM25 from Chroma when anything changed or it does not match the collection."""
     recorded = keywords.state()
@@ -274,7 +288,7 @@ def _refresh_keywords(
     if changed or recorded is None or recorded.get("fingerprint") != fingerprint:
         _guard_write(
             lambda: keywords.build_from(store.iter_documents()),
-            f"writing the keyword index in {keywords.folder} (the previous one is unchanged)",
+            f"writing the keyword index in {keywords.where} (the previous one is unchanged)",
         )
         report.keywords_rebuilt = True
 
@@ -292,6 +306,7 @@ def _guard_write(action: Callable[[], object], what: str) -> None:
 
 def _write(
     store: ChromaStore,
+    keywords: KeywordStore,
     embedder: Embedder,
     settings: Settings,
     sources: Sequence[Path],
@@ -308,7 +323,7 @@ def _write(
     limit = settings.embedding.batch_size * WRITE_BATCHES
     ledger = ingest_ledger(settings)
     with meter, ThreadPoolExecutor(1) as pool:
-        writer = _BatchWriter(store, embedder, previous, report, meter, pool, ledger)
+        writer = _BatchWriter(store, keywords, embedder, previous, report, meter, pool, ledger)
         batch: list[tuple[Paper, list[Chunk]]] = []
         batch_chunks = 0
         for paper in iter_selected(sources, todo):
@@ -362,6 +377,7 @@ class _BatchWriter:
     def __init__(
         self,
         store: ChromaStore,
+        keywords: KeywordStore,
         embedder: Embedder,
         previous: Mapping[str, PaperState],
         report: IngestReport,
@@ -370,6 +386,7 @@ class _BatchWriter:
         ledger: IngestLedger,
     ) -> None:
         self.store = store
+        self.keywords = keywords
         self.embedder = embedder
         self.previous = previous
         self.report = report
@@ -394,11 +411,22 @@ class _BatchWriter:
         done, total = self.meter.done, self.meter.total
         what = f"writing papers {done + 1}–{done + len(batch)} of {total} to Chroma"
 
+        keyword_rows = [
+            (paper.id, paper.content_hash, [(chunk.id, chunk.text) for chunk in chunks])
+            for paper, chunks in batch
+        ]
+
         def write() -> int:
             written: list[int] = []
             _guard_write(
                 lambda: written.append(self.store.write_papers(batch, vectors, self.previous)),
                 what,
+            )
+            # After Chroma: a kill in between leaves the keyword store behind, which the
+            # refresh at the end of the next run sees (fingerprint) and repairs.
+            _guard_write(
+                lambda: self.keywords.write_papers(keyword_rows),
+                what.replace("to Chroma", f"to the keyword store ({self.keywords.where})"),
             )
             return written[0]
 

@@ -34,7 +34,8 @@ class IndexMismatchError(RuntimeError):
 
 
 class StoreUnavailableError(RuntimeError):
-    """The Chroma server cannot be reached (at connect time, or later: stopped, restarting)."""
+    """The Chroma server, or the Postgres keyword store, cannot be reached (at connect time, or
+    later: stopped, restarting)."""
 
 
 @dataclass(frozen=True)

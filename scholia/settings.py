@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -51,6 +51,22 @@ class IndexSettings(BaseModel):
         default=None, description="http://host:port of a `chroma run` server; default: embedded."
     )
     collection: str = "papers"
+    keyword: Literal["local", "postgres"] = Field(
+        default="local",
+        description="Where keyword (BM25) search lives: local (files in the data directory, "
+        "one copy per process) or postgres (PostgreSQL full-text search at `keyword_url`, one "
+        "store every replica reads; docs/scaling.md).",
+    )
+    keyword_url: str | None = Field(
+        default=None,
+        description="postgresql://user@host:port/db of the keyword store when keyword=postgres.",
+    )
+
+    @model_validator(mode="after")
+    def _keyword_url_given(self) -> IndexSettings:
+        if self.keyword == "postgres" and not self.keyword_url:
+            raise ValueError("index.keyword = postgres needs index.keyword_url (postgresql://…)")
+        return self
 
 
 class LLMSettings(BaseModel):

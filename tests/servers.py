@@ -1,12 +1,15 @@
-"""Real servers that tests start on 127.0.0.1 (a `chroma run` server), and waiting for them."""
+"""Real servers that tests start on 127.0.0.1 (a `chroma run` server, a PostgreSQL), and
+waiting for them."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,3 +140,78 @@ def finished_job(
             return job
         time.sleep(interval_s)
     raise AssertionError(f"job {job_id} still running after {timeout_s} s")
+
+
+def postgres_bin() -> Path:
+    """The newest installed PostgreSQL's bin folder (Debian's layout; `make test` installs it)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_major_version)
+    if not found:
+        pytest.skip("PostgreSQL is not installed (`make postgres` installs it)")
+    return Path(found[-1]).parent
+
+
+def _major_version(initdb: str) -> int:
+    return int(Path(initdb).parent.parent.name)
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster in `folder`, on a free port, trusting local connections.
+
+    initdb refuses to run as root: under root the cluster belongs to the `postgres` user."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bin = postgres_bin()
+        # Its own folder under /tmp: the `postgres` user cannot enter pytest's (mode 0700).
+        self.folder = Path(tempfile.mkdtemp(prefix="scholia-postgres-"))
+        self.data = self.folder / "data"
+        self.log = self.folder / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *command: str) -> None:
+        as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run([*as_owner, *command], capture_output=True, cwd=self.folder)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            pytest.fail(
+                f"{Path(command[0]).name} exited {done.returncode}: {output}{_tail(self.log)}"
+            )
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self._run(
+            str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+            "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C",
+        )  # fmt: skip
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.bin / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log),
+            "-o", options, "-w", "-t", "60",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with PostgresServer() as server:
+        yield server.url

@@ -108,6 +108,21 @@ def test_invalid_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch) -
         Settings()
 
 
+def test_the_keyword_store_from_environment_and_postgres_needs_its_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().index.keyword == "local"  # the default: files in the data directory
+    monkeypatch.setenv("SCHOLIA_INDEX_KEYWORD", "postgres")
+    with pytest.raises(ValidationError, match="keyword_url"):
+        Settings()
+    monkeypatch.setenv("SCHOLIA_INDEX_KEYWORD_URL", "postgresql://scholia@db:5432/scholia")
+    index = Settings().index
+    assert (index.keyword, index.keyword_url) == (
+        "postgres",
+        "postgresql://scholia@db:5432/scholia",
+    )
+
+
 def test_defaults_without_environment() -> None:
     s = Settings()
     assert s.llm.url is None  # Scholia starts vLLM itself

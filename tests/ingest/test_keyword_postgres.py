@@ -1,0 +1,156 @@
+"""The PostgreSQL keyword store, alone and under `run_ingest`: what it finds, that a re-run
+writes nothing, that removals reach it, and that a crash between Chroma and it is repaired."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ingest.keyword import KeywordIndex
+from ingest.keyword_postgres import PostgresKeywordStore
+from ingest.pipeline import (
+    IngestWriteError,
+    keyword_index,
+    open_store,
+    remove_papers,
+    run_ingest,
+)
+from ingest.store import StoreUnavailableError
+from scholia.settings import IndexSettings, Settings
+from tests.ingest.helpers import HashEmbedder, make_settings, paper_records, write_jsonl
+from tests.servers import free_port
+
+pytestmark = pytest.mark.postgres
+
+ROWS = [
+    ("quokka#0", "Quokkaformer\nA transformer trained on quokka photos from Rottnest.", "h1"),
+    ("quokka#1", "Quokkaformer\nDrones count the quokkas at dawn.", "h1"),
+    ("wombat#0", "Wombat nets\nBurrow detection with convolutional networks.", "h2"),
+    ("speech#0", "Speech\nMel-spectrograms synthesized by diffusion in few iterations.", "h3"),
+]
+
+
+def _row_versions(store: PostgresKeywordStore) -> dict[str, str]:
+    """chunk id → the row version's transaction id (xmin): it changes when a row is rewritten."""
+    with store._transaction() as cursor:
+        cursor.execute("SELECT chunk_id, xmin::text FROM scholia_papers_chunks")
+        return dict(cursor.fetchall())
+
+
+def _postgres_settings(data_dir: Path, postgres_url: str) -> Settings:
+    return make_settings(
+        data_dir, index=IndexSettings(keyword="postgres", keyword_url=postgres_url)
+    )
+
+
+def test_search_ranks_like_bm25_and_a_rebuild_of_the_same_rows_writes_nothing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    store = PostgresKeywordStore(postgres_url, "papers")
+    recorded = store.build_from(ROWS)
+    assert store.state() == {"fingerprint": recorded, "chunks": 4}
+    hits = store.search("How do drones count quokkas?", 5)
+    assert [hit.chunk_id for hit in hits][:2] == ["quokka#1", "quokka#0"]
+    assert hits[0].score > hits[1].score > 0
+    assert [hit.chunk_id for hit in store.search("synthesizing mel spectrogram", 5)] == ["speech#0"]
+    assert store.search("the of and", 5) == []  # stop words only
+    assert store.search("it's a back\\slash 'quote'", 5) == []  # odd characters are quoted
+
+    local = KeywordIndex(tmp_path / "bm25")  # the same rows give the same content fingerprint
+    assert local.build_from(ROWS) == recorded
+
+    before = _row_versions(store)
+    assert store.build_from(ROWS) == recorded
+    assert _row_versions(store) == before
+
+
+def test_a_failure_inside_a_write_leaves_the_previous_rows(postgres_url: str) -> None:
+    store = PostgresKeywordStore(postgres_url, "papers")
+    store.build_from(ROWS)
+    before, state = _row_versions(store), store.state()
+
+    def crashing() -> Any:
+        yield ("new#0", "A paper on kangaroos", "h9")
+        raise RuntimeError("killed mid-batch")
+
+    with pytest.raises(RuntimeError, match="killed mid-batch"):
+        store.build_from(crashing())
+    with pytest.raises(psycopg.DataError):  # Postgres refuses a NUL in text, mid-COPY
+        store.write_papers(
+            [("new", "h9", [("new#0", "kangaroos")]), ("bad", "h8", [("bad#0", "\0")])]
+        )
+    assert _row_versions(store) == before and store.state() == state
+    assert store.search("kangaroos", 5) == []
+
+
+def test_write_and_delete_papers_replace_whole_papers(postgres_url: str) -> None:
+    store = PostgresKeywordStore(postgres_url, "papers")
+    store.build_from(ROWS)
+    store.write_papers([("quokka", "h1b", [("quokka#0", "Quokkaformer v2\nOnly one chunk.")])])
+    assert store.state() is None  # unknown until the next full check
+    assert [hit.chunk_id for hit in store.search("quokkaformer drones", 5)] == ["quokka#0"]
+    store.delete_papers(["quokka", "wombat"])
+    assert set(_row_versions(store)) == {"speech#0"}
+    other = PostgresKeywordStore(postgres_url, "other collection")  # tables of its own
+    assert other.state() is None and other.search("speech", 5) == []
+
+
+def test_ingest_into_postgres_is_idempotent_and_repairs_a_crash_between_the_stores(
+    postgres_url: str, tmp_path: Path, hash_embedder: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _postgres_settings(tmp_path / "data", postgres_url)
+    source = write_jsonl(tmp_path / "p.jsonl", paper_records(6))
+    first = run_ingest(settings, [source], embedder=hash_embedder, log=lambda _: None)
+    keywords = keyword_index(settings)
+    assert isinstance(keywords, PostgresKeywordStore)
+    chroma = open_store(settings).scan()
+    assert keywords.state() == {"fingerprint": chroma.fingerprint, "chunks": first.chunks_written}
+    before = _row_versions(keywords)
+    again = run_ingest(settings, [source], embedder=hash_embedder, log=lambda _: None)
+    assert again.chunks_written == 0 and not again.keywords_rebuilt
+    assert _row_versions(keywords) == before
+    assert not (settings.data_dir / "bm25-papers-local").exists()
+
+    # Killed after Chroma took a batch, before the keyword store did.
+    def killed(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    more = write_jsonl(tmp_path / "more.jsonl", paper_records(8))
+    monkeypatch.setattr(PostgresKeywordStore, "write_papers", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(settings, [more], embedder=hash_embedder, log=lambda _: None)
+    monkeypatch.undo()
+    repaired = run_ingest(settings, [more], embedder=hash_embedder, log=lambda _: None)
+    assert repaired.keywords_rebuilt and repaired.chunks_written == 0  # Chroma had it all
+    chroma = open_store(settings).scan()
+    assert keyword_index(settings).state() == {
+        "fingerprint": chroma.fingerprint,
+        "chunks": sum(state.stored_chunks for state in chroma.states.values()),
+    }
+    assert set(_row_versions(keywords)) >= set(before)
+
+    def refused(*_: Any) -> None:
+        raise RuntimeError("permission denied for table scholia_papers_chunks")
+
+    monkeypatch.setattr(PostgresKeywordStore, "write_papers", refused)
+    last = write_jsonl(tmp_path / "last.jsonl", paper_records(9))
+    with pytest.raises(IngestWriteError, match=r"to the keyword store \(PostgreSQL table .*denied"):
+        run_ingest(settings, [last], embedder=hash_embedder, log=lambda _: None)
+    monkeypatch.undo()
+
+    removed = next(iter(chroma.states))
+    assert remove_papers(settings, [removed], log=lambda _: None) == [removed]
+    assert not [c for c in _row_versions(keywords) if c.startswith(removed + "#")]
+    assert keywords.state() == {
+        "fingerprint": open_store(settings).scan().fingerprint,
+        "chunks": len(_row_versions(keywords)),
+    }
+
+
+def test_an_unreachable_keyword_store_is_unavailable_not_a_crash() -> None:
+    store = PostgresKeywordStore(f"postgresql://postgres@127.0.0.1:{free_port()}/none", "papers")
+    with pytest.raises(StoreUnavailableError, match=r"keyword store .*127\.0\.0\.1:\d+/none"):
+        store.search("quokkas", 5)
