@@ -18,9 +18,31 @@ from rapidfuzz import fuzz, process
 
 from ingest.chunk import split_sentences
 
-# Markup in a question is data: a whole <script>/<style> element, or any other tag.
+# Markup in a question is data: a whole <script>/<style> element or hidden element (what the
+# user never saw), or any other tag.
 MARKUP = re.compile(
-    r"<(script|style)\b[^<>]{0,200}>.{0,2000}?</\1\s*>|<[^<>]{0,200}>", re.IGNORECASE | re.DOTALL
+    r"<(script|style)\b[^<>]{0,200}>.{0,2000}?</\1\s*>"
+    r"|<(\w+)\b[^<>]{0,200}(?:display:\s*none|\bhidden\b)[^<>]{0,200}>.{0,2000}?</\2\s*>"
+    r"|<[^<>]{0,200}>",
+    re.IGNORECASE | re.DOTALL,
+)
+# Instructions around a question are addressed to the assistant, not asked of the papers: what
+# follows a label like "Question:" is the question; sentences that try to change the
+# assistant's rules or extract its prompt are dropped. The papers are searched, and the model
+# prompted, with what is left.
+QUESTION_LABEL = re.compile(
+    r"^.*\b(?:question|then tell me|tell me|then answer|now answer|after that|answer this)\s*:\s*",
+    re.IGNORECASE,
+)
+INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget)\b.{0,60}\b(?:instructions|rules|told|previous|above"
+    r"|everything|documents)\b"
+    r"|\b(?:print|paste|copy|dump|reveal|output|repeat)\b.{0,60}\b(?:system prompt|prompt"
+    r"|instructions|configuration|documents?|api keys?)\b"
+    r"|\b(?:developer|admin|debug|god) mode\b|\bsystem override\b"
+    r"|\bcitations? (?:are|is) (?:now )?(?:disabled|off|switched off|turned off)\b"
+    r"|\bwithout (?:citing|naming|mentioning) (?:any )?sources\b",
+    re.IGNORECASE,
 )
 TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Za-z0-9]")
 # A figure as written: "24", "2.45", "245,000" (thousands), "1,35" (a decimal comma).
@@ -60,7 +82,7 @@ QUANTITY_NOUNS = (
 )
 FIGURE = re.compile(
     r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"
-    r"|\bby (?:how much|what (?:factor|margin|percentage))|\bwhat (?:speed-?up|factor)\b"
+    r"|\bby (?:how much|what (?:[\w-]+ )?(?:factor|margin|percentage))|\bwhat (?:speed-?up|factor)\b"
     rf"|\b(?:what|which) (?:[\w-]+ ){{0,2}}{MEASURE_WORDS}\b"
     rf"|\b(?:what|which) (?:[\w-]+ ){{0,2}}(?:{QUANTITY_NOUNS})",
     re.IGNORECASE,
@@ -136,6 +158,24 @@ FURTHER_QUESTION = re.compile(
     re.IGNORECASE,
 )
 MIN_PART_WORDS = 3
+# The direction a figure is stated with, by axis: "FID 5.2% worse" and "improving its FID by
+# 5.2%" are opposite; "reduce … by 3x" and "worse by 3x" are on different axes, not compared.
+DIRECTIONS = {
+    ("amount", 1): "increase increases increased increasing raise raises raised higher larger grow"
+    " grows grew growth rise rises rose",
+    ("amount", -1): "reduce reduces reduced reducing reduction reductions decrease decreases"
+    " decreased decreasing lower lowers lowered lowering fewer smaller cut cuts shrink shrinks"
+    " drop drops dropped",
+    ("quality", 1): "improve improves improved improving improvement improvements better gain"
+    " gains outperform outperforms outperforming",
+    ("quality", -1): "worse worsen worsens worsened degrade degrades degraded degrading degradation"
+    " hurt hurts harm harms deteriorate deteriorates deteriorated lose loses lost losing",
+    ("speed", 1): "faster quicker speedup speedups accelerate accelerates",
+    ("speed", -1): "slower slowdown slowdowns slows",
+}
+DIRECTION_WORDS = {word: way for way, words in DIRECTIONS.items() for word in words.split()}
+DIRECTION_REACH = 8  # words between a figure and the word that gives its direction, in a clause
+CLAUSE_BREAK = re.compile(r"[,;:()]|\b(?:while|whereas|but)\b", re.IGNORECASE)
 NUMBER_OF_PAPERS = {"two": 2, "both": 2, "three": 3}
 PAPERS_COUNTED = re.compile(
     rf"\b({'|'.join(NUMBER_OF_PAPERS)})\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b", re.IGNORECASE
@@ -178,7 +218,7 @@ Analyser = Callable[[str], QuestionAnalysis]
 
 
 def analyse(question: str) -> QuestionAnalysis:
-    text = " ".join(MARKUP.sub(" ", question).split()) or question
+    text = asked_question(" ".join(MARKUP.sub(" ", question).split()) or question)
     language = language_of(text)
     measure = YEAR if YEAR_ASKED.search(text) else _measure(text)
     asks = _asks(text)
@@ -194,6 +234,14 @@ def analyse(question: str) -> QuestionAnalysis:
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
         asked=_several_asked(text) if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
     )
+
+
+def asked_question(text: str) -> str:
+    """`text` without the instructions around the question (see `INSTRUCTION`)."""
+    labelled = QUESTION_LABEL.sub("", text).strip()
+    text = labelled if len(labelled.split()) >= MIN_PART_WORDS else text
+    kept = [sentence for sentence in split_sentences(text) if not INSTRUCTION.search(sentence)]
+    return " ".join(kept) if kept else text
 
 
 def _several_asked(text: str) -> tuple[QuestionAnalysis, ...]:
@@ -327,6 +375,23 @@ def numbers_in(text: str, language: str = "English") -> set[str]:
             number = number.replace(",", "" if thousands else ".")
         found.add(number)
     return found
+
+
+def direction_of(text: str, figure: str, language: str = "English") -> tuple[str, int] | None:
+    """The axis and sign `figure` is stated with in `text`: the direction word nearest to it in
+    its clause ("a 3x-14x reduction" → amount, -1), if one is within reach."""
+    for clause in CLAUSE_BREAK.split(text):
+        words = [token.casefold() for token in TOKEN.findall(clause)]
+        at = [i for i, word in enumerate(words) if figure in numbers_in(word, language)]
+        near = sorted(
+            (abs(i - j), DIRECTION_WORDS[word])
+            for i in at
+            for j, word in enumerate(words)
+            if word in DIRECTION_WORDS and abs(i - j) <= DIRECTION_REACH
+        )
+        if near:
+            return near[0][1]
+    return None
 
 
 def names_in(text: str) -> list[str]:

@@ -32,6 +32,7 @@ from assistant.analyse import (
     Asks,
     QuestionAnalysis,
     beside_figures,
+    direction_of,
     gives_the_figure,
     mentions,
     missing_names,
@@ -285,6 +286,7 @@ class Verifier:
             self.answers_the_question,
             self.cover_each_paper,
             self.correct_premise,
+            correct_direction,
             self.the_best_paper,
             name_the_papers,
         ]
@@ -372,6 +374,8 @@ class Verifier:
             ranks = [rank for rank in ranks if rank in holders] or ranks
         if evidence.names_missing(names_in(body), ranks):
             return None  # one paper's name credited with another's idea
+        if any(_reversed(body, evidence.sentences[key], figures) for key in chosen):
+            return None  # "FID 5.2% worse" where the paper improves it by 5.2%
         words = content_words(body)
         if figures and len(words) < MIN_CLAIM_WORDS:
             return [k for k in chosen if set(numbers_in(evidence.sentences[k])) & figures] or keys
@@ -495,7 +499,8 @@ class Verifier:
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
     ) -> Verdict:
         """Asked which paper, the answer is the best retrieved one when its evidence is on
-        point: shown several, a small model often names a neighbour of the paper described."""
+        point: shown several, a small model often names a neighbour of the paper described.
+        On point means close enough to the question, or closer than what the answer cites."""
         first = next(iter(evidence.by_rank))
         if (
             analysis.asks != Asks.WHICH_PAPER
@@ -504,7 +509,10 @@ class Verifier:
             or not self.settings.extractive_fallback
         ):
             return verdict
-        key = evidence.contribution(first, analysis, self.settings.fallback_min_similarity)
+        cited = [key for key in verdict.evidence if key in evidence.sentences]
+        closest_cited = float(evidence.closeness(analysis.text, cited).max()) if cited else 1.0
+        threshold = min(self.settings.fallback_min_similarity, closest_cited)
+        key = evidence.contribution(first, analysis, threshold)
         if key is None:
             return verdict
         return _verdict(evidence.quote(key), [key], verdict.unsupported)
@@ -609,6 +617,28 @@ def name_the_papers(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evid
     if not titled:
         return verdict
     return replace(verdict, answer=f"{'; '.join(titled)}: {verdict.answer}")
+
+
+def _reversed(claim: str, sentence: str, figures: Iterable[str], language: str = "English") -> str:
+    """The first of `figures` that `claim` states in the opposite direction to `sentence`."""
+    for figure in figures:
+        said = direction_of(claim, figure, language)
+        reported = direction_of(sentence, figure) if said else None
+        if said and reported and reported[0] == said[0] and reported[1] != said[1]:
+            return figure
+    return ""
+
+
+def correct_direction(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence) -> Verdict:
+    """A question stating a figure its paper reports the other way round ("why did it make FID
+    5.2% worse" of a paper improving FID by 5.2%) rests on a false premise: say so and quote
+    the paper; an answer that took the premise for granted goes."""
+    ranks = verdict.citations or list(evidence.by_rank)[:1]
+    for key in (key for rank in ranks for key in evidence.ids_of(rank)):
+        if _reversed(analysis.text, evidence.sentences[key], analysis.figures, analysis.language):
+            answer = f"{prompts.load('premise_reversed').strip()} {evidence.quote(key)}"
+            return _verdict(answer, [key], verdict.unsupported)
+    return verdict
 
 
 def _with_evidence(

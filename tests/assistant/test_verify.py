@@ -4,6 +4,7 @@ wrong citations, another paper's figure or name, a refusal when the evidence ans
 import numpy as np
 import pytest
 
+import prompts
 from assistant.analyse import analyse
 from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper
@@ -411,3 +412,56 @@ def test_each_thing_a_question_asks_gets_its_evidence(verifier: Verifier) -> Non
         sources,
     )
     assert "2 iterations" in verdict.answer and "24x faster" in verdict.answer
+
+
+def test_a_premise_stated_the_wrong_way_round_is_corrected(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    question = (
+        "Why does GNNPipe increase the per-epoch training time by 2.45x over graph parallelism?"
+    )
+    # The model takes the premise for granted.
+    echoed = (
+        "GNNPipe increases the per-epoch training time by 2.45x because of pipelining.",
+        ("2.2",),
+    )
+    verdict = verifier.verify(draft(echoed), analyse(question), sources)
+    assert verdict.answer.startswith(prompts.load("premise_reversed").strip())
+    assert GNNPIPE[1] in verdict.answer and "because of pipelining" not in verdict.answer
+    assert verdict.citations == [2]
+
+
+def test_a_premise_stated_the_right_way_round_stands(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    question = "GNNPipe reduces the per-epoch training time by 2.45x; how does it split the model?"
+    claim = ("GNNPipe partitions GNN layers among GPUs.", ("2.1",))
+    verdict = verifier.verify(draft(claim), analyse(question), sources)
+    assert verdict.answer.startswith(f"{GNNPIPE[0]} [2]")
+    assert prompts.load("premise_reversed").strip() not in verdict.answer
+
+
+def test_a_which_paper_answer_moves_to_the_best_paper_closer_than_the_one_cited(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    # No sentence reaches the usual similarity threshold, but the best retrieved paper's is
+    # closer to the question than the neighbour's sentence the model cited.
+    question = "Which paper cuts the steps a sound generator needs?"
+    evidence = Evidence(sources, verifier)
+    best = float(evidence.closeness(question, evidence.ids_of(1)).max())
+    cited = float(evidence.closeness(question, ["2.1"])[0])
+    assert cited < best < AnswerSettings().fallback_min_similarity
+    verdict = verifier.verify(
+        draft(("GNNPipe partitions GNN layers among GPUs.", ("2.1",))), analyse(question), sources
+    )
+    assert verdict.citations == [1] and "GNNPipe" not in verdict.answer
+
+
+def test_a_claim_stating_a_figure_the_wrong_way_round_is_unsupported(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    question = "What does GNNPipe do to the per-epoch training time?"
+    claim = ("GNNPipe increases the per-epoch training time by up to 2.45x.", ("2.2",))
+    verdict = verifier.verify(draft(claim), analyse(question), sources)
+    assert verdict.unsupported == [0]
+    assert "increases" not in verdict.answer
