@@ -11,7 +11,6 @@ killed job finds every written paper complete and writes only the rest.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -66,7 +65,7 @@ def _connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    env = {key: os.environ[key] for key in [*OFFLINE_ENV, "HF_HOME"] if key in os.environ}
+    env = dict(OFFLINE_ENV)  # the workers load the model from disk, as the driver does
     runtime_env: dict[str, Any] = {"py_modules": [ingest, scholia], "env_vars": env}
     ray.init(
         address=address,
