@@ -14,8 +14,10 @@ PORT ?= 8000
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
-# Development installs all: the app (app.lock, all the image holds), the `eval` extra, the tools.
-DEV_LOCKS := requirements/app.lock requirements/eval.lock requirements/dev.lock requirements/lint.lock
+# Development installs all: the app (app.lock, all the image holds), the `eval` and `scale` extras,
+# the tools.
+DEV_LOCKS := requirements/app.lock requirements/eval.lock requirements/dev.lock requirements/lint.lock \
+	requirements/scale.lock
 
 $(VENV)/.installed: $(DEV_LOCKS) pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -7,9 +7,11 @@ runs: the app's commands work where the `eval` extra is not installed.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sys
 from contextlib import ExitStack
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -24,6 +26,7 @@ from scholia.settings import Settings, config_path, get_settings
 if TYPE_CHECKING:
     from assistant.shutdown import Shutdown
     from assistant.vllm_server import VllmServer
+    from ingest.pipeline import WriteStage
 
 app = typer.Typer(
     help="Scholia: cited answers from a collection of research papers.",
@@ -93,6 +96,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+def _write_stage(engine: Engine, address: str | None) -> WriteStage | None:
+    """The ingest's write stage: None (the pipeline's own) or Ray's, loaded only then."""
+    if engine is Engine.local:
+        if address:
+            _fail("--address needs --engine ray")
+        return None
+    if importlib.util.find_spec("ray") is None:
+        _fail("--engine ray needs Ray: pip install -r requirements/scale.lock")
+    from ingest.ray_engine import ray_write_stage
+
+    return ray_write_stage(address)
+
+
 @app.command()
 def ingest(
     paths: Annotated[
@@ -106,6 +127,13 @@ def ingest(
     ] = False,
     rebuild: Annotated[bool, typer.Option(help="Delete the index and build it anew.")] = False,
     chroma_url: ChromaUrl = None,
+    engine: Annotated[
+        Engine, typer.Option(help="local: this process; ray: chunk and embed on a Ray cluster.")
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: the cluster to join (host:port); default: a local one."),
+    ] = None,
 ) -> None:
     """Parse, chunk, embed and index papers (idempotent: unchanged papers are skipped)."""
     from ingest.pipeline import IngestLockedError, IngestWriteError, run_ingest
@@ -114,7 +142,12 @@ def ingest(
     settings = _settings(chroma_url)
     try:
         report = run_ingest(
-            settings, paths or [settings.corpus], sync=sync, rebuild=rebuild, log=typer.echo
+            settings,
+            paths or [settings.corpus],
+            sync=sync,
+            rebuild=rebuild,
+            log=typer.echo,
+            write_stage=_write_stage(engine, address),
         )
     except (
         FileNotFoundError,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
+from importlib import import_module
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,9 @@ def _warm_up() -> Any:
     return embedder
 
 
-def ingest_child(corpus: Path, data_dir: Path) -> dict[str, Any]:
-    """One full ingest into an empty data directory."""
+def ingest_child(corpus: Path, data_dir: Path, engine: str = "local") -> dict[str, Any]:
+    """One full ingest into an empty data directory (engine "ray": a local Ray cluster started
+    in the measurement; the peak RSS is then the driver's only)."""
     from ingest import pipeline
     from ingest.keyword import KeywordIndex
     from ingest.store import ChromaStore
@@ -121,7 +123,10 @@ def ingest_child(corpus: Path, data_dir: Path) -> dict[str, Any]:
         (KeywordIndex, "build_from", "bm25_build"),
         (pipeline, "chunk_paper", "chunk"),
     ) as figures:
-        report = pipeline.run_ingest(settings, [corpus], embedder=embedder, log=lambda _: None)
+        stage = None if engine == "local" else import_module("ingest.ray_engine").ray_write_stage()
+        report = pipeline.run_ingest(
+            settings, [corpus], embedder=embedder, log=lambda _: None, write_stage=stage
+        )
     texts = [text for _, text, _ in pipeline.open_store(settings).iter_documents()]
     figures["phases_s"]["other"] = figures["wall_s"] - sum(figures["phases_s"].values())
     return figures | {
@@ -159,7 +164,12 @@ def _in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
 
 
 def run_ingest_benchmark(
-    sizes: list[int], out_dir: Path, *, seed: int = 0, log: Callable[[str], None] = print
+    sizes: list[int],
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    engine: str = "local",
 ) -> dict[str, Any]:
     """Each size measured in child processes; bench_ingest.json and .png into `out_dir`, the
     JSON after each size (partial results survive a later failure)."""
@@ -171,11 +181,11 @@ def run_ingest_benchmark(
         corpus = write_corpus(folder / "corpus.jsonl", size, seed)
         log(f"bench_ingest: {size} papers: raw encode, ingest, raw encode")
         first = _in_child(raw_child, corpus, 0)
-        ingest = _in_child(ingest_child, corpus, folder / "data")
+        ingest = _in_child(ingest_child, corpus, folder / "data", engine)
         results.append(_combine(size, ingest, first, _in_child(raw_child, corpus, 1)))
         shutil.rmtree(out_dir / "work", ignore_errors=True)
         log(f"bench_ingest: {size} papers: {flat({k: results[-1][k] for k in LOGGED})}")
-        summary = _summary(sizes, seed, results)
+        summary = _summary(sizes, seed, results) | {"engine": engine}
         write_outputs(out_dir, {RESULT_FILE: summary})
     write_outputs(out_dir, {PLOT_FILE: panels(results)})
     return summary

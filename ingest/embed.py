@@ -32,9 +32,21 @@ def packaged_model_path() -> Path:
 class Embedder:
     """Normalised sentence embeddings; `name` and `dimension` go into the index manifest."""
 
-    def __init__(self, model_path: Path | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, model_path: Path | None = None, batch_size: int = 64, device: str = "auto"
+    ) -> None:
         self.model_path = model_path or packaged_model_path()
         self.batch_size = batch_size
+        self.device = device
+
+    @cached_property
+    def torch_device(self) -> str:
+        """`device`, with auto resolved: CUDA when torch sees a GPU, else the CPU."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     @cached_property
     def model(self) -> SentenceTransformer:
@@ -45,7 +57,9 @@ class Embedder:
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            return SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
+            return SentenceTransformer(
+                str(self.model_path), device=self.torch_device, local_files_only=True
+            )
         finally:
             if bars:
                 hf_logging.enable_progress_bar()

@@ -15,11 +15,12 @@ import fcntl
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ingest.chunk import Chunk, chunk_paper
 from ingest.embed import Embedder
@@ -27,7 +28,7 @@ from ingest.keyword import KeywordIndex, KeywordStore
 from ingest.ledger import IngestLedger, now_iso
 from ingest.parse import Paper, Rejected, read_papers
 from ingest.store import ChromaStore, Manifest, PaperState, connect
-from scholia.settings import Settings
+from scholia.settings import ChunkingSettings, Settings
 
 # Chunks embedded and written per batch, in units of the embedder's batch size.
 WRITE_BATCHES = 16
@@ -39,6 +40,8 @@ BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_no
 Log = Callable[[str], None]
 # (papers written, papers to write) after each batch lands.
 OnProgress = Callable[[int, int], None]
+# Chunks, embeds and writes a WriteJob's papers: `_write` here, or ingest.ray_engine's.
+WriteStage = Callable[["WriteJob"], None]
 
 
 @dataclass
@@ -76,6 +79,38 @@ class SourceRecord:
     content_hash: str
     source: str
     line: int
+
+
+@dataclass
+class WriteJob:
+    """What an engine's write stage needs: the papers to write and the run's shared state."""
+
+    store: ChromaStore
+    keywords: KeywordStore
+    embedder: Embedder
+    settings: Settings
+    sources: Sequence[Path]
+    todo: Mapping[str, SourceRecord]
+    previous: Mapping[str, PaperState]
+    report: IngestReport
+    meter: _Progress
+
+    def writer(self, pool: ThreadPoolExecutor) -> _BatchWriter:
+        ledger = ingest_ledger(self.settings)
+        return _BatchWriter(
+            self.store,
+            self.keywords,
+            self.embedder,
+            self.previous,
+            self.report,
+            self.meter,
+            pool,
+            ledger,
+        )
+
+    @property
+    def chunks_per_write(self) -> int:
+        return self.settings.embedding.batch_size * WRITE_BATCHES
 
 
 def open_store(settings: Settings) -> ChromaStore:
@@ -186,15 +221,19 @@ def run_ingest(
     progress: bool | None = None,
     on_progress: OnProgress | None = None,
     locked: bool = False,
+    write_stage: WriteStage | None = None,
 ) -> IngestReport:
     """Bring the index in line with `paths`. Raises FileNotFoundError, IndexMismatchError,
     IngestLockedError, StoreUnavailableError or IngestWriteError; bad records are only reported.
     `locked`: the caller already holds `ingest_lock` (the API takes it before answering).
+    `write_stage`: what chunks, embeds and writes the selected papers (default: this process).
     """
     started = time.perf_counter()
     report = IngestReport()
     sources = _checked_paths(paths)
-    embedder = embedder or Embedder(settings.embedding.model_path, settings.embedding.batch_size)
+    embedder = embedder or Embedder(
+        settings.embedding.model_path, settings.embedding.batch_size, settings.embedding.device
+    )
     with nullcontext() if locked else ingest_lock(settings.data_dir):
         store = open_store(settings)
         keywords = keyword_index(settings)
@@ -212,7 +251,12 @@ def run_ingest(
         scan = store.scan()
         todo = _papers_to_write(records, scan.states, report)
         meter = _Progress(len(todo), progress, log, on_progress)
-        _write(store, keywords, embedder, settings, sources, todo, scan.states, report, meter)
+        job = WriteJob(
+            store, keywords, embedder, settings, sources, todo, scan.states, report, meter
+        )
+        with meter:
+            if todo:
+                (write_stage or _write)(job)
         if sync:
             _remove_stale(store, keywords, sorted(set(scan.states) - set(records)), report, log)
         _refresh_keywords(keywords, store, scan.fingerprint, report)
@@ -304,70 +348,74 @@ def _guard_write(action: Callable[[], object], what: str) -> None:
         ) from error
 
 
-def _write(
-    store: ChromaStore,
-    keywords: KeywordStore,
-    embedder: Embedder,
-    settings: Settings,
-    sources: Sequence[Path],
-    todo: Mapping[str, SourceRecord],
-    previous: Mapping[str, PaperState],
-    report: IngestReport,
-    meter: _Progress,
-) -> None:
-    """Chunk → embed → write in batches of whole papers; a batch's write overlaps the next
-    batch's chunking and embedding (one writer thread, at most one write in flight)."""
-    if not todo:
-        meter.close()
-        return
-    limit = settings.embedding.batch_size * WRITE_BATCHES
-    ledger = ingest_ledger(settings)
-    with meter, ThreadPoolExecutor(1) as pool:
-        writer = _BatchWriter(store, keywords, embedder, previous, report, meter, pool, ledger)
+def _write(job: WriteJob) -> None:
+    """Chunk → embed → write in this process (see `write_batches`)."""
+    chunked = (
+        (paper, chunks, None)
+        for paper in iter_selected(job.sources, job.todo)
+        if (chunks := _chunks_or_reject(paper, job)) is not None
+    )
+    write_batches(job, chunked)
+
+
+def write_batches(job: WriteJob, chunked: Iterable[tuple[Paper, list[Chunk], Any]]) -> None:
+    """Write (paper, chunks, their vectors or None to embed here) in batches of whole papers;
+    a batch's write overlaps the making of the next batch (one writer thread, at most one
+    write in flight)."""
+    with ThreadPoolExecutor(1) as pool:
+        writer = job.writer(pool)
         batch: list[tuple[Paper, list[Chunk]]] = []
+        vectors: list[Any] = []
         batch_chunks = 0
-        for paper in iter_selected(sources, todo):
-            chunks = _chunks_or_reject(paper, embedder, settings, previous, report, meter)
-            if chunks is None:
-                continue
+        for paper, chunks, rows in chunked:
             batch.append((paper, chunks))
+            vectors.append(rows)
             batch_chunks += len(chunks)
-            if batch_chunks >= limit:
-                writer.flush(batch)
-                batch, batch_chunks = [], 0
+            if batch_chunks >= job.chunks_per_write:
+                writer.flush(batch, _stacked(vectors))
+                batch, vectors, batch_chunks = [], [], 0
         if batch:
-            writer.flush(batch)
+            writer.flush(batch, _stacked(vectors))
         writer.settle()
 
 
-def _chunks_or_reject(
-    paper: Paper,
-    embedder: Embedder,
-    settings: Settings,
-    previous: Mapping[str, PaperState],
-    report: IngestReport,
-    meter: _Progress,
-) -> list[Chunk] | None:
-    """The paper's chunks; None when it cannot be chunked (then it is reported as rejected and
-    no longer counted as added or updated)."""
+def _stacked(vectors: list[Any]) -> Any:
+    """One array of the papers' vectors; None when any paper is still to embed."""
+    import numpy as np
+
+    return None if any(rows is None for rows in vectors) else np.concatenate(vectors)
+
+
+def chunks_of(paper: Paper, embedder: Embedder, chunking: ChunkingSettings) -> list[Chunk]:
+    """The paper's chunks under the settings' limits; ValueError when it cannot be chunked."""
+    return chunk_paper(
+        paper,
+        embedder.count_tokens,
+        chunking.max_tokens,
+        chunking.overlap_tokens,
+        embedder.count_tokens_many,
+    )
+
+
+def _chunks_or_reject(paper: Paper, job: WriteJob) -> list[Chunk] | None:
+    """The paper's chunks; None when it cannot be chunked (see `reject_unchunkable`)."""
     try:
-        return chunk_paper(
-            paper,
-            embedder.count_tokens,
-            settings.chunking.max_tokens,
-            settings.chunking.overlap_tokens,
-            embedder.count_tokens_many,
-        )
+        return chunks_of(paper, job.embedder, job.settings.chunking)
     except ValueError as error:
-        rejected = Rejected(paper.source, paper.line, str(error))
-        report.rejected.append(rejected)
-        meter.emit(f"rejected {rejected}")
-        if paper.id in previous:
-            report.updated -= 1
-        else:
-            report.added -= 1
-        meter.drop(1)
+        reject_unchunkable(paper, str(error), job)
         return None
+
+
+def reject_unchunkable(paper: Paper, reason: str, job: WriteJob) -> None:
+    """Report a paper that cannot be chunked as rejected, no longer added or updated."""
+    rejected = Rejected(paper.source, paper.line, reason)
+    job.report.rejected.append(rejected)
+    job.meter.emit(f"rejected {rejected}")
+    if paper.id in job.previous:
+        job.report.updated -= 1
+    else:
+        job.report.added -= 1
+    job.meter.drop(1)
 
 
 class _BatchWriter:
@@ -405,8 +453,10 @@ class _BatchWriter:
             _guard_write(lambda: self.ledger.record(papers), "recording the ingest times")
             self.meter.advance(len(papers))
 
-    def flush(self, batch: list[tuple[Paper, list[Chunk]]]) -> None:
-        vectors = self.embedder.encode([chunk.text for _, chunks in batch for chunk in chunks])
+    def flush(self, batch: list[tuple[Paper, list[Chunk]]], vectors: Any = None) -> None:
+        """Write `batch` (embedded here unless `vectors`, one row per chunk, are given)."""
+        if vectors is None:
+            vectors = self.embedder.encode([c.text for _, chunks in batch for c in chunks])
         self.settle()
         done, total = self.meter.done, self.meter.total
         what = f"writing papers {done + 1}–{done + len(batch)} of {total} to Chroma"

@@ -37,6 +37,9 @@ class EmbeddingSettings(BaseModel):
         description="Folder of a sentence-transformers model; default: the packaged all-MiniLM-L6-v2.",
     )
     batch_size: int = Field(default=64, ge=1, le=4096)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the embedder runs; auto: CUDA when torch sees a GPU."
+    )
 
 
 class ChunkingSettings(BaseModel):

@@ -20,6 +20,8 @@ LAYER = {"eval": 3, "assistant": 2, "ingest": 1, "scholia": 0, "prompts": 0}
 # (assistant.cli.EvalCommands), never at import.
 LAZY_UPWARD = {("assistant.cli", "eval.cli")}
 EVALUATION_STACK = ("eval", "ragas", "langchain", "instructor", "matplotlib")
+# Loaded only by `scholia ingest --engine ray` (the `scale` extra).
+SCALE_STACK = ("ray",)
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -172,7 +174,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 # =============================================================================== the running app
 def test_the_app_loads_no_evaluation_package(tmp_path: Path) -> None:
     """The CLI, the API app (built, the UI mounted) and the UI import nothing of the evaluation
-    stack, so the app image can leave it out."""
+    stack nor Ray, so the app image can leave them out."""
     code = f"""
 import json, sys
 from typer.testing import CliRunner
@@ -180,7 +182,7 @@ from assistant.cli import app
 from assistant.api.main import create_app
 import assistant.ui
 from scholia.settings import Settings
-for args in (["--help"], ["ask", "--help"], ["serve", "--help"], ["config"]):
+for args in (["--help"], ["ask", "--help"], ["serve", "--help"], ["ingest", "--help"], ["config"]):
     assert CliRunner().invoke(app, args).exit_code == 0, args
 create_app(Settings(data_dir={str(tmp_path)!r}))
 print(json.dumps(sorted(sys.modules)))
@@ -189,7 +191,7 @@ print(json.dumps(sorted(sys.modules)))
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert "gradio" in loaded and "fastapi" in loaded  # the app was really built
-    stack = [m for m in loaded if m.split(".")[0].startswith(EVALUATION_STACK)]
+    stack = [m for m in loaded if m.split(".")[0].startswith(EVALUATION_STACK + SCALE_STACK)]
     assert not stack, f"the app loaded {stack}"
 
 

@@ -73,3 +73,11 @@ def test_mismatch_names_the_difference_and_rebuild_fixes_it(
     assert "added 2" in rebuilt.stdout
     again = _cli(source)
     assert again.exit_code == 0 and "unchanged 2" in again.stdout
+
+
+def test_an_address_without_the_ray_engine_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "p.jsonl", paper_records(1))
+    result = _cli("--address", "127.0.0.1:6379", source)
+    assert result.exit_code == 2
+    assert "--address needs --engine ray" in result.stderr
+    assert not (data_dir / "chroma").exists()
