@@ -98,9 +98,7 @@ async def measure_services(settings: Settings, queries: int, asks: int, log: Cal
     from assistant.api.services import build_services, llm_base_url
     from ingest.embed import Embedder
 
-    embedder = Embedder(
-        settings.embedding.model_path, settings.embedding.batch_size, settings.embedding.device
-    )
+    embedder = Embedder.of(settings.embedding)
     local = build_services(settings, embedder=embedder)
     harness.check_index(local, settings)
     llm_url = llm_base_url(settings)

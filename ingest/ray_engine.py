@@ -112,15 +112,11 @@ def _embedded(job: WriteJob) -> Iterator[tuple[Paper, list[Chunk], np.ndarray]]:
             reject_unchunkable(paper, error, job)
 
 
-def _embedder(embedding: EmbeddingSettings) -> Embedder:
-    return Embedder(embedding.model_path, embedding.batch_size, embedding.device)
-
-
 class _Chunker:
     """Chunks papers with the model's tokenizer (loaded once per actor)."""
 
     def __init__(self, embedding: EmbeddingSettings, chunking: ChunkingSettings) -> None:
-        self.embedder = _embedder(embedding)
+        self.embedder = Embedder.of(embedding)
         self.chunking = chunking
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
@@ -141,7 +137,7 @@ class _Encoder:
     def __init__(self, embedding: EmbeddingSettings, cpus: float) -> None:
         import torch
 
-        self.embedder = _embedder(embedding)
+        self.embedder = Embedder.of(embedding)
         if self.embedder.torch_device == "cpu":
             torch.set_num_threads(max(1, round(cpus)))  # its share, not every core of the node
 

@@ -6,18 +6,22 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 import pytest
+
+from scholia.settings import PROJECT_ROOT
 
 LOG_TAIL_CHARS = 4000
 
@@ -61,13 +65,61 @@ def wait_http(
         time.sleep(interval)
 
 
+@contextmanager
+def scholia_serve(
+    data_dir: Path, env: dict[str, str], log: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A `scholia serve` process with `env` over this process's environment and its data in
+    `data_dir`, logging to `log`: (its URL, the process), not waited for; stopped with Ctrl-C."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assistant.cli", "serve", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "SCHOLIA_DATA_DIR": str(data_dir), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _tail(log: Path | None) -> str:
     if log is None or not log.is_file():
         return ""
     return f"; last lines of {log}:\n{log.read_text(errors='replace')[-LOG_TAIL_CHARS:]}"
 
 
-class ChromaServer:
+class _Started:
+    """A server a test starts on entering a `with` block and stops on leaving it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ChromaServer(_Started):
     """A `chroma run` server that a test can stop and start again on the same port and data."""
 
     def __init__(self, folder: Path) -> None:
@@ -103,18 +155,6 @@ class ChromaServer:
             self.process.kill()
             self.process.wait()
         self.process = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture
@@ -154,7 +194,7 @@ def _major_version(initdb: str) -> int:
     return int(Path(initdb).parent.parent.name)
 
 
-class PostgresServer:
+class PostgresServer(_Started):
     """A throw-away PostgreSQL cluster in `folder`, on a free port, trusting local connections.
 
     initdb refuses to run as root: under root the cluster belongs to the `postgres` user."""
@@ -197,18 +237,6 @@ class PostgresServer:
         if (self.data / "postmaster.pid").exists():
             self._run(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture

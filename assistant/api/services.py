@@ -140,9 +140,7 @@ class DeadlineLLM:
 def build_services(
     settings: Settings, llm: LLM | None = None, embedder: Embedder | None = None
 ) -> Services:
-    embedder = embedder or Embedder(
-        settings.embedding.model_path, settings.embedding.batch_size, settings.embedding.device
-    )
+    embedder = embedder or Embedder.of(settings.embedding)
     store = open_store(settings)
     store.check_manifest(wanted_manifest(settings, embedder))
     deadline_llm = DeadlineLLM(

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from scholia.settings import PROJECT_ROOT, get_settings
-from tests.servers import free_port, wait_http
+from tests.servers import free_port, scholia_serve, wait_http
 
 READY_TIMEOUT_S = 1200
 APP_READY_TIMEOUT_S = 300  # an app using a running vLLM: load the embedder, maybe ingest
@@ -102,34 +102,14 @@ def scholia_app(folder: Path, env: dict[str, str]) -> Iterator[AppProcess]:
     /ready is 200; stopped with Ctrl-C afterwards. Pass SCHOLIA_LLM_URL (the live server's vLLM)
     so that no second vLLM starts."""
     assert env.get("SCHOLIA_LLM_URL"), "a second vLLM does not fit on this machine"
-    port = free_port()
+    # The live server warmed up and measured the engine; these apps skip it (~40 s each on a
+    # slow CPU) unless a test asks for it.
+    env = {"SCHOLIA_LLM_WARM_UP": "false", **env}
     log = folder / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "assistant.cli", "serve", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            # The live server warmed up and measured the engine; these apps skip it (~40 s each
-            # on a slow CPU) unless a test asks for it.
-            env={
-                **os.environ,
-                "SCHOLIA_DATA_DIR": str(folder / "data"),
-                "SCHOLIA_LLM_WARM_UP": "false",
-                **env,
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    app = AppProcess(f"http://127.0.0.1:{port}", process, log)
-    try:
+    with scholia_serve(folder / "data", env, log) as (url, process):
+        app = AppProcess(url, process, log)
         wait_http(app.url + "/ready", process, log, APP_READY_TIMEOUT_S, interval=2)
         yield app
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _stop(server: LiveServer) -> None:

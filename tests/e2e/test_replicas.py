@@ -7,10 +7,6 @@ No LLM is needed (/search and the library's search): the apps point at a port no
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,9 +17,9 @@ import pytest
 from ingest.embed import Embedder
 from ingest.keyword_postgres import PostgresKeywordStore
 from ingest.pipeline import run_ingest
-from scholia.settings import PROJECT_ROOT, IndexSettings, Settings
+from scholia.settings import IndexSettings, Settings
 from tests.ingest.helpers import paper_records, write_jsonl
-from tests.servers import finished_job, free_port, wait_http
+from tests.servers import finished_job, free_port, scholia_serve, wait_http
 
 pytestmark = [pytest.mark.chroma_server, pytest.mark.postgres]
 
@@ -41,27 +37,10 @@ BY_MEANING = "spotting wind-blown dry shrubs in aerial video"
 
 @contextmanager
 def replica(folder: Path, env: dict[str, str]) -> Iterator[str]:
-    """`scholia serve` with `env`, data in `folder`; its URL once it answers."""
+    """`scholia serve` with `env`, data in `folder`; its URL, not yet waited for."""
     folder.mkdir(parents=True)
-    port, log = free_port(), folder / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "assistant.cli", "serve", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, "SCHOLIA_DATA_DIR": str(folder), **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with scholia_serve(folder, env, folder / "serve.log") as (url, _):
         yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _library(url: str, query: str) -> list[str]:
