@@ -231,7 +231,10 @@ def run_ingest(
     started = time.perf_counter()
     report = IngestReport()
     sources = _checked_paths(paths)
-    embedder = embedder or Embedder.of(settings.embedding)
+    # Called, not Embedder.of: tests stand a fake in for `Embedder` here.
+    embedder = embedder or Embedder(
+        settings.embedding.model_path, settings.embedding.batch_size, settings.embedding.device
+    )
     with nullcontext() if locked else ingest_lock(settings.data_dir):
         store = open_store(settings)
         keywords = keyword_index(settings)
