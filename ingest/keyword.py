@@ -74,6 +74,11 @@ class KeywordStore(Protocol):
 
     def write_papers(self, papers: Sequence[PaperChunks]) -> None: ...
 
+    def confirm(self, expected: Callable[[], str]) -> bool:
+        """Record `expected()` (Chroma's fingerprint, a metadata scan) as the state if the store
+        can tell cheaply that it holds exactly that content; False: `build_from` is needed."""
+        ...
+
     def delete_papers(self, paper_ids: Sequence[str]) -> None: ...
 
     def remove(self) -> None:
@@ -99,6 +104,10 @@ class KeywordIndex:
 
     def write_papers(self, papers: Sequence[PaperChunks]) -> None:
         """Nothing: the index is rebuilt whole once the ingest's batches are written."""
+
+    def confirm(self, expected: Callable[[], str]) -> bool:
+        """False: the per-batch writes are not kept, so only a rebuild brings it up to date."""
+        return False
 
     def delete_papers(self, paper_ids: Sequence[str]) -> None:
         """Nothing: the index is rebuilt whole after a removal."""

@@ -327,10 +327,14 @@ def remove_papers(settings: Settings, paper_ids: Sequence[str], log: Log = print
 def _refresh_keywords(
     keywords: KeywordStore, store: ChromaStore, fingerprint: str, report: IngestReport
 ) -> None:
-    """Rebuild BM25 from Chroma when anything changed or it does not match the collection."""
+    """Rebuild BM25 from Chroma when anything changed or it does not match the collection,
+    unless the store confirms from its own ids and hashes that it holds Chroma's chunks (the
+    PostgreSQL store, kept up to date per batch): then no chunk text is read again."""
     recorded = keywords.state()
     changed = report.chunks_written > 0 or report.removed > 0
     if changed or recorded is None or recorded.get("fingerprint") != fingerprint:
+        if keywords.confirm(lambda: store.scan().fingerprint):
+            return
         _guard_write(
             lambda: keywords.build_from(store.iter_documents()),
             f"writing the keyword index in {keywords.where} (the previous one is unchanged)",

@@ -108,6 +108,7 @@ def test_ingest_into_postgres_is_idempotent_and_repairs_a_crash_between_the_stor
     assert isinstance(keywords, PostgresKeywordStore)
     chroma = open_store(settings).scan()
     assert keywords.state() == {"fingerprint": chroma.fingerprint, "chunks": first.chunks_written}
+    assert not first.keywords_rebuilt  # the per-batch writes matched Chroma: no text re-read
     before = _row_versions(keywords)
     again = run_ingest(settings, [source], embedder=hash_embedder, log=lambda _: None)
     assert again.chunks_written == 0 and not again.keywords_rebuilt
@@ -154,3 +155,58 @@ def test_an_unreachable_keyword_store_is_unavailable_not_a_crash() -> None:
     store = PostgresKeywordStore(f"postgresql://postgres@127.0.0.1:{free_port()}/none", "papers")
     with pytest.raises(StoreUnavailableError, match=r"keyword store .*127\.0\.0\.1:\d+/none"):
         store.search("quokkas", 5)
+
+
+def _counts(store: PostgresKeywordStore) -> tuple[dict[str, int], dict[str, int], tuple[Any, ...]]:
+    """(df kept by the triggers, df recounted from the rows, (kept N, length; counted N, length))."""
+    with store._transaction() as cursor:
+        cursor.execute("SELECT term, df FROM scholia_papers_terms WHERE df > 0")
+        kept = dict(cursor.fetchall())
+        cursor.execute(
+            "SELECT lexeme, count(*) FROM scholia_papers_chunks, unnest(lexemes) GROUP BY lexeme"
+        )
+        counted = dict(cursor.fetchall())
+        cursor.execute(
+            "SELECT t.n, t.total_length, c.n, c.length FROM scholia_papers_totals AS t, "
+            "(SELECT count(*) AS n, coalesce(sum(length), 0) AS length "
+            "FROM scholia_papers_chunks) AS c"
+        )
+        totals = cursor.fetchone()
+    assert totals is not None
+    return kept, counted, tuple(totals)
+
+
+def test_document_frequencies_follow_every_write_and_are_filled_for_an_older_table(
+    postgres_url: str,
+) -> None:
+    store = PostgresKeywordStore(postgres_url, "papers")
+    store.build_from(ROWS)
+    store.write_papers([("quokka", "h1b", [("quokka#0", "Quokkaformer v2\nOnly one chunk.")])])
+    store.write_papers([("wombat", "h2", [("wombat#0", "Wombat nets\nBurrows, again.")])])
+    store.delete_papers(["speech"])
+    kept, counted, (n, length, real_n, real_length) = _counts(store)
+    assert kept == counted and (n, length) == (real_n, real_length) == (2, 7)
+
+    # A table an earlier version wrote (no df table yet): filled on first use.
+    with store._transaction() as cursor:
+        cursor.execute("DROP TABLE scholia_papers_terms, scholia_papers_totals")
+        cursor.execute("DROP FUNCTION scholia_papers_count() CASCADE")
+    store.close()
+    older = PostgresKeywordStore(postgres_url, "papers")
+    assert [hit.chunk_id for hit in older.search("wombat burrows", 5)] == ["wombat#0"]
+    kept, counted, (n, length, real_n, real_length) = _counts(older)
+    assert kept == counted and (n, length) == (real_n, real_length)
+
+
+def test_a_small_candidate_budget_scores_the_rare_lexemes_chunks_against_all_lexemes(
+    postgres_url: str,
+) -> None:
+    full = PostgresKeywordStore(postgres_url, "papers")
+    rows = [*ROWS, *((f"filler#{i}", f"Networks trained on photos, {i}.", "h5") for i in range(9))]
+    full.build_from(rows)
+    bounded = PostgresKeywordStore(postgres_url, "papers", candidate_budget=1)
+    query = "quokka networks trained on photos"
+    exact = full.search(query, 3)
+    assert [hit.chunk_id for hit in exact][:1] == ["quokka#0"]
+    # Only the chunks with "quokka" are scored, with the same scores as the full query's.
+    assert bounded.search(query, 3) == [hit for hit in exact if hit.chunk_id.startswith("quokka")]
