@@ -45,8 +45,12 @@ PROFILE_SERVICES = {
     None: {"chroma"},
     "gpu": {"chroma", "vllm", "scholia"},
     "cpu": {"chroma", "model-prep", "vllm-cpu", "scholia-cpu"},
+    "scaled": {"chroma", "vllm", "postgres", "scholia-scaled"},
 }
-APP_SERVICES = {"scholia": "vllm", "scholia-cpu": "vllm-cpu"}  # app service -> its LLM service
+# app service -> its LLM service
+APP_SERVICES = {"scholia": "vllm", "scholia-cpu": "vllm-cpu", "scholia-scaled": "vllm"}
+# app service -> the services besides Chroma and its LLM that it waits for
+APP_EXTRA_DEPENDENCIES = {"scholia-scaled": {"postgres"}}
 
 
 # =============================================================================== tools
@@ -155,7 +159,7 @@ def test_compose_linter_fails_on_errors(tmp_path: Path) -> None:
     assert result.returncode != 0, "the compose command does not report schema errors"
 
 
-@pytest.mark.parametrize("profile", [None, "gpu", "cpu"])
+@pytest.mark.parametrize("profile", [None, "gpu", "cpu", "scaled"])
 def test_compose_config_is_valid(tmp_path: Path, profile: str | None) -> None:
     selector = ("--profile", profile) if profile else ()
     result = run_compose(tmp_path, *selector, "config", "-q")
@@ -171,7 +175,9 @@ def test_compose_config_is_valid(tmp_path: Path, profile: str | None) -> None:
 def test_compose_resolved_model(tmp_path: Path) -> None:
     """The model Compose itself resolves (interpolation, merge keys): the app's wiring holds."""
     result = run_compose(
-        tmp_path, "--profile", "gpu", "--profile", "cpu", "config", "--format", "json"
+        tmp_path,
+        *("--profile", "gpu", "--profile", "cpu", "--profile", "scaled"),
+        *("config", "--format", "json"),
     )
     assert result.returncode == 0, result.stderr
     resolved = json.loads(result.stdout)
@@ -181,10 +187,10 @@ def test_compose_resolved_model(tmp_path: Path) -> None:
         assert urlsplit(env["SCHOLIA_LLM_URL"]).hostname == llm_name
         assert urlsplit(env["SCHOLIA_INDEX_CHROMA_URL"]).hostname == "chroma"
         assert service["build"]["target"] == "app"
-        assert {d: c["condition"] for d, c in service["depends_on"].items()} == {
-            "chroma": "service_healthy",
-            llm_name: "service_healthy",
-        }
+        waits_for = {"chroma", llm_name, *APP_EXTRA_DEPENDENCIES.get(app_name, ())}
+        assert {d: c["condition"] for d, c in service["depends_on"].items()} == dict.fromkeys(
+            waits_for, "service_healthy"
+        )
     devices = resolved["services"]["vllm"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"] and devices[0]["count"] == 1
 
@@ -319,6 +325,59 @@ def test_chroma_service() -> None:
     test = chroma["healthcheck"]["test"]
     assert test[:3] == ["CMD", "/bin/bash", "-c"] and "/api/v2/heartbeat" in test[3]
     assert not re.search(r"(?<!\$)\$(?!\$)", test[3])
+
+
+def test_postgres_service() -> None:
+    """The scaled profile's keyword store: a pinned image, a named volume, a password from a
+    secret, healthy only once it answers over TCP (not during first-start initialisation)."""
+    postgres = services()["postgres"]
+    assert _profiles_of("postgres") == {"scaled"}
+    image, _, tag = postgres["image"].partition(":")
+    assert image == "postgres" and tag.split(".")[0] == "15"
+    volume, target = postgres["volumes"][0].split(":")
+    assert target == "/var/lib/postgresql/data" and volume in compose_doc()["volumes"]
+    env = _env(postgres)
+    assert "POSTGRES_PASSWORD" not in env
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert postgres["secrets"] == ["postgres_password"]
+    assert "postgres_password" in compose_doc()["secrets"]
+    test = postgres["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"] and test[test.index("-h") + 1] == "127.0.0.1"
+    assert test[test.index("-U") + 1] == env["POSTGRES_USER"]
+    assert test[test.index("-d") + 1] == env["POSTGRES_DB"]
+
+
+def test_scaled_replicas_share_the_postgres_keyword_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, postgres = services()["scholia-scaled"], services()["postgres"]
+    env = _env(app)
+    assert env["SCHOLIA_INDEX_KEYWORD"] == "postgres"
+    url = urlsplit(env["SCHOLIA_INDEX_KEYWORD_URL"])
+    assert (url.scheme, url.hostname, url.port, url.password) == (
+        "postgresql",
+        "postgres",
+        5432,
+        None,
+    )
+    assert url.username == _env(postgres)["POSTGRES_USER"]
+    assert url.path == "/" + _env(postgres)["POSTGRES_DB"]
+    assert app["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The password reaches libpq as PGPASSWORD, read from the same secret, then the app runs.
+    assert app["secrets"] == ["postgres_password"]
+    script = app["command"][-1]
+    assert 'PGPASSWORD="$$(cat /run/secrets/postgres_password)"' in script
+    assert script.endswith("exec scholia serve")
+    # Several replicas, each with its own data folder; the single-app volume is not shared.
+    assert int(_interpolate_defaults(str(app["deploy"]["replicas"]))) >= 2
+    assert app["volumes"] == ["/data"]
+    first, _, last = _interpolate_defaults(app["ports"][0]).split(":")[1].partition("-")
+    assert int(last) - int(first) + 1 >= int(_interpolate_defaults(app["deploy"]["replicas"]))
+    for name in list(os.environ):
+        if name.startswith("SCHOLIA_"):
+            monkeypatch.delenv(name)
+    for name, value in {**dockerfile_env("app"), **env}.items():
+        monkeypatch.setenv(name, value)
+    index = Settings().index
+    assert (index.keyword, index.keyword_url) == ("postgres", env["SCHOLIA_INDEX_KEYWORD_URL"])
 
 
 def test_only_the_app_publishes_a_port() -> None:
