@@ -3,6 +3,11 @@ writes nothing, that removals reach it, and that a crash between Chroma and it i
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +215,38 @@ def test_a_small_candidate_budget_scores_the_rare_lexemes_chunks_against_all_lex
     assert [hit.chunk_id for hit in exact][:1] == ["quokka#0"]
     # Only the chunks with "quokka" are scored, with the same scores as the full query's.
     assert bounded.search(query, 3) == [hit for hit in exact if hit.chunk_id.startswith("quokka")]
+
+
+# Writes batches of papers (and deletes some) until killed.
+WRITER = """
+import sys
+from ingest.keyword_postgres import PostgresKeywordStore
+store = PostgresKeywordStore(sys.argv[1], "papers")
+for n in range(100000):
+    text = f"Paper {n} on quokkas, wombats and drones number {n % 97}. " * (1 + n % 5)
+    store.write_papers([(f"p{n}-{i}", "h", [(f"p{n}-{i}#0", text)]) for i in range(50)])
+    store.delete_papers([f"p{n - 1}-{i}" for i in range(0, 50, 3)])
+"""
+
+
+def test_document_frequencies_survive_a_writer_killed_mid_transaction(postgres_url: str) -> None:
+    store = PostgresKeywordStore(postgres_url, "papers")
+    store.build_from(ROWS)
+    root = Path(__file__).resolve().parents[2]
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, postgres_url],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_row_versions(store)) < 300 and time.monotonic() < deadline:
+            assert writer.poll() is None, "the writer stopped by itself"
+            time.sleep(0.05)
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    kept, counted, (n, length, real_n, real_length) = _counts(store)
+    assert n > 300 and kept == counted and (n, length) == (real_n, real_length)
