@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 K1 = 1.5
 B = 0.75
 TEXT_SEARCH_CONFIG = "english"
-# Chunks scored per query at most (beyond the rarest lexeme's own): see `_choose`.
+# Chunks scored per query at most (beyond the rarest lexeme's own): see `_choose`; the
+# default of `index.keyword_candidates`.
 CANDIDATE_BUDGET = 20_000
 
 SCHEMA = """

@@ -130,7 +130,11 @@ def keyword_index(settings: Settings) -> KeywordStore:
     if settings.index.keyword == "postgres" and settings.index.keyword_url:
         from ingest.keyword_postgres import PostgresKeywordStore
 
-        return PostgresKeywordStore(settings.index.keyword_url, settings.index.collection)
+        return PostgresKeywordStore(
+            settings.index.keyword_url,
+            settings.index.collection,
+            candidate_budget=settings.index.keyword_candidates,
+        )
     return KeywordIndex(keyword_folder(settings))
 
 

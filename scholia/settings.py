@@ -64,6 +64,12 @@ class IndexSettings(BaseModel):
         default=None,
         description="postgresql://user@host:port/db of the keyword store when keyword=postgres.",
     )
+    keyword_candidates: int = Field(
+        default=20_000,
+        ge=1,
+        description="keyword=postgres: chunks scored per query at most, those holding the "
+        "question's rarest words (docs/scaling.md §8); more is slower and closer to exact BM25.",
+    )
 
     @model_validator(mode="after")
     def _keyword_url_given(self) -> IndexSettings:

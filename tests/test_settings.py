@@ -17,6 +17,8 @@ from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
 from assistant.cli import app
+from ingest.keyword_postgres import PostgresKeywordStore
+from ingest.pipeline import keyword_index
 from scholia.settings import Settings, config_path, get_settings
 
 SECRET = "sk-test-0123456789-do-not-print"
@@ -121,6 +123,10 @@ def test_the_keyword_store_from_environment_and_postgres_needs_its_url(
         "postgres",
         "postgresql://scholia@db:5432/scholia",
     )
+    assert index.keyword_candidates == 20_000
+    monkeypatch.setenv("SCHOLIA_INDEX_KEYWORD_CANDIDATES", "5000")
+    store = keyword_index(Settings())
+    assert isinstance(store, PostgresKeywordStore) and store.candidate_budget == 5000
 
 
 def test_defaults_without_environment() -> None:
