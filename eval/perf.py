@@ -18,7 +18,6 @@ import httpx
 from eval import bench_ingest, harness
 from eval.bench_load import Concurrency
 from eval.metrics import stats
-from eval.output import Panel, write_benchmark
 from scholia.settings import Settings
 
 # /search and its raw baseline, whole and in parts
@@ -171,11 +170,11 @@ def run_perf(
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report |= {"search": {"error": str(error)}, "ask": {"error": str(error)}}
     report["engine"] = measure_engine(settings, log)
-    write_benchmark(out_dir, "perf", report, panels(report))
+    harness.write_benchmark(out_dir, "perf", report, panels(report))
     return report
 
 
-def panels(report: dict[str, Any]) -> list[Panel]:
+def panels(report: dict[str, Any]) -> list[harness.Panel]:
     search, ask = report["search"], report["ask"]
     pairs = []  # (the path's label, its latency, the baseline's label, its latency)
     if "search_http_ms" in search:
@@ -188,5 +187,7 @@ def panels(report: dict[str, Any]) -> list[Panel]:
     charts = []
     for label, latency, raw_label, raw_latency in pairs:
         series = {q: [latency[q], raw_latency[q]] for q in ("p50", "p95")}
-        charts.append(Panel(f"{label} vs raw (ms)", "bar", series, labels=[label, raw_label]))
-    return charts or [Panel("no latency measured", "bar", {})]
+        charts.append(
+            harness.Panel(f"{label} vs raw (ms)", "bar", series, labels=[label, raw_label])
+        )
+    return charts or [harness.Panel("no latency measured", "bar", {})]
