@@ -23,6 +23,7 @@ import psutil
 from openai.types.chat import ChatCompletion
 
 from eval import harness
+from eval.harness import Panel, progress, write_benchmark
 from eval.metrics import stats
 from scholia.settings import Settings
 
@@ -205,7 +206,7 @@ class LoadTest:
                 await asyncio.sleep(SAMPLE_EVERY_S)
 
         sampler = asyncio.create_task(sampling())
-        with harness.progress(self.progress, desc="load", unit=" answers") as bar:
+        with progress(self.progress, desc="load", unit=" answers") as bar:
             async with _http_client(self.headers, self.clients, self.timeout_s, self.url) as http:
                 clients = [self.client(i, http, start, bar) for i in range(self.clients)]
                 await asyncio.gather(*clients)
@@ -225,13 +226,11 @@ class LoadTest:
         self.outcomes.sort(key=lambda o: o["t"])
         report |= summarize(self.outcomes, rss, timing) | {"seed": self.seed}
         report["outcomes"] = self.outcomes
-        harness.write_benchmark(
-            out_dir, "load", report, load_panels(report), every_s=SAMPLE_EVERY_S
-        )
+        write_benchmark(out_dir, "load", report, load_panels(report), every_s=SAMPLE_EVERY_S)
         return report
 
 
-def load_panels(report: dict[str, Any]) -> list[harness.Panel]:
+def load_panels(report: dict[str, Any]) -> list[Panel]:
     """Latency of each request by its start time, and the app's RSS, with the phases marked."""
     answered = [o for o in report["outcomes"] if isinstance(o["status"], int)]
     latency = {
@@ -243,10 +242,8 @@ def load_panels(report: dict[str, Any]) -> list[harness.Panel]:
     marks = {"warm-up ends": timing["warmup_s"], "load ends": timing["duration_s"]}
     rss = {"RSS (MB)": ([t for t, _ in samples], [mb for _, mb in samples])}
     return [
-        harness.Panel(
-            "latency by start time", "scatter", latency, ylabel="ms", log_y=True, marks=marks
-        ),
-        harness.Panel("app RSS", "line", rss, xlabel="seconds into the run", marks=marks),
+        Panel("latency by start time", "scatter", latency, ylabel="ms", log_y=True, marks=marks),
+        Panel("app RSS", "line", rss, xlabel="seconds into the run", marks=marks),
     ]
 
 
@@ -425,11 +422,11 @@ class Concurrency:
         report |= {"questions": len(self.prompts), "questions_left_out": self.left_out}
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
         report |= {"time_cap_s": self.time_cap_s, "levels": levels}
-        harness.write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
+        write_benchmark(out_dir, "concurrency", report, concurrency_panels(report))
         return report
 
 
-def concurrency_panels(report: dict[str, Any]) -> list[harness.Panel]:
+def concurrency_panels(report: dict[str, Any]) -> list[Panel]:
     """Throughput and p95 latency by concurrency level: Scholia /ask beside the raw LLM."""
     rows = [row for row in report["levels"] if "skipped" not in row]
     levels = [row["level"] for row in rows]
@@ -439,6 +436,6 @@ def concurrency_panels(report: dict[str, Any]) -> list[harness.Panel]:
         throughput[label] = (levels, [row[side]["answers_per_s"] for row in rows])
         p95[label] = (levels, [row[side]["latency_ms"]["p95"] for row in rows])
     return [
-        harness.Panel("throughput (answers/s)", "line", throughput, xlabel=clients, log_x=True),
-        harness.Panel("p95 latency (ms)", "line", p95, xlabel=clients, log_x=True),
+        Panel("throughput (answers/s)", "line", throughput, xlabel=clients, log_x=True),
+        Panel("p95 latency (ms)", "line", p95, xlabel=clients, log_x=True),
     ]

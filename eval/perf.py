@@ -17,6 +17,7 @@ import httpx
 
 from eval import bench_ingest, harness
 from eval.bench_load import Concurrency
+from eval.harness import Panel, write_benchmark
 from eval.metrics import stats
 from scholia.settings import Settings
 
@@ -170,11 +171,11 @@ def run_perf(
         report["errors"].append(f"search/ask: {type(error).__name__}: {error}")
         report |= {"search": {"error": str(error)}, "ask": {"error": str(error)}}
     report["engine"] = measure_engine(settings, log)
-    harness.write_benchmark(out_dir, "perf", report, panels(report))
+    write_benchmark(out_dir, "perf", report, panels(report))
     return report
 
 
-def panels(report: dict[str, Any]) -> list[harness.Panel]:
+def panels(report: dict[str, Any]) -> list[Panel]:
     search, ask = report["search"], report["ask"]
     pairs = []  # (the path's label, its latency, the baseline's label, its latency)
     if "search_http_ms" in search:
@@ -187,7 +188,5 @@ def panels(report: dict[str, Any]) -> list[harness.Panel]:
     charts = []
     for label, latency, raw_label, raw_latency in pairs:
         series = {q: [latency[q], raw_latency[q]] for q in ("p50", "p95")}
-        charts.append(
-            harness.Panel(f"{label} vs raw (ms)", "bar", series, labels=[label, raw_label])
-        )
-    return charts or [harness.Panel("no latency measured", "bar", {})]
+        charts.append(Panel(f"{label} vs raw (ms)", "bar", series, labels=[label, raw_label]))
+    return charts or [Panel("no latency measured", "bar", {})]
