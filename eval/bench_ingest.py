@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-from eval.output import Panel, flat, write_outputs
+from eval.harness import Panel, flat, write_outputs
 
 RESULT_FILE, PLOT_FILE = "bench_ingest.json", "bench_ingest.png"
 LOGGED = ("ingest_s_per_doc", "throughput_ratio", "throughput_ratio_cpu", "peak_rss_ingest_mb")

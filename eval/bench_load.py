@@ -18,11 +18,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+import openai
 import psutil
+from openai.types.chat import ChatCompletion
 
 from eval import harness
+from eval.harness import Panel, progress, write_benchmark
 from eval.metrics import stats
-from eval.output import Panel, progress, write_benchmark
 from scholia.settings import Settings
 
 Log = Callable[[str], None]
@@ -133,9 +135,7 @@ def _http_client(headers: dict[str, str], connections: int, timeout_s: float, ur
 
 @dataclass
 class LoadTest:
-    """`pid`: the app's process (default: the one listening on the URL's port). `settings`
-    (default: from the environment): the API key, the body size limit (the oversized body is
-    1 KiB over it), the LLM deadline (each request may take a minute more)."""
+    """`settings` (default: from the environment): the app's API key, body limit, LLM deadline."""
 
     url: str
     clients: int = 32
@@ -268,8 +268,7 @@ async def read_answer(response: Any, stream: bool) -> tuple[float | None, dict[s
 
 @dataclass
 class Concurrency:
-    """`settings`: max_tokens, temperature, the API key, the index. `stream`: both sides streamed,
-    their time to first token measured too (`eval perf`)."""
+    """`stream`: both sides streamed, their time to first token measured too (`eval perf`)."""
 
     app_url: str
     llm_url: str
@@ -290,12 +289,31 @@ class Concurrency:
         if not self.levels or min(self.levels) < 1:
             raise ValueError(f"levels must be positive integers, got {self.levels}")
         self.services = self.services or build_services(self.settings)
-        model, timeout_s = self.model or self.settings.llm.model, self.settings.llm.deadline_s * 2
-        self.raw_llm = harness.RawLLM(self.settings, self.llm_url, model, timeout_s)
+        llm, self.timeout_s = self.settings.llm, self.settings.llm.deadline_s * 2
+        self.raw_model, key = self.model or llm.model, llm.api_key.get_secret_value()
+        self.raw_llm = openai.AsyncOpenAI(
+            base_url=self.llm_url, api_key=key, timeout=self.timeout_s, max_retries=0
+        )
         self.prompts: list[tuple[str, Any]] = []  # (question, the messages /ask sends for it)
         self.left_out = 0  # questions declined before generation: they never reach the LLM
         self.asked_ms: list[float] = []  # each /ask, the warm-up first, in the order answered
         self.deadline, self.headers = 0.0, harness.auth_headers(self.settings)
+
+    async def prepare_prompts(self) -> None:
+        """The messages /ask sends the LLM for each question, but for those declined before."""
+        from assistant.generate import answer_messages
+        from assistant.llm import as_openai_messages
+        from assistant.schemas import AskRequest
+
+        asked = harness.dev_questions(self.questions, answerable=True)
+        for question in asked:
+            prepared = await self.services.assistant.prepare(AskRequest(question=question))
+            if prepared.confident:
+                messages = answer_messages(prepared.question, prepared.packed)
+                self.prompts.append((question, as_openai_messages(messages)))
+        if not self.prompts:
+            raise RuntimeError("none of the questions reaches the LLM (each would be declined)")
+        self.left_out = len(asked) - len(self.prompts)
 
     async def scholia(self, client: Any, index: int) -> dict[str, Any]:
         body = {"question": self.prompts[index % len(self.prompts)][0], "stream": self.stream}
@@ -313,9 +331,32 @@ class Concurrency:
         outcome = {"ms": self.asked_ms[-1], "ttft_ms": ((first or end) - tick) * 1000}
         return outcome | {"retries": retries, **answer.get("usage", {})}
 
-    async def raw(self, client: Any, index: int) -> dict[str, Any]:
-        messages = self.prompts[index % len(self.prompts)][1]
-        return await self.raw_llm.complete(messages, stream=self.stream)
+    async def raw(self, client: Any, index: int, max_tokens: int = 0) -> dict[str, Any]:
+        """The same prompt straight to the LLM server, with /ask's max_tokens and temperature."""
+        llm, tick = self.settings.llm, time.perf_counter()
+        first: float | None = None
+        extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if self.stream else {}
+        reply = await self.raw_llm.chat.completions.create(
+            model=self.raw_model,
+            messages=self.prompts[index % len(self.prompts)][1],
+            max_tokens=max_tokens or llm.max_answer_tokens,
+            temperature=llm.temperature,
+            stream=self.stream,
+            **extra,
+        )
+        usage = getattr(reply, "usage", None)
+        if not isinstance(reply, ChatCompletion):
+            async for chunk in reply:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter()
+                usage = chunk.usage or usage
+        end = time.perf_counter()
+        return {
+            "ttft_ms": ((first or end) - tick) * 1000,
+            "ms": (end - tick) * 1000,
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+        }
 
     async def level(self, call: Callable, client: Any, level: int, count: int) -> dict[str, Any]:
         """`count` calls through `level` concurrent workers; none starts after the deadline."""
@@ -347,20 +388,16 @@ class Concurrency:
 
     async def measure(self) -> list[dict[str, Any]]:
         """The identical prompts; each level through both sides, alternating which goes first."""
-        asked = harness.dev_questions(self.questions, answerable=True)
-        self.prompts = await harness.identical_prompts(self.services, asked)
-        if not self.prompts:
-            raise RuntimeError("none of the questions reaches the LLM (each would be declined)")
-        self.left_out = len(asked) - len(self.prompts)
+        await self.prepare_prompts()
         self.deadline = time.monotonic() + self.time_cap_s
         rows: list[dict[str, Any]] = []
-        async with _http_client(self.headers, max(self.levels), self.raw_llm.timeout_s) as client:
+        async with _http_client(self.headers, max(self.levels), self.timeout_s) as client:
             # Not timed: the HTTP paths, and every prompt once into the LLM's prefix cache, so
             # that neither side profits from the other having run first.
             self.log(f"concurrency: warm-up ({len(self.prompts)} prompts)")
             await self.scholia(client, 0)
-            for _, messages in self.prompts:
-                await self.raw_llm.complete(messages, stream=self.stream, max_tokens=1)
+            for index in range(len(self.prompts)):
+                await self.raw(client, index, max_tokens=1)
             for position, level in enumerate(self.levels):
                 if time.monotonic() > self.deadline:
                     rows.append({"level": level, "skipped": "time cap reached"})
@@ -381,7 +418,7 @@ class Concurrency:
         for url in (self.app_url, self.llm_url):
             harness.check_loopback(url)
         llm, levels = self.settings.llm, asyncio.run(self.measure())
-        report = harness.begin(app_url=self.app_url, llm_url=self.llm_url, model=self.raw_llm.model)
+        report = harness.begin(app_url=self.app_url, llm_url=self.llm_url, model=self.raw_model)
         report |= {"questions": len(self.prompts), "questions_left_out": self.left_out}
         report |= {"max_tokens": llm.max_answer_tokens, "temperature": llm.temperature}
         report |= {"time_cap_s": self.time_cap_s, "levels": levels}

@@ -12,7 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from eval.output import render
+from eval.harness import render
 from eval.ragas_eval import JUDGE_METRICS
 from scholia.settings import Settings
 
@@ -183,7 +183,7 @@ def compare(
 ) -> None:
     """What improved and what regressed from RUN_A to RUN_B, question by question."""
     from eval.compare import RunNotFoundError, compare_runs, render_comparison
-    from eval.output import write_outputs
+    from eval.harness import write_outputs
 
     try:
         text = render_comparison(compare_runs(run_a, run_b), all_metrics=all_metrics)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.output import cut, fmt, read_jsonl, render
+from eval.harness import cut, fmt, read_jsonl, render
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 
 RESULTS = "results.jsonl"

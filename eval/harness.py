@@ -1,24 +1,29 @@
-"""What the benchmarks and run reports share beyond the writer (eval.output): the machine, ratios,
-the raw LLM baseline, a served app, the dev suite's questions."""
+"""What eval's runs and benchmarks share: the one writer of results (JSON, JSON Lines, Markdown
+from the Jinja2 templates in eval/templates with tables by tabulate, charts by matplotlib), progress
+bars, a report's head (the machine), ratios, a served app, the dev suite's questions."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import openai
-from openai.types.chat import ChatCompletion
+import jinja2
+from tabulate import tabulate
 
-from eval.output import now
 from eval.suite import SUITES_DIR, load_suite
 from scholia.settings import Settings
 
@@ -122,53 +127,182 @@ def dev_questions(count: int | None = None, *, answerable: bool = False) -> list
     return [questions[i % len(questions)].question for i in range(count or len(questions))]
 
 
-async def identical_prompts(services: Any, questions: list[str]) -> list[tuple[str, Any]]:
-    """(question, the messages /ask sends the LLM for it), but for those declined before that."""
-    from assistant.generate import answer_messages
-    from assistant.llm import as_openai_messages
-    from assistant.schemas import AskRequest
-
-    prompts = []
-    for question in questions:
-        prepared = await services.assistant.prepare(AskRequest(question=question))
-        if prepared.confident:
-            messages = answer_messages(prepared.question, prepared.packed)
-            prompts.append((question, as_openai_messages(messages)))
-    return prompts
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class RawLLM:
-    """The LLM server called directly, with /ask's model, max_tokens and temperature."""
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+    return str(value)
 
-    def __init__(self, settings: Settings, url: str, model: str, timeout_s: float) -> None:
-        key = settings.llm.api_key.get_secret_value()
-        self.model, self.settings, self.timeout_s = model, settings.llm, timeout_s
-        self.client = openai.AsyncOpenAI(
-            base_url=url, api_key=key, timeout=timeout_s, max_retries=0
-        )
 
-    async def complete(self, messages: Any, *, stream: bool, max_tokens: int = 0) -> dict[str, Any]:
-        tick = time.perf_counter()
-        first: float | None = None
-        extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream else {}
-        reply = await self.client.chat.completions.create(
-            model=self.model,
-            messages=messages,
-            max_tokens=max_tokens or self.settings.max_answer_tokens,
-            temperature=self.settings.temperature,
-            stream=stream,
-            **extra,
-        )
-        usage = getattr(reply, "usage", None)
-        if not isinstance(reply, ChatCompletion):
-            async for chunk in reply:
-                if first is None and chunk.choices and chunk.choices[0].delta.content:
-                    first = time.perf_counter()
-                usage = chunk.usage or usage
-        end = time.perf_counter()
-        return {
-            "ttft_ms": ((first or end) - tick) * 1000,
-            "ms": (end - tick) * 1000,
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-        }
+def flat(value: Any) -> str:
+    """A nested value on one line: `key: value; key: [value, value]`."""
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {flat(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return "[" + ", ".join(flat(item) for item in value) + "]"
+    return fmt(value)
+
+
+def cut(text: str, width: int) -> str:
+    """One line of at most `width` characters, safe in a table cell."""
+    text = " ".join(text.split()).replace("|", "/")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
+    return tabulate(cells, headers=list(header), tablefmt="github", disable_numparse=True) + "\n"
+
+
+def block_table(blocks: Mapping[str, Mapping[str, Any]], columns: Mapping[str, str]) -> str:
+    """One row per labelled block; `columns`: header → the block's key (the first: the label)."""
+    keys = list(columns.values())[1:]
+    rows = [[label, *(block.get(key) for key in keys)] for label, block in blocks.items()]
+    return table(list(columns), rows)
+
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
+_templates.globals |= {"table": table, "block_table": block_table}
+_templates.filters |= {"fmt": fmt, "flat": flat}
+
+
+def render(template: str, **context: Any) -> str:
+    return _templates.get_template(template).render(**context)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The whole lines of a file a killed run may have left torn; the torn tail is cut off."""
+    if not path.is_file():
+        return []
+    records, good = [], 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                records.append(json.loads(raw))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break
+            good += len(raw)
+    if good != path.stat().st_size:
+        with path.open("r+b") as handle:
+            handle.truncate(good)
+    return records
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """On disk at once: a killed run keeps every line written before."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def progress(enabled: bool | None, **options: Any) -> Any:
+    """A tqdm bar on stderr; `enabled` None: when stderr is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(disable=not (sys.stderr.isatty() if enabled is None else enabled), **options)
+
+
+@dataclass
+class Panel:
+    """One chart. `kind`: "bar" (one bar per label for each series of heights), "hist" (each
+    series is values), "line" or "scatter" (each series is (xs, ys))."""
+
+    title: str
+    kind: str
+    series: dict[str, Any]
+    labels: list[str] = field(default_factory=list)  # "bar": the label under each group of bars
+    xlabel: str = ""
+    ylabel: str = ""
+    log_x: bool = False
+    log_y: bool = False
+    bins: int | list[float] = 20
+    ylim: tuple[float, float] | None = None
+    marks: dict[str, float] = field(default_factory=dict)  # vertical lines: legend label → x
+
+
+def write_outputs(out_dir: Path, outputs: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in outputs.items():
+        if name.endswith(".json"):
+            text = json.dumps(content, indent=2, ensure_ascii=False, default=str) + "\n"
+            (out_dir / name).write_text(text, encoding="utf-8")
+        elif name.endswith(".png"):
+            write_figure(out_dir / name, content)
+        else:
+            (out_dir / name).write_text(content, encoding="utf-8")
+
+
+def write_benchmark(out_dir: Path, name: str, report: dict, panels: list, **context: Any) -> None:
+    report["finished"] = now()
+    markdown = render(f"{name}.md.j2", **report, **context)
+    write_outputs(out_dir, {f"{name}.json": report, f"{name}.md": markdown, f"{name}.png": panels})
+
+
+def write_figure(path: Path, panels: list[Panel], columns: int = 4) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(1, min(columns, len(panels)))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.5 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        _draw(ax, panel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _draw(ax: Any, panel: Panel) -> None:
+    width = 0.8 / max(len(panel.series), 1)  # "bar": a group for each label, a bar per series
+    for index, (label, data) in enumerate(panel.series.items()):
+        if panel.kind == "bar":  # a missing height is 0
+            xs = [x + index * width for x in range(len(panel.labels))]
+            ax.bar(xs, [height or 0.0 for height in data], width, label=label)
+        elif panel.kind == "hist":
+            ax.hist(data, bins=panel.bins, label=label, edgecolor="white")
+        elif panel.kind == "scatter":
+            ax.scatter(*data, s=8, alpha=0.6, label=label)
+        elif panel.kind == "line":
+            ax.plot(*data, marker="o", label=label)
+    if panel.kind == "bar":
+        middle = width * (len(panel.series) - 1) / 2
+        ticks = [x + middle for x in range(len(panel.labels))]
+        ax.set_xticks(ticks, panel.labels, rotation=20, ha="right")
+        ax.margins(y=0.25)  # room above the bars for the legend, in one row along the top
+        if panel.series:
+            ax.legend(fontsize=8, loc="upper center", ncols=len(panel.series))
+    for label, x in panel.marks.items():
+        ax.axvline(x, color="grey", linestyle=":", label=label)
+    ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
+    ax.title.set_fontsize(9)
+    if panel.log_x:
+        ax.set_xscale("log")
+    if panel.log_x and panel.kind == "line":  # a tick at each x, as a plain number
+        xs = sorted({x for line_xs, _ in panel.series.values() for x in line_xs})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
+    if panel.log_y:
+        ax.set_yscale("log")
+    if panel.ylim:
+        ax.set_ylim(*panel.ylim)
+    if panel.kind != "bar" and len(panel.series) + len(panel.marks) > 1:
+        ax.legend(fontsize=8)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.llm import LLM, ChatMessage, Completion, JsonSchema
-from eval.output import append_jsonl, now, read_jsonl
+from eval.harness import append_jsonl, now, read_jsonl
 from scholia.settings import LLMSettings
 
 COMPLETIONS = "completions.jsonl"
@@ -87,8 +87,7 @@ class ReplayLLM:
             read_jsonl(record)  # cuts a line a killed run left half-written
 
     def _request(self, messages: list[ChatMessage], max_tokens: int, schema: Any) -> tuple:
-        """The request's key and its fields, the recorded entry (None: `live` answers); raises
-        when neither can answer."""
+        """The request's key, its fields, its recorded entry (None: `live` answers it)."""
         params = {"max_tokens": max_tokens, "temperature": self.temperature, "schema": schema}
         key = request_key(messages, **params)
         if (entry := self.completions.get(key)) is None and self.live is None:

@@ -18,9 +18,8 @@ from assistant.llm import LLM, LLMUnavailableError
 from assistant.pipeline import AnswerUnavailableError, clean_question
 from assistant.schemas import AskRequest
 from eval.compare import RESULTS, load_results
-from eval.harness import check_index
+from eval.harness import append_jsonl, check_index, now, progress, write_outputs
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
-from eval.output import append_jsonl, now, progress, write_outputs
 from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer
 from eval.replay import COMPLETIONS, CompletionNotRecordedError, ReplayLLM, recording_path, run_llm
 from eval.report import summarize, write_report

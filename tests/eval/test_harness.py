@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.harness import check_loopback, describe_machine, ratio
+from eval.harness import Panel, check_loopback, describe_machine, fmt, ratio, table, write_outputs
 from eval.metrics import stats
-from eval.output import Panel, fmt, table, write_outputs
 
 
 def test_describe_machine() -> None:
