@@ -77,8 +77,8 @@ MEASURE_WORDS = (
 # "what average relative improvement"): a change asks for one only when a word says it is a
 # quantity ("what improvement does X bring" may ask for a method).
 QUANTITY_NOUNS = (
-    r"(?:share|proportion|portion|percentage|fraction)s?\b|(?:relative|average|mean|absolute|overall)"
-    r"\s+(?:improvement|gain|reduction|increase|decrease|saving|speed-?up|boost|drop)s?\b"
+    r"(?:share|proportion|portion|percentage|fraction|margin)s?\b"
+    r"|(?:relative|average|mean|absolute|overall)\s+(?:improvement|gain|reduction|increase|decrease|saving|speed-?up|boost|drop)s?\b"
 )
 FIGURE = re.compile(
     r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"
@@ -176,6 +176,17 @@ DIRECTIONS = {
 DIRECTION_WORDS = {word: way for way, words in DIRECTIONS.items() for word in words.split()}
 DIRECTION_REACH = 8  # words between a figure and the word that gives its direction, in a clause
 CLAUSE_BREAK = re.compile(r"[,;:()]|\b(?:while|whereas|but)\b", re.IGNORECASE)
+# "In the study where …, what …?", "A video generator splits … . What technique …?": what is
+# asked follows the description that finds the paper. Sentences are chosen for what is asked,
+# which the description's words would otherwise outweigh. A setting before the question ("On
+# Llama 2-7B, …", "With T5-Base, …") is part of what is asked, not a description.
+# (After a comma, "who", "whose", "where" and "when" begin a relative clause of the description.)
+ASKING = r"(?:what|which|how|why|is|are|was|were|does|do|did|can|could)\b"
+DESCRIBED_FIRST = re.compile(
+    rf"^(?:in|for|within|according to|regarding|about|among|from)\b[^?;]{{8,}}?,\s+"
+    rf"(?={ASKING})|^[^?]{{8,}}?[.;:]\s+(?=(?:{ASKING}|who|whose|when|where))",
+    re.IGNORECASE,
+)
 NUMBER_OF_PAPERS = {"two": 2, "both": 2, "three": 3}
 PAPERS_COUNTED = re.compile(
     rf"\b({'|'.join(NUMBER_OF_PAPERS)})\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b", re.IGNORECASE
@@ -208,6 +219,7 @@ class QuestionAnalysis:
     # Each thing a question asks of one paper, where it asks several ("which dataset …, and
     # what Dice score …"), analysed apart.
     asked: tuple[QuestionAnalysis, ...] = ()
+    focus: str = ""  # what is asked without the description before it ("": all of `text`)
 
     @property
     def wants_figure(self) -> bool:
@@ -233,7 +245,16 @@ def analyse(question: str) -> QuestionAnalysis:
         papers_wanted=_papers_wanted(text),
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
         asked=_several_asked(text) if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
+        focus=focus_of(text) if asks not in (Asks.COMPARISON, Asks.TOPIC) else "",
     )
+
+
+def focus_of(text: str) -> str:
+    """What `text` asks, when a description of the paper comes before it ("" otherwise)."""
+    described = DESCRIBED_FIRST.match(text)
+    if described is None or len(text[described.end() :].split()) <= MIN_PART_WORDS:
+        return ""
+    return text[described.end() :]
 
 
 def asked_question(text: str) -> str:

@@ -1,8 +1,9 @@
 """Fit the evidence for a question into the answer prompt.
 
 On CPU the time to the first token grows with the prompt, and the answer is one sentence: each
-retrieved paper keeps its title and the sentences of its abstract closest to the question (MiniLM
-cosine, shared word stems, and a bonus for a sentence holding the kind of thing asked: a figure,
+retrieved paper keeps its title and the sentences of its abstract closest to the question, or to
+what it asks when a description of the paper comes first (MiniLM cosine, shared word stems, and a
+bonus for a sentence holding the kind of thing asked: a figure,
 a proposed method's name), in the abstract's own order, " … " where sentences were left out.
 
 The top paper's best sentence goes in first, then each other paper's best, in rank order (a
@@ -220,21 +221,30 @@ def _fill(chosen: list[_Paper], several: bool, fits: Callable[[list[_Paper]], bo
 def _score(
     papers: list[RetrievedPaper], analysis: QuestionAnalysis, similarity: Similarity | None
 ) -> list[_Paper]:
-    """Each paper's sentences and their relevance to the question (one embedding batch)."""
+    """Each paper's sentences and their relevance to the question (one embedding batch per
+    query: the question, and what it asks when a description of the paper comes first)."""
     entries = [_Paper(paper, split_sentences(paper.text), [], set()) for paper in papers]
     flat = [sentence for entry in entries for sentence in entry.sentences]
-    cosines = [0.0] * len(flat)
+    queries = [analysis.text, analysis.focus] if analysis.focus else [analysis.text]
+    cosines = [[0.0] * len(flat) for _ in queries]
     if analysis.text and flat and similarity is not None:
-        cosines = [float(value) for value in similarity(analysis.text, flat)]
-    asked = _stems(analysis.text)
+        cosines = [[float(value) for value in similarity(query, flat)] for query in queries]
+    stemmed = [_stems(query) for query in queries]
     evidence = _evidence(analysis)
     start = 0
-    for entry in entries:
+    for position, entry in enumerate(entries):
         bonus = evidence(entry.paper)
+        # What is asked apart from the description counts in the paper the description finds
+        # (the first retrieved) only: in the others it favours sentences on the same point.
+        used = range(len(queries) if position == 0 else 1)
         for offset, sentence in enumerate(entry.sentences):
-            shared = len(asked & _stems(sentence)) / len(asked) if asked else 0.0
-            score = cosines[start + offset] + LEXICAL_WEIGHT * shared + bonus(sentence)
-            entry.scores.append(score)
+            words = _stems(sentence)
+            relevance = max(
+                cosines[q][start + offset]
+                + LEXICAL_WEIGHT * (len(stemmed[q] & words) / len(stemmed[q]) if stemmed[q] else 0)
+                for q in used
+            )
+            entry.scores.append(relevance + bonus(sentence))
         start += len(entry.sentences)
     return entries
 

@@ -182,7 +182,9 @@ class Assistant:
         verdict = await anyio.to_thread.run_sync(lambda: self.verify(draft, prepared))
         prepared.timings.verify = _ms(tick)
         if verdict.declined:
-            answer = _decline_with_closest(prepared.papers, prepared.missing)
+            answer = _decline_with_closest(
+                prepared.papers, prepared.missing, prepared.analysis.language
+            )
             verdict = replace(verdict, answer=answer)
         verdict, prompt_tokens, completion_tokens = await in_question_language(
             verdict, prepared.analysis.language, self.llm, self.settings.llm.max_answer_tokens
@@ -261,14 +263,15 @@ def _names_found(analysis: QuestionAnalysis, paper: RetrievedPaper) -> bool:
     return bool(analysis.names) and not missing_names(analysis.names, [text])
 
 
-def _decline_with_closest(papers: list[RetrievedPaper], missing: list[str]) -> str:
-    text = decline_text()
+def _decline_with_closest(papers: list[RetrievedPaper], missing: list[str], language: str) -> str:
+    """The refusal in the question's language, the closest papers' titles as they are."""
+    phrases = prompts.declines(language)
+    text = phrases["decline"]
     if missing:
-        text += " " + prompts.load("decline_missing").format(terms=", ".join(missing)).strip()
+        text += " " + phrases["missing"].format(terms=", ".join(missing))
     if not papers:
         return text
-    closest = "\n".join(f"- {paper.title}" for paper in papers[:3])
-    return text + "\n" + prompts.load("decline_closest").format(closest=closest).strip()
+    return "\n".join([text, phrases["closest"], *(f"- {paper.title}" for paper in papers[:3])])
 
 
 def _ms(since: float) -> float:

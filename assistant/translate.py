@@ -1,7 +1,7 @@
 """Questions in other languages: retrieved with an English rendering, answered in their own.
 
 The papers are in English, so the question is rendered in English for retrieval and the answer
-(or the refusal) is translated back. A translation is kept only if every figure, citation
+is translated back (refusals are written out per language). A translation is kept only if every figure, citation
 marker and name survives it; otherwise (or if the LLM fails) the English text stands.
 """
 
@@ -43,8 +43,9 @@ async def translate(text: str, language: str, llm: LLM, max_tokens: int) -> Comp
 async def in_question_language(
     verdict: Verdict, language: str, llm: LLM, max_tokens: int
 ) -> tuple[Verdict, int, int]:
-    """`verdict` with its answer in the question's language, and the tokens that cost."""
-    if language == "English":
+    """`verdict` with its answer in the question's language, and the tokens that cost (a
+    refusal is written in it already: `prompts/declines.toml`)."""
+    if language == "English" or verdict.declined:
         return verdict, 0, 0
     completion = await translate(verdict.answer, language, llm, max_tokens)
     if completion is None:

@@ -83,8 +83,8 @@ def declined(unsupported: Iterable[int] = ()) -> Verdict:
     return Verdict(decline_text(), [], list(unsupported), True)
 
 
-def decline_text() -> str:
-    return prompts.load("decline").strip()
+def decline_text(language: str = "English") -> str:
+    return prompts.declines(language)["decline"]
 
 
 def content_words(text: str) -> set[str]:

@@ -35,6 +35,7 @@ from assistant.analyse import (
         ("What share of the compute goes to padding?", Asks.FIGURE),
         ("What proportion of the weights is tuned?", Asks.FIGURE),
         ("What average relative improvement does it get?", Asks.FIGURE),
+        ("What average margin does it have over random initialisation?", Asks.FIGURE),
         ("What improvement does the method bring to attention?", Asks.FACT),
         # A baseline the paper is compared with is not a second paper
         ("How much faster is it compared with training from scratch?", Asks.FIGURE),
@@ -349,3 +350,33 @@ def test_the_direction_a_figure_is_stated_with(
 )
 def test_instructions_around_a_question_are_not_the_question(question: str, asked: str) -> None:
     assert analyse(question).text == asked
+
+
+@pytest.mark.parametrize(
+    ("question", "focus"),
+    [
+        (
+            "In the study where a student model learns from an imperfect teacher, what property "
+            "of the data prevents over-fitting the teacher?",
+            "what property of the data prevents over-fitting the teacher?",
+        ),
+        (
+            "A video generator splits text-to-video into two steps. What inference-time "
+            "technique lets it produce long videos?",
+            "What inference-time technique lets it produce long videos?",
+        ),
+        (
+            "The latent spectral solver reports an 11.5% gain; what does its spectral block learn?",
+            "what does its spectral block learn?",
+        ),
+        # No description first, a setting (part of what is asked), a relative clause, a
+        # comparison, too little left: no focus.
+        ("On Llama 2-7B, how much does the adapter start-up scheme improve GSM8K?", ""),
+        ("What does the discriminator of the reasoning framework make sure of?", ""),
+        ("For the network that turns fisheye photos, whose borders bend, into frames, why?", ""),
+        ("In the two papers on merging, what does each conclude about scale?", ""),
+        ("In the merging study, what is it?", ""),
+    ],
+)
+def test_what_is_asked_after_the_description_of_the_paper(question: str, focus: str) -> None:
+    assert analyse(question).focus == focus

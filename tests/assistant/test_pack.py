@@ -176,3 +176,26 @@ def test_a_name_the_question_asks_about_stays_in_the_prompt() -> None:
     assert [p.paper.id for p in packed] == ["a", "b"]
     assert "LibriTTS" in packed[1].text
     assert count_tokens(render_sources(packed)) <= 120
+
+
+def test_a_question_that_describes_its_paper_first_ranks_sentences_by_what_it_asks() -> None:
+    description = "In the study of a fast speech synthesis sampler with a distilled student, "
+    asked = "what do listening tests show?"
+    answer = "Listening tests show quality close to the teacher model."
+
+    def similarity(text: str, sentences: list[str]) -> list[float]:
+        # MiniLM: the whole question is closest to the sentences its description echoes.
+        if text == asked:
+            return [0.6 if sentence == answer else 0.2 for sentence in sentences]
+        return [
+            0.6 if "distilled" in sentence or "student" in sentence else 0.2
+            for sentence in sentences
+        ]
+
+    source = [paper("a", "QuickVoice", ABSTRACT)]
+    packed = pack(source, 2_000, description + asked, similarity)
+    assert packed[0].evidence[packed[0].by_relevance[0]] == answer
+    whole = pack(
+        source, 2_000, "What do listening tests of the distilled student show?", similarity
+    )
+    assert whole[0].evidence[whole[0].by_relevance[0]] != answer  # the control: no description

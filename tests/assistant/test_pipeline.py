@@ -195,6 +195,21 @@ def test_a_name_no_source_mentions_is_declined_without_asking_the_llm(
     assert fake_llm.calls == []  # no answer is drafted for a question the sources cannot answer
 
 
+def test_a_refusal_is_written_in_the_question_language_not_translated_by_the_model(
+    assistant: Assistant, fake_llm: FakeLLM
+) -> None:
+    question = "Wie viele Iterationen braucht ZorbNet, um Sprache zu synthetisieren?"
+    closest = [paper.title for paper in prepare(assistant, question).papers[:3]]
+    calls_before = len(fake_llm.calls)
+    response = ask(assistant, question)
+    assert response.declined and response.citations == []
+    assert response.answer.startswith("Die Sammlung gibt darauf keine Antwort.")
+    assert "Keiner der ähnlichsten Artikel erwähnt ZorbNet." in response.answer
+    assert closest and all(f"- {title}" in response.answer for title in closest)  # untranslated
+    asked = [json.dumps(call, default=str) for call in fake_llm.calls[calls_before:]]
+    assert not any("Sammlung" in call or "collection" in call for call in asked)
+
+
 def test_the_schema_is_sent_only_with_structured_output(
     indexed_settings: Settings, embedder: Embedder
 ) -> None:

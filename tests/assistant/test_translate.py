@@ -1,5 +1,7 @@
 import asyncio
 
+import prompts
+from assistant.analyse import LANGUAGES
 from assistant.translate import in_question_language, translate
 from assistant.verify import Verdict
 from tests.fakes import FakeLLM
@@ -42,3 +44,20 @@ def test_a_failing_llm_leaves_the_english_text() -> None:
     llm = FakeLLM()
     llm.down = True
     assert asyncio.run(translate("It is 24x faster [1].", "German", llm, 100)) is None
+
+
+def test_every_detected_language_has_the_whole_refusal() -> None:
+    english = prompts.declines("English")
+    for language in LANGUAGES:
+        phrases = prompts.declines(language.title())
+        assert phrases.keys() == english.keys(), language
+        assert "{terms}" in phrases["missing"], language
+        assert language == "ENGLISH" or phrases["decline"] != english["decline"], language
+    assert prompts.declines("Klingon") == english
+
+
+def test_a_refusal_costs_no_translation() -> None:
+    llm = FakeLLM()
+    refusal = Verdict(prompts.declines("German")["decline"], [], [], True)
+    assert asyncio.run(in_question_language(refusal, "German", llm, 100)) == (refusal, 0, 0)
+    assert llm.calls == []
