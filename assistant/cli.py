@@ -197,14 +197,17 @@ def _serve(
     from assistant.api.services import build_services
     from assistant.engine import UnsupportedCpuError
     from assistant.warmup import StartupSteps
-    from ingest.pipeline import open_store, run_ingest
+    from ingest.pipeline import IngestLockedError, open_store, run_ingest
 
     limit_malloc_arenas(settings.server.malloc_arenas)  # before the request threads start
     steps = StartupSteps()
     if open_store(settings).count() == 0:
         typer.echo(f"No index yet: ingesting {settings.corpus}")
         with steps.timed("ingest_s"):
-            run_ingest(settings, [settings.corpus])
+            try:
+                run_ingest(settings, [settings.corpus])
+            except IngestLockedError as error:  # replicas starting together: one ingests
+                typer.echo(f"{error} Serving what the index holds meanwhile.")
     if settings.llm.url:
         services = build_services(settings)
         engine = None

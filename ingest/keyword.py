@@ -16,6 +16,7 @@ import shutil
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -81,6 +82,11 @@ class KeywordStore(Protocol):
 
     def delete_papers(self, paper_ids: Sequence[str]) -> None: ...
 
+    def sole_writer(self) -> AbstractContextManager[bool]:
+        """Held for an ingest or a removal: whether no other process (another replica) writes
+        this store meanwhile. The data directory's lock covers one machine only."""
+        ...
+
     def remove(self) -> None:
         """Delete everything it holds."""
         ...
@@ -111,6 +117,10 @@ class KeywordIndex:
 
     def delete_papers(self, paper_ids: Sequence[str]) -> None:
         """Nothing: the index is rebuilt whole after a removal."""
+
+    def sole_writer(self) -> AbstractContextManager[bool]:
+        """True: the files are the data directory's, whose ingest lock the writer holds."""
+        return nullcontext(True)
 
     @cached_property
     def _stemmer(self) -> Any:

@@ -218,6 +218,23 @@ class PostgresKeywordStore:
         if found is None or found[0] is None:
             cursor.execute(self._sql(COUNTS))
 
+    @contextmanager
+    def sole_writer(self) -> Iterator[bool]:
+        """Whether this process is the collection's only writer: a session advisory lock on a
+        connection of its own, held until the block ends or the process dies."""
+        import psycopg
+
+        try:
+            connection = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as error:
+            raise StoreUnavailableError(
+                f"The keyword store ({self.where}) cannot be reached: {error}"
+            ) from error
+        with connection:
+            key = f"scholia_ingest_{self.collection}"
+            row = connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+            yield bool(row and row[0])
+
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:

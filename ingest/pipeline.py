@@ -65,7 +65,7 @@ class IngestReport:
 
 
 class IngestLockedError(RuntimeError):
-    """Another ingest holds this data directory."""
+    """Another ingest holds this data directory (or, with a shared keyword store, the collection)."""
 
 
 class IngestWriteError(RuntimeError):
@@ -176,6 +176,19 @@ def ingest_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def writer_lock(settings: Settings) -> Iterator[None]:
+    """The data directory's ingest lock and, for a keyword store that replicas share, the
+    store's own: one ingest or removal at a time across every replica (IngestLockedError)."""
+    with ingest_lock(settings.data_dir), keyword_index(settings).sole_writer() as sole:
+        if not sole:
+            raise IngestLockedError(
+                f"Another replica is ingesting into collection {settings.index.collection!r} "
+                "(its keyword store is locked); wait for it to finish."
+            )
+        yield
+
+
 def scan_sources(paths: Sequence[Path], report: IngestReport) -> dict[str, SourceRecord]:
     """First pass: every paper's id → hash and place; a duplicate id keeps the first paper."""
     records: dict[str, SourceRecord] = {}
@@ -229,7 +242,7 @@ def run_ingest(
 ) -> IngestReport:
     """Bring the index in line with `paths`. Raises FileNotFoundError, IndexMismatchError,
     IngestLockedError, StoreUnavailableError or IngestWriteError; bad records are only reported.
-    `locked`: the caller already holds `ingest_lock` (the API takes it before answering).
+    `locked`: the caller already holds `writer_lock` (the API takes it before answering).
     `write_stage`: what chunks, embeds and writes the selected papers (default: this process).
     """
     started = time.perf_counter()
@@ -239,7 +252,7 @@ def run_ingest(
     embedder = embedder or Embedder(
         settings.embedding.model_path, settings.embedding.batch_size, settings.embedding.device
     )
-    with nullcontext() if locked else ingest_lock(settings.data_dir):
+    with nullcontext() if locked else writer_lock(settings):
         store = open_store(settings)
         keywords = keyword_index(settings)
         manifest = wanted_manifest(settings, embedder)
@@ -314,7 +327,7 @@ def _remove_stale(
 def remove_papers(settings: Settings, paper_ids: Sequence[str], log: Log = print) -> list[str]:
     """Delete papers from Chroma, then rebuild BM25 from what Chroma holds, under the ingest
     lock (IngestLockedError while an ingest runs). Returns the ids that were in the index."""
-    with ingest_lock(settings.data_dir):
+    with writer_lock(settings):
         store = open_store(settings)
         present = [
             paper_id for paper_id in dict.fromkeys(paper_ids) if store.paper_chunks(paper_id)

@@ -23,7 +23,7 @@ from assistant.schemas import IngestJob, RejectedRecord
 from ingest.embed import Embedder
 from ingest.ledger import now_iso
 from ingest.parse import Rejected
-from ingest.pipeline import IngestReport, ingest_lock, run_ingest, scan_sources
+from ingest.pipeline import IngestReport, run_ingest, scan_sources, writer_lock
 from scholia.settings import Settings
 
 log = logging.getLogger("scholia.jobs")
@@ -59,7 +59,7 @@ class IngestJobs:
         """Take the ingest lock, check the upload, and ingest it in a thread. Raises
         IngestLockedError (another ingest or removal runs) or NoPapersError."""
         stack = ExitStack()
-        stack.enter_context(ingest_lock(self.settings.data_dir))
+        stack.enter_context(writer_lock(self.settings))
         try:
             job_id = uuid.uuid4().hex[:16]
             self.folder.mkdir(parents=True, exist_ok=True)

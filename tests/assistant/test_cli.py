@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +54,31 @@ def test_malloc_arenas_are_capped_for_many_threads() -> None:
     not_applied, uncapped = arenas_after_threads(0)
     assert (applied, not_applied) == ("True", "False")
     assert capped <= 2 < uncapped, (capped, uncapped)
+
+
+def test_serve_on_an_empty_index_that_another_replica_is_filling_serves_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    import ingest.pipeline
+    from assistant import cli
+    from assistant.shutdown import Shutdown
+    from ingest.pipeline import IngestLockedError
+    from tests.ingest.helpers import make_settings
+
+    settings = make_settings(tmp_path / "data")
+    settings = settings.model_copy(
+        update={"llm": settings.llm.model_copy(update={"url": "http://127.0.0.1:9/v1"})}
+    )
+
+    def locked(*_: object, **__: object) -> None:
+        raise IngestLockedError("Another replica is ingesting into collection 'papers'.")
+
+    served: list[bool] = []
+    monkeypatch.setattr(ingest.pipeline, "run_ingest", locked)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(True))
+    with Shutdown() as shutdown, ExitStack() as stack:
+        cli._serve(settings, "127.0.0.1", 0, shutdown, stack)
+    assert served == [True]
+    assert "Another replica is ingesting" in capsys.readouterr().out

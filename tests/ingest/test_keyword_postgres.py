@@ -17,11 +17,13 @@ import pytest
 from ingest.keyword import KeywordIndex
 from ingest.keyword_postgres import PostgresKeywordStore
 from ingest.pipeline import (
+    IngestLockedError,
     IngestWriteError,
     keyword_index,
     open_store,
     remove_papers,
     run_ingest,
+    writer_lock,
 )
 from ingest.store import StoreUnavailableError
 from scholia.settings import IndexSettings, Settings
@@ -154,6 +156,28 @@ def test_ingest_into_postgres_is_idempotent_and_repairs_a_crash_between_the_stor
         "fingerprint": open_store(settings).scan().fingerprint,
         "chunks": len(_row_versions(keywords)),
     }
+
+
+def test_one_ingest_at_a_time_across_replicas_of_a_shared_store(
+    postgres_url: str, tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
+    # Two replicas: two data directories (two file locks), one collection in one database.
+    first = _postgres_settings(tmp_path / "replica-1", postgres_url)
+    second = _postgres_settings(tmp_path / "replica-2", postgres_url)
+    source = write_jsonl(tmp_path / "p.jsonl", paper_records(3))
+    with writer_lock(first):
+        with pytest.raises(IngestLockedError, match="Another replica is ingesting"):
+            run_ingest(second, [source], embedder=hash_embedder, log=lambda _: None)
+        with pytest.raises(IngestLockedError):
+            remove_papers(second, ["any"], log=lambda _: None)
+        other = make_settings(
+            tmp_path / "replica-2",
+            index=IndexSettings(keyword="postgres", keyword_url=postgres_url, collection="other"),
+        )
+        with writer_lock(other):  # another collection is not held up
+            pass
+    report = run_ingest(second, [source], embedder=hash_embedder, log=lambda _: None)
+    assert report.added == 3  # released with the block
 
 
 def test_an_unreachable_keyword_store_is_unavailable_not_a_crash() -> None:
