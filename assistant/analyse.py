@@ -78,7 +78,8 @@ MEASURE_WORDS = (
 # quantity ("what improvement does X bring" may ask for a method).
 QUANTITY_NOUNS = (
     r"(?:share|proportion|portion|percentage|fraction|margin)s?\b"
-    r"|(?:relative|average|mean|absolute|overall)\s+(?:improvement|gain|reduction|increase|decrease|saving|speed-?up|boost|drop)s?\b"
+    r"|(?:relative|average|mean|absolute|overall)\s+"
+    r"(?:improvement|gain|reduction|increase|decrease|saving|speed-?up|boost|drop)s?\b"
 )
 FIGURE = re.compile(
     r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"

@@ -3,8 +3,8 @@
 On CPU the time to the first token grows with the prompt, and the answer is one sentence: each
 retrieved paper keeps its title and the sentences of its abstract closest to the question, or to
 what it asks when a description of the paper comes first (MiniLM cosine, shared word stems, and a
-bonus for a sentence holding the kind of thing asked: a figure,
-a proposed method's name), in the abstract's own order, " … " where sentences were left out.
+bonus for a sentence holding the kind of thing asked: a figure, a proposed method's name), in the
+abstract's own order, " … " where sentences were left out.
 
 The top paper's best sentence goes in first, then each other paper's best, in rank order (a
 paper far less relevant than the top one is left out, unless the question is about several);

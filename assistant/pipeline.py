@@ -266,7 +266,7 @@ def _names_found(analysis: QuestionAnalysis, paper: RetrievedPaper) -> bool:
 def _decline_with_closest(papers: list[RetrievedPaper], missing: list[str], language: str) -> str:
     """The refusal in the question's language, the closest papers' titles as they are."""
     phrases = prompts.declines(language)
-    text = phrases["decline"]
+    text = decline_text(language)
     if missing:
         text += " " + phrases["missing"].format(terms=", ".join(missing))
     if not papers:

@@ -1,8 +1,9 @@
 """Questions in other languages: retrieved with an English rendering, answered in their own.
 
 The papers are in English, so the question is rendered in English for retrieval and the answer
-is translated back (refusals are written out per language). A translation is kept only if every figure, citation
-marker and name survives it; otherwise (or if the LLM fails) the English text stands.
+is translated back (refusals are written out per language). A translation is kept only if every
+figure, citation marker and name survives it; otherwise (or if the LLM fails) the English text
+stands.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ class IngestReport:
 
 
 class IngestLockedError(RuntimeError):
-    """Another ingest holds this data directory (or, with a shared keyword store, the collection)."""
+    """Another ingest holds this data directory (or, with a shared keyword store, the
+    collection)."""
 
 
 class IngestWriteError(RuntimeError):
