@@ -55,10 +55,8 @@ def synthetic_records(size: int, seed: int = 0) -> Iterator[dict[str, Any]]:
 
 
 def write_corpus(path: Path, size: int, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for record in synthetic_records(size, seed):
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in synthetic_records(size, seed))
+    write_outputs(path.parent, {path.name: "".join(lines)})
     return path
 
 
@@ -185,7 +183,11 @@ def run_ingest_benchmark(
         results.append(_combine(size, ingest, first, _in_child(raw_child, corpus, 1)))
         shutil.rmtree(out_dir / "work", ignore_errors=True)
         log(f"bench_ingest: {size} papers: {flat({k: results[-1][k] for k in LOGGED})}")
-        summary = _summary(sizes, seed, results) | {"engine": engine}
+        # max ÷ min seconds per document across sizes (target ≤ 1.2); in CPU seconds too,
+        # which a busy shared machine disturbs far less
+        per_doc = {c: [r[f"ingest_{c}s_per_doc"] for r in results] for c in ("", "cpu_")}
+        spread = {f"{c}s_per_doc_spread": round(max(v) / min(v), 3) for c, v in per_doc.items()}
+        summary = {"sizes": sizes, "seed": seed, **spread, "results": results, "engine": engine}
         write_outputs(out_dir, {RESULT_FILE: summary})
     write_outputs(out_dir, {PLOT_FILE: panels(results)})
     return summary
@@ -210,20 +212,6 @@ def _combine(size: int, ingest: dict, first: dict, second: dict) -> dict[str, An
         "index_disk_mb": ingest["index_disk_mb"],
         # (before, after) of each child: raw encode, ingest, raw encode
         "load_average_1m": [child["load_average_1m"] for child in (first, ingest, second)],
-    }
-
-
-def _summary(sizes: list[int], seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-    def spread(key: str) -> float:
-        values = [r[key] for r in results]
-        return round(max(values) / min(values), 3)
-
-    return {"sizes": sizes, "seed": seed} | {
-        # max ÷ min seconds per document across sizes (target ≤ 1.2); in CPU seconds too,
-        # which a busy shared machine disturbs far less
-        "s_per_doc_spread": spread("ingest_s_per_doc"),
-        "cpu_s_per_doc_spread": spread("ingest_cpu_s_per_doc"),
-        "results": results,
     }
 
 

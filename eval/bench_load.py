@@ -63,23 +63,6 @@ def app_pid_for(url: str) -> int:
     raise RuntimeError(f"no process of this user listens on port {port}; pass --pid")
 
 
-def post_answered_early(
-    url: str, path: str, body: bytes, headers: dict[str, str], timeout_s: float
-) -> tuple[int, bytes]:
-    """POST that still reads the answer when the server replies (413) before reading the body
-    and closes: httpx marks the connection broken once the write fails and never reads the 413;
-    http.client ignores the failed write, then reads the answer."""
-    parsed = urlparse(url)
-    connection = http.client.HTTPConnection(parsed.hostname or "", parsed.port, timeout=timeout_s)
-    try:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
 def judge(kind: str, status: int, body: bytes) -> str:
     """Why this answer counts against the app ("" when it is what it should be)."""
     wanted = EXPECTED[kind][1]
@@ -109,10 +92,10 @@ def _group(outcomes: list[Outcome]) -> dict[str, Any]:
 
 def summarize(outcomes: list[Outcome], rss: list[tuple[float, float]], timing: dict) -> dict:
     """All requests, and by kind (each with its route); unexpected answers; the app's RSS."""
-    kinds: dict[str, list[Outcome]] = {}
-    for o in outcomes:
-        kinds.setdefault(o["kind"], []).append(o)
-    by_kind = {k: _group(kinds[k]) | {"route": EXPECTED[k][0]} for k in sorted(kinds)}
+    kinds = {
+        k: [o for o in outcomes if o["kind"] == k] for k in sorted({o["kind"] for o in outcomes})
+    }
+    by_kind = {k: _group(group) | {"route": EXPECTED[k][0]} for k, group in kinds.items()}
     errors = [o["status"] for o in outcomes if isinstance(o["status"], int) and o["status"] >= 500]
     after_warmup = next((mb for t, mb in rss if t >= timing["warmup_s"]), None)
     rss_mb = {"before": rss[0][1], "after_warmup": after_warmup, "after": rss[-1][1]}
@@ -161,9 +144,7 @@ class LoadTest:
     async def request(self, client: Any, kind: str, rng: random.Random) -> tuple[int, bytes]:
         question, json_type = rng.choice(self.questions), {"content-type": "application/json"}
         if kind == OVERSIZED_BODY:
-            body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
-            args = (self.url, "/ask", body, self.headers | json_type, self.timeout_s)
-            return await asyncio.to_thread(post_answered_early, *args)
+            return await asyncio.to_thread(self.post_oversized, self.headers | json_type)
         requests: dict[str, dict[str, Any]] = {
             ASK: {"json": {"question": question, "stream": False}},
             SEARCH: {"json": {"query": question, "top_k": 5}},
@@ -172,6 +153,23 @@ class LoadTest:
         }
         response = await client.post(EXPECTED[kind][0], **requests[kind])
         return response.status_code, response.content
+
+    def post_oversized(self, headers: dict[str, str]) -> tuple[int, bytes]:
+        """/ask with a body over the limit, by http.client: the server replies (413) before
+        reading the body and closes; httpx marks the connection broken once the write fails and
+        never reads the 413; http.client ignores the failed write, then reads the answer."""
+        body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
+        url = urlparse(self.url)
+        connection = http.client.HTTPConnection(
+            url.hostname or "", url.port, timeout=self.timeout_s
+        )
+        try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                connection.request("POST", "/ask", body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
 
     async def client(self, index: int, client: Any, start: float, bar: Any) -> None:
         rng = random.Random(self.seed * 1000 + index)

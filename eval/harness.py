@@ -294,9 +294,8 @@ def _draw(ax: Any, panel: Panel) -> None:
         ax.axvline(x, color="grey", linestyle=":", label=label)
     ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
     ax.title.set_fontsize(9)
-    if panel.log_x:
+    if panel.log_x:  # (line charts) a tick at each x, as a plain number
         ax.set_xscale("log")
-    if panel.log_x and panel.kind == "line":  # a tick at each x, as a plain number
         xs = sorted({x for line_xs, _ in panel.series.values() for x in line_xs})
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.minorticks_off()

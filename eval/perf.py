@@ -58,8 +58,7 @@ async def measure_search(settings: Settings, url: str, services: Any, queries: l
         series["raw_chroma_ms"].append((end - middle) * 1000)
         series["raw_embed_plus_chroma_ms"].append((end - tick) * 1000)
 
-    headers = harness.auth_headers(settings)
-    async with httpx.AsyncClient(timeout=60, headers=headers) as client:
+    async with httpx.AsyncClient(timeout=60, headers=harness.auth_headers(settings)) as client:
         await alternate((via_http, raw), queries[:2])  # warm-up: model, HNSW index, connections
         for values in series.values():
             values.clear()

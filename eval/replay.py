@@ -107,12 +107,8 @@ class ReplayLLM:
     ) -> Completion:
         key, request, entry = self._request(messages, max_tokens, schema)
         if entry is not None:
-            done = Completion(
-                text=str(entry["text"]),
-                prompt_tokens=int(entry.get("prompt_tokens", 0)),
-                completion_tokens=int(entry.get("completion_tokens", 0)),
-                model=str(entry.get("model") or self.model),
-            )
+            tokens = int(entry.get("prompt_tokens", 0)), int(entry.get("completion_tokens", 0))
+            done = Completion(str(entry["text"]), *tokens, str(entry.get("model") or self.model))
         elif self.live is not None:
             done = await self.live.complete(messages, max_tokens, schema)
         self._keep("complete", key, request, **asdict(done))
@@ -142,19 +138,3 @@ class ReplayLLM:
 
     async def ping(self) -> bool:
         return await self.live.ping() if self.live is not None else True
-
-
-def run_llm(
-    llm: LLM | None,
-    settings: LLMSettings,
-    base_url: str,
-    record_to: Path | None,
-    replay: Path | None,
-) -> LLM | None:
-    """The LLM an eval run answers with: replayed, recorded, or as given (None: the default).
-    Both recorded and replayed: the replay where it has the request, the LLM otherwise."""
-    if record_to is None:
-        return llm if replay is None else ReplayLLM(replay, settings)
-    from assistant.llm import OpenAICompatibleLLM
-
-    return ReplayLLM(replay, settings, llm or OpenAICompatibleLLM(base_url, settings), record_to)

@@ -14,14 +14,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from assistant.llm import LLM, LLMUnavailableError
+from assistant.llm import LLM, LLMUnavailableError, OpenAICompatibleLLM
 from assistant.pipeline import AnswerUnavailableError, clean_question
 from assistant.schemas import AskRequest
 from eval.compare import RESULTS, load_results
 from eval.harness import append_jsonl, check_index, now, progress, write_outputs
 from eval.metrics import RETRIEVAL_DEPTH, key_string_score, relevant_ranks, retrieval_scores
 from eval.ragas_eval import Judge, JudgeConfig, NonLLMScorer
-from eval.replay import COMPLETIONS, CompletionNotRecordedError, ReplayLLM, recording_path, run_llm
+from eval.replay import COMPLETIONS, CompletionNotRecordedError, ReplayLLM, recording_path
 from eval.report import summarize, write_report
 from eval.suite import Question, Suite
 from ingest.embed import Embedder
@@ -111,9 +111,12 @@ class Run:
         """The services for the questions left: the LLM checked, the embedding model loaded."""
         from assistant.api.services import build_services, llm_base_url
 
-        settings, options = self.settings, self.options
-        record_to = self.out_dir / COMPLETIONS if options.record else None
-        answer_with = run_llm(llm, settings.llm, llm_base_url(settings), record_to, options.replay)
+        settings, options, answer_with = self.settings, self.options, llm
+        if options.record:  # replayed where the recording has the request, else asked of the LLM
+            live = llm or OpenAICompatibleLLM(llm_base_url(settings), settings.llm)
+            answer_with = ReplayLLM(options.replay, settings.llm, live, self.out_dir / COMPLETIONS)
+        elif options.replay is not None:  # every answer from the recording, no LLM
+            self.replay = answer_with = ReplayLLM(options.replay, settings.llm)
         retrieval = settings.retrieval.model_copy(update={"mode": options.answer_mode})
         answering = settings.model_copy(update={"retrieval": retrieval})
         self.services = build_services(answering, llm=answer_with, embedder=embedder)
@@ -122,8 +125,6 @@ class Run:
         for _, _, meta in self.services.store.iter_chunks():
             title = normalize_title(str(meta.get("title", "")))
             self.catalogue.setdefault(title, str(meta["paper_id"]))
-        if isinstance(answer_with, ReplayLLM) and answer_with.live is None:
-            self.replay = answer_with
         if options.answers:
             self.scorer = NonLLMScorer()
             self.judge = Judge(options.judge) if options.judge is not None else None

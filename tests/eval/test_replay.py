@@ -18,7 +18,6 @@ from eval.replay import (
     ReplayLLM,
     load_recording,
     request_key,
-    run_llm,
 )
 from eval.runner import RESULTS, RunConfigError, RunOptions, load_results, run_suite
 from eval.suite import Question, Suite, load_suite, select
@@ -119,8 +118,7 @@ def test_re_recording_asks_the_llm_only_what_the_recording_lacks(tmp_path: Path)
     live = FakeLLM(reply="Live.")
     new = tmp_path / "new" / COMPLETIONS
     new.parent.mkdir()
-    llm = run_llm(live, settings, "http://unused/v1", new, old)
-    assert llm is not None
+    llm = ReplayLLM(old, settings, live, new)  # what `eval run --record --replay` answers with
 
     async def second() -> tuple[str, str]:
         kept = await llm.complete(MESSAGES, 16)  # in the old recording
