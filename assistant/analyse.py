@@ -44,7 +44,14 @@ INSTRUCTION = re.compile(
     r"|\bwithout (?:citing|naming|mentioning) (?:any )?sources\b",
     re.IGNORECASE,
 )
-TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Za-z0-9]")
+# Runs of ASCII letters and digits, never a piece of a word with accented Latin letters
+# ("Rückwärts-KL" holds the name "KL", not "rts-KL"); scripts without spaces may touch them
+# ("在LatentSync中").
+LATIN_LETTER = "A-Za-zÀ-ÖØ-öø-ɏ"
+TOKEN = re.compile(
+    rf"(?<![{LATIN_LETTER}])(?:[A-Za-z0-9][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Za-z0-9])"
+    rf"(?![{LATIN_LETTER}])"
+)
 # A figure as written: "24", "2.45", "245,000" (thousands), "1,35" (a decimal comma).
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+$")

@@ -146,7 +146,7 @@ class Assistant:
         if analysis.language == "English":
             return analysis, (0, 0)
         english = await translate(
-            analysis.text, "English", self.llm, self.settings.llm.max_answer_tokens
+            analysis.text, "English", self.llm, self.settings.llm.max_answer_tokens, restore=True
         )
         if english is None:
             return analysis, (0, 0)

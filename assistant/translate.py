@@ -12,15 +12,19 @@ import re
 from dataclasses import replace
 
 import prompts
-from assistant.analyse import names_in, numbers_in
+from assistant.analyse import missing_names, names_in, numbers_in, without_names
 from assistant.llm import LLM, ChatMessage, Completion, LLMError
 from assistant.verify import Verdict
 
 MARKER = re.compile(r"\[\d+\]")
 
 
-async def translate(text: str, language: str, llm: LLM, max_tokens: int) -> Completion | None:
-    """`text` in `language`, or None when the LLM fails or loses a figure, marker or name."""
+async def translate(
+    text: str, language: str, llm: LLM, max_tokens: int, restore: bool = False
+) -> Completion | None:
+    """`text` in `language`, or None when the LLM fails or loses a figure, marker or name; with
+    `restore` (a question rendered for retrieval), what it lost is appended instead: a small
+    model's rendering that drops a name still finds more English papers than the original."""
     messages = [
         ChatMessage("system", prompts.load("translate_system").format(language=language).strip()),
         ChatMessage(
@@ -32,12 +36,11 @@ async def translate(text: str, language: str, llm: LLM, max_tokens: int) -> Comp
     except LLMError:
         return None
     translated = " ".join(completion.text.split())
-    faithful = (
-        translated
-        and numbers_in(translated, language) >= numbers_in(text)
-        and MARKER.findall(translated) == MARKER.findall(text)
-        and set(names_in(text)) <= set(names_in(translated))
-    )
+    lost = missing_names(names_in(text), [translated])  # "mPLUG-2" kept as "MPLUG-2" is kept
+    lost += sorted(numbers_in(without_names(text)) - numbers_in(translated, language))
+    if restore and translated:
+        translated, lost = " ".join([translated, *lost]), []
+    faithful = translated and not lost and MARKER.findall(translated) == MARKER.findall(text)
     return replace(completion, text=translated) if faithful else None
 
 

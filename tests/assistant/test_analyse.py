@@ -7,6 +7,7 @@ from assistant.analyse import (
     direction_of,
     gives_the_figure,
     mentions,
+    names_in,
     numbers_in,
     paper_name,
 )
@@ -51,6 +52,13 @@ def test_names_figures_and_what_is_counted() -> None:
     assert "ResNet-50" in analysis.names and "V100" in analysis.names
     assert analysis.figures == ("245000",)  # "50" belongs to a name
     assert "gpus" in analysis.counted or "gpu" in analysis.counted
+
+
+def test_names_are_never_pieces_of_accented_words() -> None:
+    german = "Wie werden die Vorwärts- und Rückwärts-KL im Verlust des Schülers gewichtet?"
+    assert names_in(german) == ["KL"]  # not "rts-KL", which no English rendering keeps
+    assert names_in("Schrödinger-style solvers on MT-Bench") == ["MT-Bench"]
+    assert names_in("在LatentSync中用了哪两个数据集？") == ["LatentSync"]  # no spaces in Chinese
 
 
 def test_numbers_are_read_with_their_locale() -> None:

@@ -40,6 +40,17 @@ def test_a_translation_that_loses_a_figure_marker_or_name_is_refused() -> None:
         assert verdict == ENGLISH
 
 
+def test_a_name_written_in_other_case_survives() -> None:
+    question = "¿En más de cuántas tareas obtiene mPLUG-2 resultados competitivos?"
+    english = "On more than how many tasks does MPLUG-2 get competitive results?"
+    kept = asyncio.run(translate(question, "English", FakeLLM(reply=english), 100))
+    assert kept is not None and kept.text == english
+    lost = "On more than how many tasks does the model get competitive results?"
+    assert asyncio.run(translate(question, "English", FakeLLM(reply=lost), 100)) is None
+    restored = asyncio.run(translate(question, "English", FakeLLM(reply=lost), 100, restore=True))
+    assert restored is not None and restored.text == f"{lost} mPLUG-2"  # for retrieval
+
+
 def test_a_failing_llm_leaves_the_english_text() -> None:
     llm = FakeLLM()
     llm.down = True
