@@ -488,8 +488,8 @@ def mentions(text: str, name: str) -> bool:
     vocabulary |= {word.replace("-", "") for word in vocabulary}
     if key in vocabulary or key.replace("-", "") in vocabulary:
         return True
-    if "-" in key and " ".join(key.split("-")) in text.casefold():
-        return True
+    if "-" in key and key.replace("-", " ") in text.casefold().replace("-", " "):
+        return True  # "Multi-Level-Framework" (German) in "a multi-level framework"
     if name.isupper() and name.isalpha() and name.casefold() in _initials(text):
         return True
     digits = re.sub(r"\D", "", key)

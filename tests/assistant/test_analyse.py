@@ -94,6 +94,7 @@ def test_names_match_with_typos_but_not_other_numbers() -> None:
         "trained a deep BSDE solver", "deep-BSDE"
     )
     assert not mentions("Top-1 accuracy of ResNet-50 on ImageNet", "ResNet-56")
+    assert mentions("A Multi-Level Framework for Training", "Multi-Level-Framework")
 
 
 def test_a_figure_of_the_kind_asked() -> None:
