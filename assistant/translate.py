@@ -36,7 +36,7 @@ async def translate(
     except LLMError:
         return None
     translated = " ".join(completion.text.split())
-    lost = missing_names(names_in(text), [translated])  # "mPLUG-2" kept as "MPLUG-2" is kept
+    lost = missing_names(names_in(text), [translated])  # "mPLUG-2" written "MPLUG-2" is not
     lost += sorted(numbers_in(without_names(text)) - numbers_in(translated, language))
     if restore and translated:
         translated, lost = " ".join([translated, *lost]), []

@@ -45,6 +45,10 @@ def test_a_name_written_in_other_case_survives() -> None:
     english = "On more than how many tasks does MPLUG-2 get competitive results?"
     kept = asyncio.run(translate(question, "English", FakeLLM(reply=english), 100))
     assert kept is not None and kept.text == english
+
+
+def test_a_question_rendering_gets_back_the_name_it_lost() -> None:
+    question = "¿En más de cuántas tareas obtiene mPLUG-2 resultados competitivos?"
     lost = "On more than how many tasks does the model get competitive results?"
     assert asyncio.run(translate(question, "English", FakeLLM(reply=lost), 100)) is None
     restored = asyncio.run(translate(question, "English", FakeLLM(reply=lost), 100, restore=True))
