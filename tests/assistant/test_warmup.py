@@ -21,7 +21,7 @@ from tests.assistant.api.conftest import configured
 from tests.fakes import FakeLLM
 
 PREFILL_TOKENS_S = 2000.0  # the simulated engine: 0.5 ms per prompt token
-DECODE_TOKENS_S = 400.0
+DECODE_TOKENS_S = 100.0  # 10 ms a token: long beside a busy timer's few ms of overshoot
 
 
 class TimedLLM(FakeLLM):
