@@ -8,7 +8,7 @@ replace it as long as it returns a `QuestionAnalysis`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache, lru_cache
@@ -134,8 +134,63 @@ YEAR_ASKED = re.compile(
     re.IGNORECASE,
 )
 YEAR = "year"
+# Who wrote a paper and where it appeared are its record, not its abstract's: asked for, they
+# must be stated as such (its record's "authors: …", "accepted at …"), never read off a sentence
+# about its content (an abstract's "Ho et al." are other authors).
+# "Who wrote …", "the first author of …", "which lab developed …"; not "what do the authors find".
+AUTHORS_ASKED = re.compile(
+    r"\bwho\s+(?:wrote|authored|came\s+up\s+with|invented|(?:are|were|is|was)\s+(?:the\s+)?"
+    r"(?:\w+\s+)?(?:authors?|writers?|researchers?|people|team)\b)"
+    r"|\b(?:first|last|lead|senior|corresponding)\s+author\b|\bpeople\s+behind\b"
+    r"|\b(?:name|list|tell\s+me|give\s+me|(?:who|what)\s+(?:are|were))\s+(?:\w+\s+){0,2}authors?\b"
+    r"(?!['’]|\s+(?:find|found|claim|show|propos|report|us|argu|say|stat|conclu|observ|suggest"
+    r"|mean|do|did|think|recommend|introduc|present|develop|describ|measur|evaluat|test|achiev))"
+    r"|\b(?:which|what)\s+(?:research\s+)?(?:group|lab|laboratory|team|university|institution"
+    r"|institute)\b[^?]{0,60}\b(?:developed|created|wrote|behind|from|built|published|released)\b"
+    r"|\baffiliations?\b",
+    re.IGNORECASE,
+)
+VENUE_ASKED = re.compile(
+    r"\b(?:which|what)\s+(?:conference|journal|venue|workshop|proceedings)\b"
+    r"|\b(?:published|presented|appeared?)\s+(?:at|in)\s+(?:which|what)\b"
+    r"|\bwhere\s+(?:was|were|did|is|has)\b[^?]{0,80}\b(?:publish|appear|presented)",
+    re.IGNORECASE,
+)
+RECORD = {  # measure: (how a question asks for it, how a sentence states it)
+    YEAR: (YEAR_ASKED, re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")),
+    "authors": (AUTHORS_ASKED, re.compile(r"^\s*authors?\s*:", re.IGNORECASE)),
+    "venue": (
+        VENUE_ASKED,
+        re.compile(
+            r"\b(?:accepted|published|appear(?:s|ed)?|presented)\s+(?:at|in)\b|\bproceedings\b"
+            r"|^\s*(?:venue|journal|conference|booktitle)\s*:",
+            re.IGNORECASE,
+        ),
+    ),
+}
+# The metadata fields of a paper's record (a JSONL corpus's extra fields) that hold each.
+RECORD_FIELDS = {
+    YEAR: ("year", "date", "published"),
+    "authors": ("authors", "author"),
+    "venue": ("venue", "journal", "conference", "booktitle"),
+}
+
+
+def record_sentences(metadata: Mapping[str, object], analysis: QuestionAnalysis) -> list[str]:
+    """The paper's record, as evidence sentences ("authors: A; B."), for a question that asks
+    for it: an abstract rarely says who wrote it or where it appeared."""
+    given = {key.casefold(): value for key, value in metadata.items() if value not in (None, "")}
+    fields = RECORD_FIELDS.get(analysis.measure, ())
+    return [f"{key}: {given[key]}." for key in fields if key in given]
+
+
+def from_the_record(sentence: str, analysis: QuestionAnalysis) -> bool:
+    """`sentence` is the paper's record of what `analysis` asks (see `record_sentences`)."""
+    fields = RECORD_FIELDS.get(analysis.measure, ())
+    return any(sentence.startswith(f"{key}: ") for key in fields)
+
+
 FACTOR = re.compile(r"^\S*?\d(?:x|×|times|-?fold)\b|^\S+\s+(?:x|×|times|-?fold)\b", re.IGNORECASE)
-A_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 RESOLUTION = re.compile(r"\b\d+\s*[x×]\s*\d+\b")  # "256x256" names a dataset's size
 # "Compare the best FID of …", "contrast the speedups …": the measure a comparison is about.
 COMPARED_MEASURE = re.compile(
@@ -240,7 +295,8 @@ Analyser = Callable[[str], QuestionAnalysis]
 def analyse(question: str) -> QuestionAnalysis:
     text = asked_question(" ".join(MARKUP.sub(" ", question).split()) or question)
     language = language_of(text)
-    measure = YEAR if YEAR_ASKED.search(text) else _measure(text)
+    record = [measure for measure, (asked, _) in RECORD.items() if asked.search(text)]
+    measure = record[0] if record else _measure(text)
     asks = _asks(text)
     return QuestionAnalysis(
         text=text,
@@ -308,6 +364,10 @@ def comparison_parts(text: str) -> tuple[str, ...]:
 
 
 def _asks(text: str) -> Asks:
+    if any(asked.search(text) for asked, _ in RECORD.values()):
+        return (
+            Asks.FIGURE
+        )  # the record of the paper a description finds, even "the study comparing …"
     if COMPARISON.search(text):
         return Asks.COMPARISON
     if (
@@ -320,7 +380,7 @@ def _asks(text: str) -> Asks:
         return Asks.WHICH_PAPER
     if COUNT.search(text) and not re.search(r"\bhow many times\b", text, re.IGNORECASE):
         return Asks.COUNT
-    if FIGURE.search(text) or COUNT.search(text) or YEAR_ASKED.search(text):
+    if FIGURE.search(text) or COUNT.search(text):
         return Asks.FIGURE
     return Asks.FACT
 
@@ -359,8 +419,8 @@ def gives_the_figure(sentence: str, analysis: QuestionAnalysis) -> bool:
     3D volumes …?", a number and "3D volumes" (in words too: "seven datasets"), not "5.7 days"
     nor "3D features". (The measure in other words is judged by meaning: `beside_figures`.)"""
     plain = without_names(sentence)
-    if analysis.measure == YEAR:
-        return bool(A_YEAR.search(plain))
+    if analysis.measure in RECORD:
+        return bool(RECORD[analysis.measure][1].search(plain))
     if not (numbers_in(plain) or (analysis.asks == Asks.COUNT and COUNTING_WORD.search(plain))):
         return False
     words = {word.casefold() for word in TOKEN.findall(sentence)}
@@ -452,7 +512,16 @@ NAMED_NEXT = re.compile(rf"^[\s,]*(?:(?:a|an|the|our)\s+)?({COINED})\b")
 DEFINED = re.compile(rf"\b[A-Z][\w-]*\s*\(({COINED})\)")
 # "…, Transformers as Treatment Effect Estimators (TransTEE) is proposed.": the passive voice.
 PROPOSED = re.compile(r"\b(?:is|are)\s+(?:proposed|introduced|presented|developed)\b")
+# "the MhERGAN algorithm developed in this research", "the proposed LinguGKD": its own method.
+OWN = re.compile(
+    rf"\b(?:the|our)\s+(?:proposed\s+({COINED})\b|({COINED})\s+(?:method|approach|framework"
+    r"|model|algorithm|technique|system|architecture)\s+(?:(?:that|which)\s+)?(?:we\s+)?"
+    r"(?:(?:is|was|are|were)\s+)?(?:developed|proposed|introduced|presented)\b)"
+)
+# "Can LLMs also learn by teaching (LbT)?": a short form the abstract gives a phrase.
+ABBREVIATED = re.compile(rf"((?:[^\W\d_][\w'-]*\s+){{1,8}})\(({COINED})\)")
 PLURAL_ACRONYM = re.compile(r"^[A-Z]{2,}s$")  # "LLMs" names a kind of thing, not a method
+SETTING_WORDS = frozenset({"in", "for", "on", "to", "within", "across", "under", "towards"})
 MAX_TITLE_NAME_WORDS = 3  # "ProDiff: …", "1-bit Adam: …"; a longer head is a phrase
 
 
@@ -476,7 +545,67 @@ def paper_name(title: str, abstract: str) -> str | None:
         found = DEFINED.search(sentence[: passive.start()]) if passive else None
         if found and not PLURAL_ACRONYM.match(found.group(1)):
             return found.group(1)
-    return head if titled else None
+        own = OWN.search(sentence)
+        if own:
+            return own.group(1) or own.group(2)
+    return head if titled else title_short_form(title, abstract)
+
+
+def title_short_form(title: str, abstract: str) -> str | None:
+    """The short form the abstract gives a phrase of the title ("Generative Pre-trained
+    Diffusion (GPD)" in "Generative Pre-Trained Diffusion Paradigm for …"): what readers call a
+    paper whose abstract never says "we propose"; the first such phrase in the title wins. What
+    the title says after "in", "for", … is the setting, not the paper ("Objective Mismatch in
+    Model-based Reinforcement Learning" is not "MBRL")."""
+    title_words = [word.casefold() for word in re.findall(r"[\w'-]+", title)]
+    found = []
+    for match in ABBREVIATED.finditer(abstract):
+        short = match.group(2)
+        phrase = [word.casefold() for word in _abbreviated_phrase(match.group(1).split(), short)]
+        at = _position(phrase, title_words)
+        if (
+            at is not None
+            and not PLURAL_ACRONYM.match(short)
+            and short.casefold() not in title_words
+            and not SETTING_WORDS & set(title_words[:at])
+        ):
+            found.append((at, short))
+    return min(found)[1] if found else None
+
+
+def _position(phrase: list[str], words: list[str]) -> int | None:
+    """Where `phrase` starts in `words`, if it does (None for an empty phrase)."""
+    size = len(phrase)
+    starts = (i for i in range(len(words) - size + 1) if size and words[i : i + size] == phrase)
+    return next(starts, None)
+
+
+def _abbreviated_phrase(words: list[str], short: str) -> list[str]:
+    """The last words before "(short)" that `short` abbreviates: each letter of it in order,
+    its first at the start of the first word, and each word starting one of its letters (the
+    Schwartz–Hearst rule, by words); at least two words ([] if none)."""
+    letters = [char.casefold() for char in short if char.isalpha()]
+    for count in range(2, min(len(words), len(letters)) + 1):
+        phrase = words[-count:]
+        if _spells(letters, phrase):
+            return phrase
+    return []
+
+
+def _spells(letters: list[str], words: list[str]) -> bool:
+    """`letters` read, in order, from `words`: each word gives its first letter, then any more."""
+    remaining = letters
+    for index, word in enumerate(words):
+        lowered = word.casefold()
+        if not remaining or lowered[0] != remaining[0]:
+            return False
+        remaining = remaining[1:]
+        rest = lowered[1:]
+        later_words = len(words) - index - 1
+        while remaining and len(remaining) > later_words and remaining[0] in rest:
+            rest = rest[rest.index(remaining[0]) + 1 :]
+            remaining = remaining[1:]
+    return not remaining
 
 
 def mentions(text: str, name: str) -> bool:

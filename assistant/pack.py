@@ -33,6 +33,7 @@ from assistant.analyse import (
     gives_the_figure,
     names_in,
     numbers_in,
+    record_sentences,
     stems,
 )
 from assistant.analyse import (
@@ -223,7 +224,15 @@ def _score(
 ) -> list[_Paper]:
     """Each paper's sentences and their relevance to the question (one embedding batch per
     query: the question, and what it asks when a description of the paper comes first)."""
-    entries = [_Paper(paper, split_sentences(paper.text), [], set()) for paper in papers]
+    entries = [
+        _Paper(
+            paper,
+            split_sentences(paper.text) + record_sentences(paper.metadata, analysis),
+            [],
+            set(),
+        )
+        for paper in papers
+    ]
     flat = [sentence for entry in entries for sentence in entry.sentences]
     queries = [analysis.text, analysis.focus] if analysis.focus else [analysis.text]
     cosines = [[0.0] * len(flat) for _ in queries]

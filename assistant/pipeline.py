@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 
 import prompts
-from assistant.analyse import QuestionAnalysis, analyse, missing_names
+from assistant.analyse import RECORD, QuestionAnalysis, analyse, missing_names
 from assistant.condense import condense
 from assistant.generate import (
     answer_messages,
@@ -182,9 +182,7 @@ class Assistant:
         verdict = await anyio.to_thread.run_sync(lambda: self.verify(draft, prepared))
         prepared.timings.verify = _ms(tick)
         if verdict.declined:
-            answer = _decline_with_closest(
-                prepared.papers, prepared.missing, prepared.analysis.language
-            )
+            answer = _decline_with_closest(prepared.papers, prepared.missing, prepared.analysis)
             verdict = replace(verdict, answer=answer)
         verdict, prompt_tokens, completion_tokens = await in_question_language(
             verdict, prepared.analysis.language, self.llm, self.settings.llm.max_answer_tokens
@@ -263,12 +261,16 @@ def _names_found(analysis: QuestionAnalysis, paper: RetrievedPaper) -> bool:
     return bool(analysis.names) and not missing_names(analysis.names, [text])
 
 
-def _decline_with_closest(papers: list[RetrievedPaper], missing: list[str], language: str) -> str:
+def _decline_with_closest(
+    papers: list[RetrievedPaper], missing: list[str], analysis: QuestionAnalysis
+) -> str:
     """The refusal in the question's language, the closest papers' titles as they are."""
-    phrases = prompts.declines(language)
-    text = decline_text(language)
+    phrases = prompts.declines(analysis.language)
+    text = decline_text(analysis.language)
     if missing:
         text += " " + phrases["missing"].format(terms=", ".join(missing))
+    if analysis.measure in RECORD:
+        text += " " + phrases["record"]
     if not papers:
         return text
     return "\n".join([text, phrases["closest"], *(f"- {paper.title}" for paper in papers[:3])])

@@ -27,12 +27,13 @@ import numpy as np
 import prompts
 from assistant.analyse import (
     FUNCTION_WORDS,
+    RECORD,
     TOKEN,
-    YEAR,
     Asks,
     QuestionAnalysis,
     beside_figures,
     direction_of,
+    from_the_record,
     gives_the_figure,
     mentions,
     missing_names,
@@ -156,7 +157,7 @@ class Evidence:
         rate) would pass."""
         sentence = self.sentences[key]
         settings = self.verifier.settings
-        if analysis.measure == YEAR or not states_a_figure(sentence):
+        if analysis.measure in RECORD or not states_a_figure(sentence):
             return False
         shared = analysis.counted & stems({w.casefold() for w in TOKEN.findall(sentence)})
         if not shared and (
@@ -404,15 +405,19 @@ class Verifier:
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
     ) -> Verdict:
         """Nothing survived, yet the best source's most relevant sentence answers: quote it.
-        The bar is higher than for a claim's own evidence: nothing here was cited."""
+        The bar is higher than for a claim's own evidence: nothing here was cited. The paper's
+        record ("authors: …") answers who wrote it however little its words share."""
         if not verdict.declined or not self.settings.extractive_fallback:
             return verdict
         key = evidence.most_relevant(evidence.packed[0].rank, analysis)
-        if key is None or evidence.closeness(analysis.text, [key])[0] < (
+        if key is None:
+            return verdict
+        recorded = from_the_record(evidence.sentences[key], analysis)
+        if not recorded and evidence.closeness(analysis.text, [key])[0] < (
             self.settings.decline_override_similarity
         ):
             return verdict
-        titled = analysis.asks in (Asks.TOPIC, Asks.WHICH_PAPER)
+        titled = recorded or analysis.asks in (Asks.TOPIC, Asks.WHICH_PAPER)
         return _verdict(evidence.quote(key, titled), [key], verdict.unsupported)
 
     def add_the_best_evidence(

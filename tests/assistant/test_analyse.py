@@ -10,6 +10,7 @@ from assistant.analyse import (
     names_in,
     numbers_in,
     paper_name,
+    record_sentences,
 )
 
 
@@ -146,6 +147,33 @@ def test_a_figure_of_the_kind_asked() -> None:
             "We introduce LLMs to the task. We propose to study policy evaluation (PE).",
             None,
         ),
+        (  # its own method, named in the passive after the name
+            "Enhancing Few-Shot Learning with Hybrid Generative Models",
+            "We study small samples. Results confirm that the FooGAN algorithm developed in this "
+            "research is effective.",
+            "FooGAN",
+        ),
+        (  # no "we propose": the short form the abstract gives a phrase of the title
+            "Can Models Learn by Teaching? A Study",
+            "Can models also learn by teaching (LbT)? We show that LbT helps weak students.",
+            "LbT",
+        ),
+        (  # the first of two such phrases in the title; hyphenated words give one letter
+            "Generative Pre-Trained Diffusion for Zero-Shot Time Series Forecasting",
+            "Time series forecasting (TSF) is hard. We explore the Generative Pre-trained "
+            "Diffusion (GPD) paradigm.",
+            "GPD",
+        ),
+        (  # a field's short form whose phrase the title lacks names no method
+            "Objective Mismatch in Planning",
+            "Model-based reinforcement learning (MBRL) is a popular paradigm.",
+            None,
+        ),
+        (  # the title's setting ("in …", "for …") is not the paper's name
+            "Objective Mismatch in Model-based Reinforcement Learning",
+            "Model-based reinforcement learning (MBRL) is a popular paradigm.",
+            None,
+        ),
     ],
 )
 def test_the_name_a_paper_gives_its_method(title: str, abstract: str, name: str | None) -> None:
@@ -192,6 +220,45 @@ def test_a_figure_of_the_measure_asked_names_all_of_it() -> None:
     assert not gives_the_figure("The decoder uses 16 layers and attention pooling.", heads)
     assert not gives_the_figure("It attends with 16 heads.", heads)  # in other words: by meaning
     assert not gives_the_figure("The two heads of the decoder share attention.", heads)
+
+
+@pytest.mark.parametrize(
+    ("question", "measure"),
+    [
+        ("Who are the authors of the EvoPress paper?", "authors"),
+        ("Who wrote ProDiff?", "authors"),
+        ("What affiliation do the FedCompass authors have?", "authors"),
+        ("Which journal published the SeaBird paper?", "venue"),
+        ("Where was MuDreamer published?", "venue"),
+        ("In which proceedings did GNNPipe appear?", "venue"),
+        ("At which conference and in which year was the NTK paper published?", "year"),
+        ("According to the authors of ProDiff, how many steps does it use?", "steps"),
+        ("What did the authors of DIMAT find about convergence?", ""),
+    ],
+)
+def test_a_paper_s_record_is_asked_for_as_a_figure(question: str, measure: str) -> None:
+    analysis = analyse(question)
+    assert analysis.measure == measure
+    assert analysis.wants_figure == bool(measure)
+
+
+def test_a_record_question_needs_the_record_stated() -> None:
+    who, where = analyse("Who wrote ProDiff?"), analyse("Where was ProDiff published?")
+    assert gives_the_figure("authors: Jane Doe; John Roe.", who)
+    assert not gives_the_figure("As Ho et al. showed, diffusion works.", who)  # others
+    assert not gives_the_figure("The authors propose a fast diffusion model.", who)
+    assert gives_the_figure("This paper was accepted at Interspeech 2022.", where)
+    assert not gives_the_figure("We present a venue recommender for 2022.", where)
+
+
+def test_a_record_question_gets_the_paper_s_record_as_evidence() -> None:
+    record = {"Authors": "Jane Doe; John Roe", "year": 2022, "venue": "", "topic": "speech"}
+    assert record_sentences(record, analyse("Who wrote ProDiff?")) == [
+        "authors: Jane Doe; John Roe."
+    ]
+    assert record_sentences(record, analyse("When was ProDiff published?")) == ["year: 2022."]
+    assert record_sentences(record, analyse("Where was ProDiff published?")) == []
+    assert record_sentences(record, analyse("What does ProDiff speed up?")) == []
 
 
 def test_a_year_question_needs_a_year() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import prompts
 from assistant.api.services import build_services
 from assistant.generate import answer_schema
 from assistant.llm import LLMUnavailableError
@@ -184,6 +185,16 @@ def test_a_decline_lists_the_closest_papers_and_cites_none(
     assert response.answer.startswith(decline_text())
     assert closest and all(f"- {title}" in response.answer for title in closest)
     assert not any(source.cited for source in response.sources)
+
+
+def test_who_wrote_a_paper_is_declined_with_why_when_its_record_does_not_say(
+    assistant: Assistant,
+) -> None:
+    """The bundled papers are titles and abstracts: the fake model quotes an abstract sentence,
+    which says nothing of who wrote the paper."""
+    response = ask(assistant, "Who are the authors of the GNNPipe paper?")
+    assert response.declined and response.citations == []
+    assert prompts.declines("English")["record"] in response.answer
 
 
 def test_a_name_no_source_mentions_is_declined_without_asking_the_llm(

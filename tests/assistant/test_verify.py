@@ -1,6 +1,8 @@
 """The verifier against bad drafts as well as good ones: garbled figures, the question echoed,
 wrong citations, another paper's figure or name, a refusal when the evidence answers."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -465,3 +467,25 @@ def test_a_claim_stating_a_figure_the_wrong_way_round_is_unsupported(
     verdict = verifier.verify(draft(claim), analyse(question), sources)
     assert verdict.unsupported == [0]
     assert "increases" not in verdict.answer
+
+
+def test_who_wrote_a_paper_is_answered_from_its_record_never_from_its_abstract(
+    verifier: Verifier,
+) -> None:
+    who = analyse("Who wrote ProDiff?")
+    recorded = replace(PAPERS[0], metadata={"authors": "Rongjie Huang; Zhou Zhao"})
+    sources = pack([recorded, PAPERS[1]], 10_000, who, verifier.similarities)
+    record = next(key for key, s in sources[0].evidence.items() if s.startswith("authors:"))
+    cited = verifier.verify(
+        draft(("ProDiff was written by Rongjie Huang.", (record,))), who, sources
+    )
+    assert not cited.declined and "Rongjie Huang" in cited.answer and cited.citations == [1]
+    # The model wrote the authors in from the abstract's "we": the record is quoted instead.
+    wrong = verifier.verify(draft(("The authors propose ProDiff.", ("1.2",))), who, sources)
+    assert not wrong.declined and "Rongjie Huang; Zhou Zhao" in wrong.answer
+    # The model declined: the record answers all the same, though it shares no word with "wrote".
+    refused = verifier.verify(draft(), who, sources)
+    assert not refused.declined and "Rongjie Huang; Zhou Zhao" in refused.answer
+    # No record: no sentence of the abstract says who wrote it.
+    bare = pack(PAPERS, 10_000, who, verifier.similarities)
+    assert verifier.verify(draft(("The authors propose ProDiff.", ("1.2",))), who, bare).declined

@@ -1,5 +1,5 @@
 """The library on real parts: a paper uploaded to the live server (real vLLM, embedded Chroma)
-answers at once, and is gone from both indexes when removed."""
+answers at once (its record too: who wrote it), and is gone from both indexes when removed."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ WOMBAT = {
     "abstract": "Wombats dig long burrows in the Australian bush. WombatScan located 3,870 wombat "
     "burrows in the Snowy Mountains from satellite images, with a precision of 91 percent. "
     "It runs on a single laptop CPU.",
+    "authors": ["Kim Burrow", "Lee Digger"],  # its record: an abstract never says who wrote it
 }
 QUESTION = "How many wombat burrows did WombatScan locate in the Snowy Mountains?"
 
@@ -48,6 +49,9 @@ def test_an_uploaded_paper_answers_at_once_and_goes_when_removed(live_server: Li
         cited = [s["title"] for s in body["sources"] if s["rank"] in body["citations"]]
         assert not body["declined"] and states(str(body["answer"]), "3,870"), body
         assert cited and cited[0] == WOMBAT["title"], body
+        who = _ask(live_server, "Who wrote WombatScan?")
+        assert not who["declined"] and who["citations"], who
+        assert "Kim Burrow; Lee Digger" in str(who["answer"]), who
         found = httpx.get(live_server.url + "/papers", params={"q": "wombat burrows"}).json()
         assert found["papers"][0]["id"] == WOMBAT["id"]
     finally:
