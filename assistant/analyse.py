@@ -134,9 +134,6 @@ YEAR_ASKED = re.compile(
     re.IGNORECASE,
 )
 YEAR = "year"
-# Who wrote a paper and where it appeared are its record, not its abstract's: asked for, they
-# must be stated as such (its record's "authors: …", "accepted at …"), never read off a sentence
-# about its content (an abstract's "Ho et al." are other authors).
 # "Who wrote …", "the first author of …", "which lab developed …"; not "what do the authors find".
 AUTHORS_ASKED = re.compile(
     r"\bwho\s+(?:wrote|authored|came\s+up\s+with|invented|(?:are|were|is|was)\s+(?:the\s+)?"
@@ -156,6 +153,9 @@ VENUE_ASKED = re.compile(
     r"|\bwhere\s+(?:was|were|did|is|has)\b[^?]{0,80}\b(?:publish|appear|presented)",
     re.IGNORECASE,
 )
+# Who wrote a paper and where it appeared are its record, not its abstract's: asked for, they
+# must be stated as such (its record's "authors: …", "accepted at …"), never read off a sentence
+# about its content (an abstract's "Ho et al." are other authors).
 RECORD = {  # measure: (how a question asks for it, how a sentence states it)
     YEAR: (YEAR_ASKED, re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")),
     "authors": (AUTHORS_ASKED, re.compile(r"^\s*authors?\s*:", re.IGNORECASE)),
@@ -364,10 +364,9 @@ def comparison_parts(text: str) -> tuple[str, ...]:
 
 
 def _asks(text: str) -> Asks:
+    # A paper's record is asked of the one paper a description finds ("the study comparing …").
     if any(asked.search(text) for asked, _ in RECORD.values()):
-        return (
-            Asks.FIGURE
-        )  # the record of the paper a description finds, even "the study comparing …"
+        return Asks.FIGURE
     if COMPARISON.search(text):
         return Asks.COMPARISON
     if (
