@@ -178,9 +178,11 @@ RECORD_FIELDS = {
 
 def record_sentences(metadata: Mapping[str, object], analysis: QuestionAnalysis) -> list[str]:
     """The paper's record, as evidence sentences ("authors: A; B."), for a question that asks
-    for it: an abstract rarely says who wrote it or where it appeared."""
+    for it (or for one of the things it asks): an abstract rarely says who wrote it or where it
+    appeared."""
     given = {key.casefold(): value for key, value in metadata.items() if value not in (None, "")}
-    fields = RECORD_FIELDS.get(analysis.measure, ())
+    asked = dict.fromkeys([analysis.measure, *(part.measure for part in analysis.asked)])
+    fields = [key for measure in asked for key in RECORD_FIELDS.get(measure, ())]
     return [f"{key}: {given[key]}." for key in fields if key in given]
 
 
@@ -295,9 +297,13 @@ Analyser = Callable[[str], QuestionAnalysis]
 def analyse(question: str) -> QuestionAnalysis:
     text = asked_question(" ".join(MARKUP.sub(" ", question).split()) or question)
     language = language_of(text)
-    record = [measure for measure, (asked, _) in RECORD.items() if asked.search(text)]
-    measure = record[0] if record else _measure(text)
-    asks = _asks(text)
+    several = _several_asked(text)
+    record = next((measure for measure, (asked, _) in RECORD.items() if asked.search(text)), "")
+    if any(part.measure not in RECORD for part in several):
+        record = ""  # "What does X do, and who wrote it?": the record is one thing it asks
+    measure = record or _measure(text)
+    # A paper's record is asked of the one paper a description finds ("the study comparing …").
+    asks = Asks.FIGURE if record else _asks(text)
     return QuestionAnalysis(
         text=text,
         language=language,
@@ -308,7 +314,7 @@ def analyse(question: str) -> QuestionAnalysis:
         measure=measure,
         papers_wanted=_papers_wanted(text),
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
-        asked=_several_asked(text) if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
+        asked=several if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
         focus=focus_of(text) if asks not in (Asks.COMPARISON, Asks.TOPIC) else "",
     )
 
@@ -364,9 +370,6 @@ def comparison_parts(text: str) -> tuple[str, ...]:
 
 
 def _asks(text: str) -> Asks:
-    # A paper's record is asked of the one paper a description finds ("the study comparing …").
-    if any(asked.search(text) for asked, _ in RECORD.values()):
-        return Asks.FIGURE
     if COMPARISON.search(text):
         return Asks.COMPARISON
     if (

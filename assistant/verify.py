@@ -436,8 +436,14 @@ class Verifier:
                 verdict, analysis, evidence, evidence.most_relevant(rank, analysis)
             )
         for part in analysis.asked:
-            found = evidence.best(part, evidence.ids_of(rank), threshold)
-            verdict = _with_evidence(verdict, part, evidence, found[0] if found else None)
+            keys = evidence.ids_of(rank)
+            record = next(
+                (key for key in keys if from_the_record(evidence.sentences[key], part)), ""
+            )
+            found = evidence.best(part, keys, threshold)
+            verdict = _with_evidence(
+                verdict, part, evidence, record or (found[0] if found else None)
+            )
         return verdict
 
     def answers_the_question(

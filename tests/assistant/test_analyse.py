@@ -234,6 +234,8 @@ def test_a_figure_of_the_measure_asked_names_all_of_it() -> None:
         ("At which conference and in which year was the NTK paper published?", "year"),
         ("According to the authors of ProDiff, how many steps does it use?", "steps"),
         ("What did the authors of DIMAT find about convergence?", ""),
+        ("What does ProDiff speed up, and who wrote it?", ""),  # one of the things asked
+        ("Who wrote ProDiff, and where was it published?", "authors"),
     ],
 )
 def test_a_paper_s_record_is_asked_for_as_a_figure(question: str, measure: str) -> None:
@@ -249,6 +251,13 @@ def test_a_record_question_needs_the_record_stated() -> None:
     assert not gives_the_figure("The authors propose a fast diffusion model.", who)
     assert gives_the_figure("This paper was accepted at Interspeech 2022.", where)
     assert not gives_the_figure("We present a venue recommender for 2022.", where)
+
+
+def test_a_record_asked_beside_a_content_question_is_one_part_of_it() -> None:
+    analysis = analyse("What does ProDiff speed up, and who wrote it?")
+    assert [part.measure for part in analysis.asked] == ["", "authors"]
+    record = {"authors": "Jane Doe", "venue": "ICML"}
+    assert record_sentences(record, analysis) == ["authors: Jane Doe."]
 
 
 def test_a_record_question_gets_the_paper_s_record_as_evidence() -> None:

@@ -486,6 +486,13 @@ def test_who_wrote_a_paper_is_answered_from_its_record_never_from_its_abstract(
     # The model declined: the record answers all the same, though it shares no word with "wrote".
     refused = verifier.verify(draft(), who, sources)
     assert not refused.declined and "Rongjie Huang; Zhou Zhao" in refused.answer
+    # Asked beside a content question, the record is quoted for its part of it (MiniLM puts
+    # "where was it published?" at 0.05 from "venue: ACM Multimedia.").
+    both = analyse("How many iterations does ProDiff need, and where was it published?")
+    venued = replace(PAPERS[0], metadata={"venue": "ACM Multimedia"})
+    mixed = pack([venued, PAPERS[1]], 10_000, both, verifier.similarities)
+    answered = verifier.verify(draft(("ProDiff needs only 2 iterations.", ("1.2",))), both, mixed)
+    assert "2 iterations" in answered.answer and "venue: ACM Multimedia." in answered.answer
     # No record: no sentence of the abstract says who wrote it.
     bare = pack(PAPERS, 10_000, who, verifier.similarities)
     assert verifier.verify(draft(("The authors propose ProDiff.", ("1.2",))), who, bare).declined
