@@ -134,6 +134,7 @@ YEAR_ASKED = re.compile(
     re.IGNORECASE,
 )
 YEAR = "year"
+A_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 # "Who wrote …", "the first author of …", "which lab developed …"; not "what do the authors find".
 AUTHORS_ASKED = re.compile(
     r"\bwho\s+(?:wrote|authored|came\s+up\s+with|invented|(?:are|were|is|was)\s+(?:the\s+)?"
@@ -153,26 +154,30 @@ VENUE_ASKED = re.compile(
     r"|\bwhere\s+(?:was|were|did|is|has)\b[^?]{0,80}\b(?:publish|appear|presented)",
     re.IGNORECASE,
 )
-# Who wrote a paper and where it appeared are its record, not its abstract's: asked for, they
-# must be stated as such (its record's "authors: …", "accepted at …"), never read off a sentence
-# about its content (an abstract's "Ho et al." are other authors).
-RECORD = {  # measure: (how a question asks for it, how a sentence states it)
-    YEAR: (YEAR_ASKED, re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")),
-    "authors": (AUTHORS_ASKED, re.compile(r"^\s*authors?\s*:", re.IGNORECASE)),
-    "venue": (
+
+
+@dataclass(frozen=True)
+class RecordItem:
+    """Who wrote a paper, where or when it appeared: its record, not its abstract's. Asked for,
+    it must be stated as such (the record's "authors: …", an abstract's "accepted at …"), never
+    read off a sentence about its content (an abstract's "Ho et al." are other authors)."""
+
+    asked: re.Pattern[str]  # how a question asks for it
+    fields: tuple[str, ...]  # the record's fields that hold it (a JSONL corpus's extra fields)
+    in_text: re.Pattern[str] | None  # how an abstract may state it, where it can
+
+
+RECORD = {
+    YEAR: RecordItem(YEAR_ASKED, ("year", "date", "published"), A_YEAR),
+    "authors": RecordItem(AUTHORS_ASKED, ("authors", "author"), None),
+    "venue": RecordItem(
         VENUE_ASKED,
+        ("venue", "journal", "conference", "booktitle"),
         re.compile(
-            r"\b(?:accepted|published|appear(?:s|ed)?|presented)\s+(?:at|in)\b|\bproceedings\b"
-            r"|^\s*(?:venue|journal|conference|booktitle)\s*:",
+            r"\b(?:accepted|published|appear(?:s|ed)?|presented)\s+(?:at|in)\b|\bproceedings\b",
             re.IGNORECASE,
         ),
     ),
-}
-# The metadata fields of a paper's record (a JSONL corpus's extra fields) that hold each.
-RECORD_FIELDS = {
-    YEAR: ("year", "date", "published"),
-    "authors": ("authors", "author"),
-    "venue": ("venue", "journal", "conference", "booktitle"),
 }
 
 
@@ -182,14 +187,14 @@ def record_sentences(metadata: Mapping[str, object], analysis: QuestionAnalysis)
     appeared."""
     given = {key.casefold(): value for key, value in metadata.items() if value not in (None, "")}
     asked = dict.fromkeys([analysis.measure, *(part.measure for part in analysis.asked)])
-    fields = [key for measure in asked for key in RECORD_FIELDS.get(measure, ())]
+    fields = [key for measure in asked if measure in RECORD for key in RECORD[measure].fields]
     return [f"{key}: {given[key]}." for key in fields if key in given]
 
 
 def from_the_record(sentence: str, analysis: QuestionAnalysis) -> bool:
     """`sentence` is the paper's record of what `analysis` asks (see `record_sentences`)."""
-    fields = RECORD_FIELDS.get(analysis.measure, ())
-    return any(sentence.startswith(f"{key}: ") for key in fields)
+    item = RECORD.get(analysis.measure)
+    return item is not None and any(sentence.startswith(f"{key}: ") for key in item.fields)
 
 
 FACTOR = re.compile(r"^\S*?\d(?:x|×|times|-?fold)\b|^\S+\s+(?:x|×|times|-?fold)\b", re.IGNORECASE)
@@ -298,7 +303,7 @@ def analyse(question: str) -> QuestionAnalysis:
     text = asked_question(" ".join(MARKUP.sub(" ", question).split()) or question)
     language = language_of(text)
     several = _several_asked(text)
-    record = next((measure for measure, (asked, _) in RECORD.items() if asked.search(text)), "")
+    record = next((measure for measure, item in RECORD.items() if item.asked.search(text)), "")
     if any(part.measure not in RECORD for part in several):
         record = ""  # "What does X do, and who wrote it?": the record is one thing it asks
     measure = record or _measure(text)
@@ -422,7 +427,8 @@ def gives_the_figure(sentence: str, analysis: QuestionAnalysis) -> bool:
     nor "3D features". (The measure in other words is judged by meaning: `beside_figures`.)"""
     plain = without_names(sentence)
     if analysis.measure in RECORD:
-        return bool(RECORD[analysis.measure][1].search(plain))
+        in_text = RECORD[analysis.measure].in_text
+        return from_the_record(sentence, analysis) or bool(in_text and in_text.search(plain))
     if not (numbers_in(plain) or (analysis.asks == Asks.COUNT and COUNTING_WORD.search(plain))):
         return False
     words = {word.casefold() for word in TOKEN.findall(sentence)}

@@ -437,13 +437,14 @@ class Verifier:
             )
         for part in analysis.asked:
             keys = evidence.ids_of(rank)
-            record = next(
-                (key for key in keys if from_the_record(evidence.sentences[key], part)), ""
+            # The record answers its part however little its words share with it.
+            quoted = next(
+                (key for key in keys if from_the_record(evidence.sentences[key], part)), None
             )
-            found = evidence.best(part, keys, threshold)
-            verdict = _with_evidence(
-                verdict, part, evidence, record or (found[0] if found else None)
-            )
+            if quoted is None:
+                found = evidence.best(part, keys, threshold)
+                quoted = found[0] if found else None
+            verdict = _with_evidence(verdict, part, evidence, quoted)
         return verdict
 
     def answers_the_question(

@@ -192,7 +192,7 @@ def test_who_wrote_a_paper_is_declined_with_why_when_its_record_does_not_say(
 ) -> None:
     """The bundled papers are titles and abstracts: the fake model quotes an abstract sentence,
     which says nothing of who wrote the paper."""
-    response = ask(assistant, "Who are the authors of the GNNPipe paper?")
+    response = ask(assistant, "Name the authors of GNNPipe.")
     assert response.declined and response.citations == []
     assert prompts.declines("English")["record"] in response.answer
 
