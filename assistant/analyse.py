@@ -199,6 +199,8 @@ def from_the_record(sentence: str, analysis: QuestionAnalysis) -> bool:
 
 FACTOR = re.compile(r"^\S*?\d(?:x|×|times|-?fold)\b|^\S+\s+(?:x|×|times|-?fold)\b", re.IGNORECASE)
 RESOLUTION = re.compile(r"\b\d+\s*[x×]\s*\d+\b")  # "256x256" names a dataset's size
+# A size as an abstract may write it: "256 × 256", "64times 64", "64{times}64" (LaTeX, flattened).
+SIZE = re.compile(r"(?<![\w.])(\d+)\s*(?:[x×]|\{?times\}?)\s*(\d+)(?![\w.])", re.IGNORECASE)
 # "Compare the best FID of …", "contrast the speedups …": the measure a comparison is about.
 COMPARED_MEASURE = re.compile(
     rf"\b(?:compar\w*|contrast\w*)\s+(?:the\s+|their\s+)?(?:[\w-]+\s+){{0,3}}?({MEASURE_WORDS}s?)\b",
@@ -313,7 +315,9 @@ def analyse(question: str) -> QuestionAnalysis:
         text=text,
         language=language,
         asks=asks,
-        names=tuple(dict.fromkeys(names_in(text))),
+        # A size the question states ("on ImageNet 512x512") is a setting, asked about like a name:
+        # a figure for another size answers another question.
+        names=tuple(dict.fromkeys([*names_in(text), *sizes_in(RESOLUTION.findall(text))])),
         figures=tuple(sorted(numbers_in(RESOLUTION.sub(" ", without_names(text)), language))),
         counted=frozenset(stems({word.casefold() for word in measure.split()})),
         measure=measure,
@@ -619,7 +623,9 @@ def _spells(letters: list[str], words: list[str]) -> bool:
 def mentions(text: str, name: str) -> bool:
     """`text` names `name`: as written, with or without hyphens ("3-D", "3D"), spelt out
     ("MRI": magnetic resonance imaging), or with a typo ("ProDif"); names that differ in a digit
-    ("ResNet-56", "ResNet-50") are different names."""
+    ("ResNet-56", "ResNet-50") are different names. A size ("64x64") in any of its forms."""
+    if RESOLUTION.fullmatch(name):
+        return bool(sizes_in([name]) & sizes_in([text]))
     key = _name_key(name)
     vocabulary = {_name_key(token) for token in TOKEN.findall(text)}
     vocabulary |= {word.replace("-", "") for word in vocabulary}
@@ -632,6 +638,11 @@ def mentions(text: str, name: str) -> bool:
     digits = re.sub(r"\D", "", key)
     close = process.extract(key, vocabulary, scorer=fuzz.ratio, score_cutoff=NAME_MATCH_SCORE)
     return any(re.sub(r"\D", "", word) == digits for word, _, _ in close)
+
+
+def sizes_in(texts: Iterable[str]) -> set[str]:
+    """The sizes ("256x256") that `texts` state, in one form."""
+    return {f"{w}x{h}" for text in texts for w, h in SIZE.findall(text)}
 
 
 def _initials(text: str) -> set[str]:

@@ -7,7 +7,9 @@ A claim survives when its cited evidence supports it:
 - it says what its evidence says: close in meaning (MiniLM cosine) or in words.
 A claim whose wording fails while the evidence it cites is on point (close to the question, with
 the figure or names asked for) is answered with that evidence itself, first the sentence that
-holds what the claim adds to the question it says back. Then an ordered list of
+holds what the claim adds to the question it says back; never the sentence a description before
+the question says back ("In the work showing that …, which …?"), which is how the asker found the
+paper, not what they ask. Then an ordered list of
 steps `(verdict, analysis, evidence) → verdict` runs: quote the evidence when the model declined
 but the evidence answers; decline what does not answer the question; cover each paper of a
 comparison (where the question says what it measures, from where each paper gives it); correct
@@ -97,6 +99,11 @@ def plain_words(text: str) -> set[str]:
     return {token.casefold() for token in TOKEN.findall(text)} - FUNCTION_WORDS - STOPWORDS
 
 
+def said_words(text: str) -> set[str]:
+    """The stems of what `text` says, in any word form ("shows" and "showing" say one thing)."""
+    return stems(plain_words(text) | content_words(text))
+
+
 class Evidence:
     """The numbered evidence one question was answered from."""
 
@@ -176,7 +183,8 @@ class Evidence:
     ) -> tuple[str, float] | None:
         """Of `keys`, the on-point sentence closest to the question (and to what the model
         tried to claim, when given), if its closeness to the question reaches `threshold`."""
-        keys = [key for key in keys if self.on_point(key, analysis)]
+        described = self.described(analysis)
+        keys = [key for key in keys if self.on_point(key, analysis) and key != described]
         if not keys:
             return None
         to_question = self.closeness(analysis.text, keys)
@@ -229,7 +237,25 @@ class Evidence:
         if rank not in self.by_rank:
             return None
         ranked = self.by_rank[rank].by_relevance
-        return next((key for key in ranked if self.on_point(key, analysis)), None)
+        described = self.described(analysis)
+        return next(
+            (key for key in ranked if self.on_point(key, analysis) and key != described), None
+        )
+
+    def described(self, analysis: QuestionAnalysis) -> str | None:
+        """The best paper's sentence that the description before the question says back (close
+        in meaning, as a supported claim is): "In the work showing that …, which optimizer …?".
+        It is how the asker found the paper, not what they ask, unless it is also the sentence
+        closest to what they ask."""
+        keys = self.ids_of(self.packed[0].rank)
+        if not analysis.focus or not keys:
+            return None
+        description = analysis.text[: len(analysis.text) - len(analysis.focus)]
+        to_description = self.closeness(description, keys)
+        restated = keys[int(to_description.argmax())]
+        answering = keys[int(self.closeness(analysis.focus, keys).argmax())]
+        says_it = to_description.max() >= self.verifier.settings.semantic_threshold
+        return restated if says_it and restated != answering else None
 
     def quote(self, key: str, titled: bool = False) -> str:
         rank = self.rank_of(key)
@@ -332,7 +358,13 @@ class Verifier:
             if not self.settings.extractive_fallback:
                 continue
             # The wording failed: a sentence of the papers it cites may still answer.
-            around = list(evidence.sentences)  # its ids may point at the wrong paper
+            # Its ids may point at the wrong paper; a paper the question describes is the one asked.
+            described = evidence.described(analysis)
+            around = (
+                evidence.ids_of(evidence.rank_of(described))
+                if described
+                else list(evidence.sentences)
+            )
             best = (
                 evidence.source_of_additions(body, analysis)
                 or evidence.best(analysis, around, self.settings.fallback_min_similarity, body)
@@ -397,8 +429,8 @@ class Verifier:
         name or figure of its own."""
         if body.rstrip().endswith(("?", "？")):
             return False
-        said = content_words(body) | {n.casefold() for n in names_in(body)}
-        asked = content_words(analysis.text) | {n.casefold() for n in analysis.names}
+        said = said_words(body) | {n.casefold() for n in names_in(body)}
+        asked = said_words(analysis.text) | {n.casefold() for n in analysis.names}
         return bool(said - asked) or bool(numbers_in(body) - set(analysis.figures))
 
     def quote_when_declined(

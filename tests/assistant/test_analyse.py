@@ -96,6 +96,12 @@ def test_names_match_with_typos_but_not_other_numbers() -> None:
     )
     assert not mentions("Top-1 accuracy of ResNet-50 on ImageNet", "ResNet-56")
     assert mentions("A Multi-Level Framework for Training", "Multi-Level-Framework")
+    # A size, in the forms abstracts write it, is named only by the same size.
+    assert analyse("What FID does it reach on ImageNet 512x512?").names[-1] == "512x512"
+    assert mentions("on CIFAR-10 and ImageNet 64times 64 respectively", "64x64")
+    assert mentions("on FFHQ 64{times}64 and at 256 × 256", "256x256")
+    assert not mentions("on ImageNet 256x256 generation", "512x512")
+    assert analyse("How does Mixtral 8x7B score?").names == ("8x7B",)  # a name, not a size
 
 
 def test_a_figure_of_the_kind_asked() -> None:

@@ -206,6 +206,18 @@ def test_a_name_no_source_mentions_is_declined_without_asking_the_llm(
     assert fake_llm.calls == []  # no answer is drafted for a question the sources cannot answer
 
 
+def test_a_size_the_question_states_is_a_setting_the_sources_must_state(
+    assistant: Assistant, fake_llm: FakeLLM
+) -> None:
+    """A figure for another image size answers another question; the abstracts write a size
+    in other forms ("64times 64", flattened from LaTeX)."""
+    asked = "What FID does consistency training from scratch reach on ImageNet {}?"
+    assert prepare(assistant, asked.format("64 × 64")).missing == []
+    response = ask(assistant, asked.format("128x128"))
+    assert response.declined and "No paper among the closest mentions 128x128." in response.answer
+    assert fake_llm.calls == []
+
+
 def test_a_refusal_is_written_in_the_question_language_not_translated_by_the_model(
     assistant: Assistant, fake_llm: FakeLLM
 ) -> None:

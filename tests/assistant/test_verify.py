@@ -496,3 +496,32 @@ def test_who_wrote_a_paper_is_answered_from_its_record_never_from_its_abstract(
     # No record: no sentence of the abstract says who wrote it.
     bare = pack(PAPERS, 10_000, who, verifier.similarities)
     assert verifier.verify(draft(("The authors propose ProDiff.", ("1.2",))), who, bare).declined
+
+
+def test_the_sentence_a_description_says_back_is_not_what_it_asks(verifier: Verifier) -> None:
+    """ "In the work showing that …, which …?": the sentence the description restates is how the
+    asker found the paper. A draft that says the question back (in other word forms) answers
+    nothing, and the quote is the sentence that answers what is asked, from that paper."""
+    tidal = RetrievedPaper(
+        "tidal",
+        "Tidal: Bounded-Memory Analytics for Streaming Graphs",
+        "Streaming graph analytics must keep a bounded memory while edges arrive continuously. "
+        "We show that a fixed-size edge reservoir keeps triangle counts of streaming graphs "
+        "accurate. To decide which edges stay, Tidal relies on weighted reservoir sampling "
+        "with exponential jumps. Tidal estimates triangle counts on billion-edge graphs 5x "
+        "faster than exact counting.",
+        0.9,
+    )
+    question = analyse(
+        "In the work showing that a fixed-size edge reservoir keeps triangle counts of "
+        "streaming graphs accurate, which sampling scheme decides which edges stay?"
+    )
+    sources = pack([tidal, PAPERS[0]], 10_000, question, verifier.similarities)
+    said_back = (
+        "The work shows that a fixed-size edge reservoir keeps the triangle count of a "
+        "streaming graph accurate, which sampling scheme decides which edges stay."
+    )
+    verdict = verifier.verify(draft((said_back, ("1.2",))), question, sources)
+    assert verdict.unsupported == [0]
+    assert "weighted reservoir sampling" in verdict.answer
+    assert "fixed-size edge reservoir" not in verdict.answer and verdict.citations == [1]
