@@ -247,9 +247,9 @@ class Evidence:
         in meaning, as a supported claim is): "In the work showing that …, which optimizer …?".
         It is how the asker found the paper, not what they ask, unless it is also the sentence
         closest to what they ask."""
+        if not analysis.focus:
+            return None  # checked first: `best` asks this for every question
         keys = self.ids_of(self.packed[0].rank)
-        if not analysis.focus or not keys:
-            return None
         description = analysis.text[: len(analysis.text) - len(analysis.focus)]
         to_description = self.closeness(description, keys)
         restated = keys[int(to_description.argmax())]
