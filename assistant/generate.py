@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import prompts
 from assistant.llm import LLM, ChatMessage, Completion
 from assistant.pack import PackedSource, count_tokens, render_sources
-from assistant.verify import Claim, Draft
 from ingest.chunk import split_sentences
 
 MAX_CLAIMS = 3
@@ -31,6 +31,19 @@ DECLINE = re.compile(
 )
 # The text of a claim, complete or still being written, in the streamed JSON.
 CLAIM_TEXT = re.compile(r'"text"\s*:\s*"((?:[^"\\]|\\.)*)(")?')
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    evidence: tuple[str, ...]  # evidence ids ("2.3") the claim cites
+    cut: bool = False  # stopped by the length limit: its end is missing
+
+
+@dataclass(frozen=True)
+class Draft:
+    claims: tuple[Claim, ...]
+    declined: bool  # the model said the sources do not answer
 
 
 def answer_messages(question: str, sources: list[PackedSource]) -> list[ChatMessage]:

@@ -68,7 +68,7 @@ PROPOSES = re.compile(
     r"|\b(?:call(?:ed)?|named|dubbed|termed|coined)\s",
     re.IGNORECASE,
 )
-# MiniLM cosine of a text with each of several sentences (`Verifier.similarities`).
+# MiniLM cosine of a text with each of several sentences (`SentenceSimilarity`).
 Similarity = Callable[[str, list[str]], Iterable[float]]
 
 

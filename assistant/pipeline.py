@@ -12,6 +12,7 @@ import prompts
 from assistant.analyse import RECORD, QuestionAnalysis, analyse, missing_names
 from assistant.condense import condense
 from assistant.generate import (
+    Draft,
     answer_messages,
     answer_schema,
     generate,
@@ -23,7 +24,7 @@ from assistant.pack import TOKENIZER_MARGIN, PackedSource, pack
 from assistant.retrieve import RetrievedPaper, Retriever
 from assistant.schemas import AskRequest, AskResponse, EvidenceSentence, Source, Timings, Usage
 from assistant.translate import in_question_language, translate
-from assistant.verify import Draft, Verdict, Verifier, decline_text, declined
+from assistant.verify import Verdict, Verifier, decline_text, declined
 from scholia.settings import Settings
 
 
@@ -130,7 +131,7 @@ class Assistant:
             room = int((window - self.settings.llm.max_answer_tokens) * (1 - TOKENIZER_MARGIN))
             budget = min(self.settings.answer.prompt_budget_tokens, room)
             budget -= prompt_overhead(analysis.text)  # what is left for the sources
-            packed = pack(papers, budget, analysis, self.verifier.similarities)
+            packed = pack(papers, budget, analysis, self.verifier.similarity)
         prepared = Prepared(
             question, analysis, packed, papers, timings, usage_prompt, usage_completion, started
         )

@@ -20,7 +20,6 @@ neighbour a small model names; name the papers (and what they call their method)
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -45,32 +44,20 @@ from assistant.analyse import (
     states_a_figure,
     stems,
 )
+from assistant.generate import Draft
 from assistant.pack import PackedSource
+from assistant.similarity import SentenceSimilarity
 from ingest.embed import Embedder
 from scholia.settings import AnswerSettings
 
 WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 MARKERS = re.compile(r"\s*\[\d+(?:\.\d+)?(?:\s*[,;]\s*\d+(?:\.\d+)?)*\]")
-SENTENCE_CACHE_SIZE = 200_000
 STOPWORDS = frozenset(
     """this that with from which their there these those have been were what when where about
     into than then them they also such only more most other some very each both paper papers
     source sources proposes propose introduces introduce presents present uses using used
     collection study work method approach model models""".split()  # noqa: SIM905
 )
-
-
-@dataclass(frozen=True)
-class Claim:
-    text: str
-    evidence: tuple[str, ...]  # evidence ids ("2.3") the claim cites
-    cut: bool = False  # stopped by the length limit: its end is missing
-
-
-@dataclass(frozen=True)
-class Draft:
-    claims: tuple[Claim, ...]
-    declined: bool  # the model said the sources do not answer
 
 
 @dataclass(frozen=True)
@@ -112,6 +99,7 @@ class Evidence:
         self.by_rank = {source.rank: source for source in packed}
         self.sentences = {key: s for source in packed for key, s in source.evidence.items()}
         self.verifier = verifier
+        self.similarity = verifier.similarity
         self._queries: dict[str, np.ndarray] = {}
 
     @staticmethod
@@ -134,12 +122,12 @@ class Evidence:
     def closeness(self, text: str, keys: list[str]) -> np.ndarray:
         """MiniLM cosine of `text` with each of the `keys` sentences; each text (the question,
         a claim) is embedded once per question however often it is compared."""
-        return self.verifier.vectors([self.sentences[key] for key in keys]) @ self.query(text)
+        return self.similarity.vectors([self.sentences[key] for key in keys]) @ self.query(text)
 
     def query(self, text: str) -> np.ndarray:
         """`text` (the question, a claim, a measure) embedded once per question."""
         if text not in self._queries:
-            self._queries[text] = self.verifier.embed(text)
+            self._queries[text] = self.similarity.embed(text)
         return self._queries[text]
 
     def on_point(self, key: str, analysis: QuestionAnalysis) -> bool:
@@ -175,7 +163,7 @@ class Evidence:
         if not analysis.measure or not phrases:
             return not analysis.measure
         # Phrases are many and rarely recur: embedded per question, not kept.
-        beside = self.verifier.embedder.encode(phrases) @ self.query(analysis.measure)
+        beside = self.similarity.embedder.encode(phrases) @ self.query(analysis.measure)
         return float(beside.max()) >= settings.measure_words_min_similarity
 
     def best(
@@ -303,10 +291,8 @@ Step = Callable[[Verdict, QuestionAnalysis, Evidence], Verdict]
 
 class Verifier:
     def __init__(self, embedder: Embedder, settings: AnswerSettings) -> None:
-        self.embedder = embedder
+        self.similarity = SentenceSimilarity(embedder)
         self.settings = settings
-        self._cache: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()  # worker threads share the cache
         self.steps: list[Step] = [
             self.quote_when_declined,
             self.add_the_best_evidence,
@@ -566,6 +552,8 @@ class Verifier:
     ) -> Verdict:
         """A question stating a figure its paper does not report rests on a false premise: say
         so, then what the paper reports, and which other paper the figure comes from."""
+        if not analysis.figures or (verdict.declined and not self.settings.extractive_fallback):
+            return verdict  # declined: nothing of the model's to correct; a quote would stand in
         about = (
             verdict.citations
             or [
@@ -576,25 +564,24 @@ class Verifier:
                 )
             ][:1]
         )
-        if not about or not analysis.figures:
-            return verdict
-        if verdict.declined and not self.settings.extractive_fallback:
-            return verdict  # nothing of the model's to correct; a quote would stand in for it
         papers = [evidence.by_rank[rank].paper for rank in about]
         reported = set().union(*(numbers_in(f"{p.title}. {p.text}") for p in papers))
         claimed = [figure for figure in analysis.figures if figure not in reported]
-        if not claimed:
+        if not about or not claimed:
             return verdict
         figure_asked = replace(analysis, asks=Asks.FIGURE, counted=frozenset(), measure="")
         keys = [key for rank in about for key in evidence.ids_of(rank)]
         instead = evidence.best(figure_asked, keys, self.settings.fallback_min_similarity)
-        elsewhere = [
-            (figure, key)
-            for figure in claimed
-            for key in evidence.sentences
-            if evidence.rank_of(key) not in about and figure in numbers_in(evidence.sentences[key])
-        ][:1]
-        if verdict.declined and instead is None and not elsewhere:
+        elsewhere = next(
+            (
+                (figure, key)
+                for figure in claimed
+                for key, sentence in evidence.sentences.items()
+                if evidence.rank_of(key) not in about and figure in numbers_in(sentence)
+            ),
+            None,
+        )
+        if verdict.declined and instead is None and elsewhere is None:
             return verdict
         parts = [prompts.load("premise").format(figures=", ".join(claimed)).strip()]
         used = [] if verdict.declined else list(verdict.evidence)
@@ -605,43 +592,15 @@ class Verifier:
                 used.append(instead[0])
             if not verdict.declined:
                 parts.append(verdict.answer)
-        for figure, key in elsewhere:
+        if elsewhere is not None:
+            figure, key = elsewhere
             rank = evidence.rank_of(key)
-            parts.append(
-                prompts.load("premise_elsewhere")
-                .format(
-                    figure=figure,
-                    title=evidence.title(rank),
-                    rank=rank,
-                    sentence=evidence.sentences[key],
-                )
-                .strip()
-            )
+            sentence = evidence.sentences[key]
+            title = evidence.title(rank)
+            premise = prompts.load("premise_elsewhere").strip()
+            parts.append(premise.format(figure=figure, title=title, rank=rank, sentence=sentence))
             used.append(key)
         return _verdict(" ".join(parts), used, verdict.unsupported)
-
-    def similarities(self, text: str, sentences: list[str]) -> np.ndarray:
-        """MiniLM cosine of `text` with each sentence (unit vectors: a dot product)."""
-        if not sentences:
-            return np.zeros(0)
-        return self.vectors(sentences) @ self.embed(text)
-
-    def embed(self, text: str) -> np.ndarray:
-        return self.embedder.encode([text])[0]
-
-    def vectors(self, sentences: list[str]) -> np.ndarray:
-        """Source sentences recur across questions: embed each once per process (float32)."""
-        with self._lock:
-            missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
-        vectors = self.embedder.encode(missing)
-        with self._lock:
-            if len(self._cache) + len(missing) > SENTENCE_CACHE_SIZE:
-                self._cache.clear()
-            self._cache.update(zip(missing, vectors, strict=True))
-            # Another thread may have cleared the cache since `missing` was taken.
-            lost = [s for s in dict.fromkeys(sentences) if s not in self._cache]
-            self._cache.update(zip(lost, self.embedder.encode(lost), strict=True))
-            return np.stack([self._cache[s] for s in sentences])
 
 
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")

@@ -1,9 +1,8 @@
 import json
 
-from assistant.generate import answer_messages, answer_schema, claims_text, read_draft
+from assistant.generate import Claim, answer_messages, answer_schema, claims_text, read_draft
 from assistant.pack import PackedSource
 from assistant.retrieve import RetrievedPaper
-from assistant.verify import Claim
 from tests.fakes import claims
 
 SOURCES = [

@@ -53,7 +53,7 @@ def verifiers(embedder: Embedder) -> dict[bool, Verifier]:
 
 @pytest.fixture
 def sources(verifiers: dict[bool, Verifier]) -> list[PackedSource]:
-    return pack(PAPERS, 10_000, analyse("Compare the speed of both"), verifiers[True].similarities)
+    return pack(PAPERS, 10_000, analyse("Compare the speed of both"), verifiers[True].similarity)
 
 
 def test_without_extractive_fallback_a_failed_claim_is_not_replaced_by_a_quote(

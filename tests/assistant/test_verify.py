@@ -3,14 +3,14 @@ wrong citations, another paper's figure or name, a refusal when the evidence ans
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 import prompts
 from assistant.analyse import analyse
+from assistant.generate import Claim, Draft
 from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper
-from assistant.verify import Claim, Draft, Evidence, Verifier
+from assistant.verify import Evidence, Verifier
 from ingest.embed import Embedder
 from scholia.settings import AnswerSettings
 
@@ -43,7 +43,7 @@ def verifier(embedder: Embedder) -> Verifier:
 @pytest.fixture
 def sources(verifier: Verifier) -> list[PackedSource]:
     """Both papers whole, as packing numbers and ranks their sentences for the question."""
-    return pack(PAPERS, 10_000, analyse("Compare the speed of both"), verifier.similarities)
+    return pack(PAPERS, 10_000, analyse("Compare the speed of both"), verifier.similarity)
 
 
 def draft(*claims: tuple[str, tuple[str, ...]]) -> Draft:
@@ -179,7 +179,7 @@ def test_the_most_relevant_sentence_joins_a_claim_about_a_neighbouring_one(
     verifier: Verifier,
 ) -> None:
     question = analyse(SPEED)
-    sources = pack(PAPERS[:1], 10_000, question, verifier.similarities)
+    sources = pack(PAPERS[:1], 10_000, question, verifier.similarity)
     assert sources[0].by_relevance[0] == "1.3"  # packing ranks the speed sentence first
     verdict = verifier.verify(
         draft(("ProDiff needs only 2 iterations to synthesize mel-spectrograms.", ("1.2",))),
@@ -219,7 +219,7 @@ COMPARE = (
 
 def test_a_comparison_quotes_what_each_paper_proposes_by_name(verifier: Verifier) -> None:
     question = analyse(COMPARE)
-    sources = pack([APO, SPPO, CHAT], 10_000, question, verifier.similarities)
+    sources = pack([APO, SPPO, CHAT], 10_000, question, verifier.similarity)
     # The model cites only a neighbour: that does not choose the papers compared.
     verdict = verifier.verify(
         draft(("Chat conversations reveal how preference-tuned variants perform.", ("3.1",))),
@@ -234,7 +234,7 @@ def test_a_comparison_quotes_what_each_paper_proposes_by_name(verifier: Verifier
 
 def test_a_comparison_starts_with_the_papers_the_question_names(verifier: Verifier) -> None:
     question = analyse("How does SPPO differ from preference optimization with momentum?")
-    sources = pack([APO, CHAT, SPPO], 10_000, question, verifier.similarities)
+    sources = pack([APO, CHAT, SPPO], 10_000, question, verifier.similarity)
     verdict = verifier.verify(draft(), question, sources)
     assert verdict.answer.startswith(f"{SPPO.title} (SPPO) [3]: We propose Self-Play")
     assert verdict.citations == [1, 3]  # then the best retrieved with evidence on point
@@ -252,7 +252,7 @@ def test_a_figure_the_question_asks_for_is_found_where_the_model_read_it(
     paper = RetrievedPaper(
         "prodiff", "ProDiff", "ProDiff is fast. The real-time factor was measured on 1 GPU.", 0.9
     )
-    sources = pack([paper], 10_000, question, verifier.similarities)
+    sources = pack([paper], 10_000, question, verifier.similarity)
     verdict = verifier.verify(
         draft(("The quick vocoder used 1 GPU with few passes in all settings shown.", ("1.1",))),
         question,
@@ -275,28 +275,6 @@ def test_a_claims_figures_tie_it_to_the_paper_they_come_from(
     assert "GNN" not in verdict.answer.replace("GNNPipe", "")
 
 
-def test_sentences_cleared_from_the_cache_by_another_thread_are_embedded_again(
-    verifier: Verifier,
-) -> None:
-    verifier.vectors(["ProDiff is fast."])
-
-    class ClearingEmbedder:
-        """Embeds like the real one, but another question clears the cache meanwhile."""
-
-        cleared = False
-
-        def encode(self, texts: list[str]) -> np.ndarray:
-            if not self.cleared:
-                verifier._cache.clear()
-                self.cleared = True
-            return inner.encode(texts)
-
-    inner = verifier.embedder
-    verifier.embedder = ClearingEmbedder()  # type: ignore[assignment]
-    vectors = verifier.vectors(["ProDiff is fast.", "GNNPipe is parallel."])
-    assert vectors.shape[0] == 2
-
-
 LITESEG = RetrievedPaper(
     "liteseg",
     "LiteSeg: Real-Time Segmentation of Satellite Images",
@@ -309,7 +287,7 @@ LITESEG = RetrievedPaper(
 
 def liteseg(question: str, verifier: Verifier) -> tuple[object, list[PackedSource]]:
     analysis = analyse(question)
-    return analysis, pack([LITESEG], 10_000, analysis, verifier.similarities)
+    return analysis, pack([LITESEG], 10_000, analysis, verifier.similarity)
 
 
 def test_a_figure_of_another_measure_gives_way_to_the_one_asked(verifier: Verifier) -> None:
@@ -365,7 +343,7 @@ TALK = RetrievedPaper(
 
 def test_a_which_paper_answer_adds_the_name_of_the_method(verifier: Verifier) -> None:
     question = analyse("Which paper synthesises speech in real time with a diffusion model?")
-    sources = pack([VOICE, TALK], 10_000, question, verifier.similarities)
+    sources = pack([VOICE, TALK], 10_000, question, verifier.similarity)
     claim = ("FastVoice is a diffusion speech synthesiser for real-time use.", ("1.1",))
     verdict = verifier.verify(draft(claim), question, sources)
     assert verdict.answer.startswith(f"{VOICE.title} (FastVoice) [1]: ")
@@ -373,7 +351,7 @@ def test_a_which_paper_answer_adds_the_name_of_the_method(verifier: Verifier) ->
 
 def test_a_comparison_of_a_figure_quotes_where_each_paper_gives_it(verifier: Verifier) -> None:
     question = analyse("Compare the opinion scores of the two speech synthesisers.")
-    sources = pack([VOICE, TALK], 10_000, question, verifier.similarities)
+    sources = pack([VOICE, TALK], 10_000, question, verifier.similarity)
     verdict = verifier.verify(draft(), question, sources)
     assert "mean opinion score of 4.31" in verdict.answer
     assert "mean opinion score of 4.12" in verdict.answer
@@ -407,7 +385,7 @@ def test_each_thing_a_question_asks_gets_its_evidence(verifier: Verifier) -> Non
     question = analyse(
         "How many iterations does ProDiff need, and how much faster than real time is it?"
     )
-    sources = pack(PAPERS[:1], 10_000, question, verifier.similarities)
+    sources = pack(PAPERS[:1], 10_000, question, verifier.similarity)
     verdict = verifier.verify(
         draft(("ProDiff needs only 2 iterations to synthesize speech.", ("1.2",))),
         question,
@@ -474,7 +452,7 @@ def test_who_wrote_a_paper_is_answered_from_its_record_never_from_its_abstract(
 ) -> None:
     who = analyse("Who wrote ProDiff?")
     recorded = replace(PAPERS[0], metadata={"authors": "Rongjie Huang; Zhou Zhao"})
-    sources = pack([recorded, PAPERS[1]], 10_000, who, verifier.similarities)
+    sources = pack([recorded, PAPERS[1]], 10_000, who, verifier.similarity)
     record = next(key for key, s in sources[0].evidence.items() if s.startswith("authors:"))
     cited = verifier.verify(
         draft(("ProDiff was written by Rongjie Huang.", (record,))), who, sources
@@ -490,11 +468,11 @@ def test_who_wrote_a_paper_is_answered_from_its_record_never_from_its_abstract(
     # "where was it published?" at 0.05 from "venue: ACM Multimedia.").
     both = analyse("How many iterations does ProDiff need, and where was it published?")
     venued = replace(PAPERS[0], metadata={"venue": "ACM Multimedia"})
-    mixed = pack([venued, PAPERS[1]], 10_000, both, verifier.similarities)
+    mixed = pack([venued, PAPERS[1]], 10_000, both, verifier.similarity)
     answered = verifier.verify(draft(("ProDiff needs only 2 iterations.", ("1.2",))), both, mixed)
     assert "2 iterations" in answered.answer and "venue: ACM Multimedia." in answered.answer
     # No record: no sentence of the abstract says who wrote it.
-    bare = pack(PAPERS, 10_000, who, verifier.similarities)
+    bare = pack(PAPERS, 10_000, who, verifier.similarity)
     assert verifier.verify(draft(("The authors propose ProDiff.", ("1.2",))), who, bare).declined
 
 
@@ -516,7 +494,7 @@ def test_the_sentence_a_description_says_back_is_not_what_it_asks(verifier: Veri
         "In the work showing that a fixed-size edge reservoir keeps triangle counts of "
         "streaming graphs accurate, which sampling scheme decides which edges stay?"
     )
-    sources = pack([tidal, PAPERS[0]], 10_000, question, verifier.similarities)
+    sources = pack([tidal, PAPERS[0]], 10_000, question, verifier.similarity)
     said_back = (
         "The work shows that a fixed-size edge reservoir keeps the triangle count of a "
         "streaming graph accurate, which sampling scheme decides which edges stay."
