@@ -98,7 +98,11 @@ def run(
     questions = select(loaded.questions, limit, types, stratify)
     if not questions:
         _fail(f"no question of type {', '.join(types or [])} in {loaded.path}")
-    no_judge = no_judge or _replaying(record, replay, no_llm, bool(judge_url or judge_model))
+    if no_llm and (record or replay):
+        _fail("--record and --replay need the LLM's answers: drop --no-llm")
+    if replay is not None and (judge_url or judge_model):
+        _log("note: --replay runs without the LLM judge (--no-judge)")
+    no_judge = no_judge or replay is not None
     limits = {"max_tokens": judge_max_tokens, "timeout_s": judge_timeout, "metrics": judge_metrics}
     judge = None if no_llm or no_judge else _judge(settings, judge_url, judge_model, **limits)
     modes = list(MODES) if mode == "all" else [mode.value]
@@ -118,15 +122,6 @@ def run(
     typer.echo(f"report: {out / 'report.md'}")
     if bounds is not None:
         _gate(summary["metrics"], bounds, exit_on_failure=check)
-
-
-def _replaying(record: bool, replay: Path | None, no_llm: bool, judge_asked: bool) -> bool:
-    """Refuse --record/--replay combinations that cannot work; True: the judge is off."""
-    if no_llm and (record or replay):
-        _fail("--record and --replay need the LLM's answers: drop --no-llm")
-    if replay is not None and judge_asked:
-        _log("note: --replay runs without the LLM judge (--no-judge)")
-    return replay is not None
 
 
 def _judge(settings: Settings, url: str | None, model: str | None, **limits: Any) -> Any:

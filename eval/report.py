@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -58,7 +59,8 @@ def _judge_block(records: list[Record]) -> dict[str, Any]:
 
 
 def _by_type(records: list[Record], block: Callable[[list[Record]], Any]) -> dict[str, Any]:
-    by_type = {t: block([r for r in records if r["type"] == t]) for t in _types(records)}
+    types = dict.fromkeys(r["type"] for r in records)  # in the order first met
+    by_type = {t: block([r for r in records if r["type"] == t]) for t in types}
     return {"all": block(records), "by_type": by_type}
 
 
@@ -107,7 +109,7 @@ def summarize(
             "evaluated": len(records),
             "incomplete": sum(1 for r in records if not r.get("complete", True)),
         },
-        "counts_by_type": {t: sum(1 for r in records if r["type"] == t) for t in _types(records)},
+        "counts_by_type": dict(Counter(r["type"] for r in records)),
         "options": options,
         "index": index,
         "finished": now(),
@@ -139,10 +141,6 @@ def flatten(summary: dict[str, Any]) -> dict[str, float]:
         for key, value in flat.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
-
-
-def _types(records: list[Record]) -> list[str]:
-    return list(dict.fromkeys(r["type"] for r in records))
 
 
 def _miss(r: Record, mode: str) -> list[str]:

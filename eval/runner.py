@@ -141,14 +141,9 @@ class Run:
 
     def gold(self, question: Question) -> tuple[list[str], list[str]]:
         """Gold paper ids (titles looked up in the index) and the gold titles the index lacks."""
-        ids, missing = list(dict.fromkeys(question.gold_ids)), []
-        for title in question.gold_titles:
-            paper_id = self.catalogue.get(normalize_title(title))
-            if paper_id is None:
-                missing.append(title)
-            elif paper_id not in ids:
-                ids.append(paper_id)
-        return ids, missing
+        found = [(t, self.catalogue.get(normalize_title(t))) for t in question.gold_titles]
+        ids = dict.fromkeys([*question.gold_ids, *(i for _, i in found if i is not None)])
+        return list(ids), [title for title, paper_id in found if paper_id is None]
 
     async def evaluate(self, question: Question) -> dict[str, Any]:
         gold_ids, missing = self.gold(question)

@@ -66,10 +66,10 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raise SuiteError(f"{path}: not UTF-8 text ({error})") from error
     for number, raw in enumerate(lines, start=1):
         if raw.strip():
-            question = _parse(raw, f"{path}:{number}", number)
+            where = f"{path}:{number}"
+            question = _parse(raw, where, number)
             if (first := seen.get(question.id)) is not None:
-                where = f"{path}:{number}: duplicate id {question.id!r}"
-                raise SuiteError(f"{where} (first at line {first})")
+                raise SuiteError(f"{where}: duplicate id {question.id!r} (first at line {first})")
             seen[question.id] = number
             suite.questions.append(question)
     if not suite.questions:
