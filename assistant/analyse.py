@@ -64,11 +64,14 @@ WHICH_PAPER = re.compile(
     r"|technique|benchmark|dataset)\b[^?]{0,80}\b(?:propos|introduc|present)",
     re.IGNORECASE,
 )
-# "Compare …", "comparing": several papers; "… compared with training from scratch" names a
-# baseline of one paper.
+# Asked to compare ("Compare …", "How do A and B compare?"): several papers. "Compare" as what a
+# paper does ("the study comparing …", "which baseline does it compare against?", "… compared
+# with training from scratch") asks about one.
 COMPARISON = re.compile(
     rf"\b(?:two|three|both|several)\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b"
-    rf"|\b(?:which|what)\s+{PAPERS_ONLY}\b|\bcompar(?:e|es|ing|ison)\b"
+    rf"|\b(?:which|what)\s+{PAPERS_ONLY}\b"
+    r"|(?:^|[.?!;:]\s+)(?:please\s+)?compare\b|\bhow\s+(?:do|does|did)\b[^?]*\bcompare\b"
+    r"|\bcomparison (?:of|between)\b"
     r"|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\b(?:how|where|why) do\b.*\band\b.*\bdiffer\b"
     r"|\bversus\b"
     r"|\bvs\.?\s|\bwhat does each\b|\bcontrast\b",

@@ -197,6 +197,27 @@ def test_comparisons_in_other_words(question: str) -> None:
     assert analyse(question).asks == Asks.COMPARISON
 
 
+@pytest.mark.parametrize(
+    ("question", "asks"),
+    [
+        ("Compare how the two sparse-attention kernels schedule their tiles.", Asks.COMPARISON),
+        ("Please compare the sampler with the distilled generator.", Asks.COMPARISON),
+        (
+            "How do the gossip protocol and the server-based one compare on traffic?",
+            Asks.COMPARISON,
+        ),
+        ("Which tokenizer does the speech study compare its codec against?", Asks.FACT),
+        ("What did the authors of the pruning work compare their saliency score to?", Asks.FACT),
+        ("In the survey comparing optimisers for sparse data, which one wins?", Asks.FACT),
+    ],
+)
+def test_compare_is_a_comparison_when_asked_not_when_a_paper_does_it(
+    question: str, asks: Asks
+) -> None:
+    """ "Compare …" asks about several papers; what one paper compares is a fact about it."""
+    assert analyse(question).asks == asks
+
+
 def test_a_compound_modifier_does_not_make_a_name() -> None:
     assert analyse("Which layer did the DreamerV3-derived agent need?").names == ("DreamerV3",)
 
