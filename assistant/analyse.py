@@ -70,7 +70,8 @@ WHICH_PAPER = re.compile(
 COMPARISON = re.compile(
     rf"\b(?:two|three|both|several)\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b"
     rf"|\b(?:which|what)\s+{PAPERS_ONLY}\b"
-    r"|(?:^|[.?!;:]\s+)(?:please\s+)?compare\b|\bhow\s+(?:do|does|did)\b[^?]*\bcompare\b"
+    r"|(?:^|[.?!;:]\s+)(?:(?:please|(?:can|could|would) you(?: please)?)\s+)?compare\b"
+    r"|\bhow\s+(?:do|does|did)\b[^?]*\bcompare\b"
     r"|\bcomparison (?:of|between)\b"
     r"|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\b(?:how|where|why) do\b.*\band\b.*\bdiffer\b"
     r"|\bversus\b"

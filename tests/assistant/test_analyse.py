@@ -202,6 +202,7 @@ def test_comparisons_in_other_words(question: str) -> None:
     [
         ("Compare how the two sparse-attention kernels schedule their tiles.", Asks.COMPARISON),
         ("Please compare the sampler with the distilled generator.", Asks.COMPARISON),
+        ("Could you compare the two world models on what they predict?", Asks.COMPARISON),
         (
             "How do the gossip protocol and the server-based one compare on traffic?",
             Asks.COMPARISON,
