@@ -54,6 +54,7 @@ Replay = Annotated[
         "not recorded stops the run (exit 2). With --record: ask the LLM only what it lacks."
     ),
 ]
+Record = Annotated[bool, _option("Keep LLM requests and completions (--replay).", "--record")]
 AppUrl = Annotated[str, _option("A running Scholia (loopback), e.g. http://127.0.0.1:8000.")]
 
 
@@ -77,9 +78,7 @@ def run(
     judge_max_tokens: Annotated[int, _option("Token limit of one judge reply.", min=64)] = 512,
     judge_timeout: Annotated[float, _option("Seconds one judge call may take.", min=1)] = 300.0,
     judge_metrics: JudgeMetrics = None,
-    record: Annotated[
-        bool, _option("Keep LLM requests and completions (--replay).", "--record")
-    ] = False,
+    record: Record = False,
     replay: Replay = None,
     max_misses: Annotated[int, _option("With --replay: unrecorded requests to skip.", min=0)] = 0,
 ) -> None:
@@ -98,10 +97,7 @@ def run(
     questions = select(loaded.questions, limit, types, stratify)
     if not questions:
         _fail(f"no question of type {', '.join(types or [])} in {loaded.path}")
-    if no_llm and (record or replay):
-        _fail("--record and --replay need the LLM's answers: drop --no-llm")
-    if replay is not None and (judge_url or judge_model):
-        _log("note: --replay runs without the LLM judge (--no-judge)")
+    _check_flags(no_llm, record, replay, judge_url or judge_model)
     no_judge = no_judge or replay is not None
     limits = {"max_tokens": judge_max_tokens, "timeout_s": judge_timeout, "metrics": judge_metrics}
     judge = None if no_llm or no_judge else _judge(settings, judge_url, judge_model, **limits)
@@ -122,6 +118,13 @@ def run(
     typer.echo(f"report: {out / 'report.md'}")
     if bounds is not None:
         _gate(summary["metrics"], bounds, exit_on_failure=check)
+
+
+def _check_flags(no_llm: bool, record: bool, replay: Path | None, judge: str | None) -> None:
+    if no_llm and (record or replay):
+        _fail("--record and --replay need the LLM's answers: drop --no-llm")
+    if replay is not None and judge:
+        _log("note: --replay runs without the LLM judge (--no-judge)")
 
 
 def _judge(settings: Settings, url: str | None, model: str | None, **limits: Any) -> Any:
