@@ -257,7 +257,9 @@ CLAUSE_BREAK = re.compile(r"[,;:()]|\b(?:while|whereas|but)\b", re.IGNORECASE)
 # which the description's words would otherwise outweigh. A setting before the question ("On
 # Llama 2-7B, …", "With T5-Base, …") is part of what is asked, not a description.
 # (After a comma, "who", "whose", "where" and "when" begin a relative clause of the description.)
-ASKING = r"(?:what|which|how|why|is|are|was|were|does|do|did|can|could)\b"
+ASKING = (
+    r"(?:what|which|how|why|is|are|was|were|does|do|did|can|could|has|have|had|will|would|should)\b"
+)
 DESCRIBED_FIRST = re.compile(
     rf"^(?:in|for|within|according to|regarding|about|among|from)\b[^?;]{{8,}}?,\s+"
     rf"(?={ASKING})|^[^?]{{8,}}?[.;:]\s+(?=(?:{ASKING}|who|whose|when|where))",

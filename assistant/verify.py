@@ -205,6 +205,19 @@ class Evidence:
                 return key
         return None
 
+    def cut_short(self, body: str, keys: list[str], analysis: QuestionAnalysis) -> str:
+        """The sentence a claim cut short goes on from: of its papers' sentences, the one that
+        holds the most of what it adds to the question, where that is not one it cites (a small
+        model often cites the sentence beside the one it copies); else the cited one closest."""
+        added = said_words(body.rsplit(maxsplit=1)[0]) - said_words(analysis.text)
+        papers = dict.fromkeys(self.rank_of(key) for key in keys)
+        around = [key for rank in papers for key in self.ids_of(rank)]
+        holding = {key: len(added & said_words(self.sentences[key])) for key in around}
+        most = max(holding, key=lambda key: holding[key])
+        if holding[most] > max(holding.get(key, 0) for key in keys):
+            return most
+        return keys[int(self.closeness(body, keys).argmax())]
+
     def source_of_additions(
         self, body: str, analysis: QuestionAnalysis
     ) -> tuple[str, float] | None:
@@ -328,7 +341,7 @@ class Verifier:
                 cited = keys or cited
             copied = evidence.copied(body, cited)
             if keys is not None and (claim.cut or copied):  # a cut claim, completed
-                key = copied or keys[int(evidence.closeness(body, keys).argmax())]
+                key = copied or evidence.cut_short(body, keys, analysis)
                 parts.append(evidence.quote(key))
                 used.append(key)
                 continue

@@ -482,6 +482,11 @@ def test_instructions_around_a_question_are_not_the_question(question: str, aske
             "The latent spectral solver reports an 11.5% gain; what does its spectral block learn?",
             "what does its spectral block learn?",
         ),
+        (  # a yes/no question after the description
+            "According to the survey of people who reuse models from a public hub, has the "
+            "amount of documentation grown?",
+            "has the amount of documentation grown?",
+        ),
         # No description first, a setting (part of what is asked), a relative clause, a
         # comparison, too little left: no focus.
         ("On Llama 2-7B, how much does the adapter start-up scheme improve GSM8K?", ""),

@@ -503,3 +503,18 @@ def test_the_sentence_a_description_says_back_is_not_what_it_asks(verifier: Veri
     assert verdict.unsupported == [0]
     assert "weighted reservoir sampling" in verdict.answer
     assert "fixed-size edge reservoir" not in verdict.answer and verdict.citations == [1]
+
+
+def test_a_claim_cut_short_goes_on_from_the_sentence_it_copies_not_the_one_it_cites(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    """A small model often cites the sentence beside the one it draws on; cut short, the claim
+    is completed from the sentence holding what it adds to the question."""
+    cut = Claim("ProDiff's sampling speed is measured on a single NVIDIA", ("1.1",), cut=True)
+    verdict = verifier.verify(
+        Draft((cut,), declined=False),
+        analyse("On what hardware is ProDiff's sampling speed measured?"),
+        sources,
+    )
+    assert verdict.evidence[0] == "1.3"
+    assert verdict.answer.startswith(PRODIFF[2])
