@@ -214,7 +214,7 @@ class Evidence:
         around = [key for rank in papers for key in self.ids_of(rank)]
         holding = {key: len(added & said_words(self.sentences[key])) for key in around}
         most = max(holding, key=lambda key: holding[key])
-        if holding[most] > max(holding.get(key, 0) for key in keys):
+        if holding[most] > max(holding[key] for key in keys):  # the cited are among them
             return most
         return keys[int(self.closeness(body, keys).argmax())]
 
