@@ -207,27 +207,27 @@ class Evidence:
 
     def cut_short(self, body: str, keys: list[str], analysis: QuestionAnalysis) -> str:
         """The sentence a claim cut short goes on from: of its papers' sentences, the one that
-        holds the most of what it adds to the question, where that is not one it cites (a small
-        model often cites the sentence beside the one it copies); else the cited one closest."""
+        holds the most of what it adds to the question, cited or not (a small model often cites
+        the sentence beside the one it copies); of several, the closest to the claim; the cited
+        one closest when it adds nothing."""
         added = said_words(body.rsplit(maxsplit=1)[0]) - said_words(analysis.text)
         papers = dict.fromkeys(self.rank_of(key) for key in keys)
         around = [key for rank in papers for key in self.ids_of(rank)]
         holding = {key: len(added & said_words(self.sentences[key])) for key in around}
-        most = max(holding, key=lambda key: holding[key])
-        if holding[most] > max(holding[key] for key in keys):  # the cited are among them
-            return most
+        most = max(holding.values())
+        keys = [key for key in around if holding[key] == most] if most else keys
         return keys[int(self.closeness(body, keys).argmax())]
 
     def source_of_additions(
-        self, body: str, analysis: QuestionAnalysis
+        self, body: str, analysis: QuestionAnalysis, keys: list[str]
     ) -> tuple[str, float] | None:
-        """The sentence a claim copies what it adds to the question from (the closest to the
-        claim of those holding every added word): a small model often says the question back
-        and appends a piece of the answer ("… student models is T5 variants (le 11B)")."""
+        """The sentence of `keys` a claim copies what it adds to the question from (the closest
+        to the claim of those holding every added word): a small model often says the question
+        back and appends a piece of the answer ("… student models is T5 variants (le 11B)")."""
         added = plain_words(body) - plain_words(analysis.text)
         if len(added) < MIN_ADDED_WORDS:
             return None
-        holding = [key for key, text in self.sentences.items() if added <= plain_words(text)]
+        holding = [key for key in keys if added <= plain_words(self.sentences[key])]
         if not holding:
             return None
         scores = self.closeness(body, holding)
@@ -257,6 +257,18 @@ class Evidence:
         answering = keys[int(self.closeness(analysis.focus, keys).argmax())]
         says_it = to_description.max() >= self.verifier.settings.semantic_threshold
         return restated if says_it and restated != answering else None
+
+    def fits_description(self, key: str, analysis: QuestionAnalysis) -> bool:
+        """The sentence's paper fits the description before the question: it is the paper
+        `described` found, or one of its sentences is as close to the description (True when
+        the question describes no paper)."""
+        described = self.described(analysis)
+        if described is None or self.rank_of(key) == self.rank_of(described):
+            return True
+        description = analysis.text[: len(analysis.text) - len(analysis.focus)]
+        keys = self.ids_of(self.rank_of(key))
+        closest = float(self.closeness(description, keys).max())
+        return closest >= self.verifier.settings.semantic_threshold
 
     def quote(self, key: str, titled: bool = False) -> str:
         rank = self.rank_of(key)
@@ -339,6 +351,8 @@ class Verifier:
             if keys is None:  # a small model often cites the wrong paper's sentence
                 keys = self.support(body, list(evidence.sentences), evidence)
                 cited = keys or cited
+            if keys and not any(evidence.fits_description(k, analysis) for k in keys):
+                keys, body = None, ""  # true of another paper than the one described: not of it
             copied = evidence.copied(body, cited)
             if keys is not None and (claim.cut or copied):  # a cut claim, completed
                 key = copied or evidence.cut_short(body, keys, analysis)
@@ -354,28 +368,33 @@ class Verifier:
                 used += keys
                 continue
             unsupported.append(index)
-            if not self.settings.extractive_fallback:
-                continue
-            # The wording failed: a sentence of the papers it cites may still answer.
-            # Its ids may point at the wrong paper; a paper the question describes is the one asked.
-            described = evidence.described(analysis)
-            around = (
-                evidence.ids_of(evidence.rank_of(described))
-                if described
-                else list(evidence.sentences)
+            instead = (
+                self.instead(body, analysis, evidence)
+                if self.settings.extractive_fallback
+                else None
             )
-            best = (
-                evidence.source_of_additions(body, analysis)
-                or evidence.best(analysis, around, self.settings.fallback_min_similarity, body)
-                or evidence.best(analysis, evidence.stating(numbers_in(body), top=True), 0.0)
-                or evidence.best(analysis, evidence.giving(analysis), 0.0)
-            )
-            if best is not None:
-                parts.append(evidence.quote(best[0]))
-                used.append(best[0])
+            if instead is not None:
+                parts.append(evidence.quote(instead))
+                used.append(instead)
         if not parts:
             return declined(unsupported)
         return _verdict(" ".join(dict.fromkeys(parts)), used, unsupported)
+
+    def instead(self, body: str, analysis: QuestionAnalysis, evidence: Evidence) -> str | None:
+        """The wording failed: a sentence of the papers it cites may still answer. Its ids may
+        point at the wrong paper; a paper the question describes is the one asked. A claim that
+        is a question ("Do the principles remain valid?") says nothing to look for."""
+        described = evidence.described(analysis)
+        around = evidence.ids_of(evidence.rank_of(described)) if described else None
+        around = around or list(evidence.sentences)
+        claim = "" if body.rstrip().endswith(("?", "？")) else body
+        best = (
+            (claim and evidence.source_of_additions(claim, analysis, around))
+            or evidence.best(analysis, around, self.settings.fallback_min_similarity, claim)
+            or evidence.best(analysis, evidence.stating(numbers_in(body), top=True), 0.0)
+            or evidence.best(analysis, evidence.giving(analysis), 0.0)
+        )
+        return best[0] if best else None
 
     def support(self, body: str, keys: list[str], evidence: Evidence) -> list[str] | None:
         """The evidence ids (from `keys`, or other sentences of their papers) that support

@@ -374,11 +374,13 @@ def test_what_a_claim_adds_to_the_question_said_back_is_traced_to_its_sentence(
 ) -> None:
     question = analyse("Which output does the progressive vocoder produce?")
     evidence = Evidence(sources, verifier)
-    said_back = "The output the progressive vocoder produce is"
-    found = evidence.source_of_additions(f"{said_back} high-fidelity mel-spectrograms", question)
+    said_back, every = "The output the progressive vocoder produce is", list(evidence.sentences)
+    found = evidence.source_of_additions(
+        f"{said_back} high-fidelity mel-spectrograms", question, every
+    )
     assert found is not None and found[0] == "1.2"
-    assert evidence.source_of_additions(f"{said_back} high-fidelity waveforms", question) is None
-    assert evidence.source_of_additions(f"{said_back} mel-spectrograms", question) is None
+    for added in ("high-fidelity waveforms", "mel-spectrograms"):
+        assert evidence.source_of_additions(f"{said_back} {added}", question, every) is None
 
 
 def test_each_thing_a_question_asks_gets_its_evidence(verifier: Verifier) -> None:
@@ -476,25 +478,27 @@ def test_who_wrote_a_paper_is_answered_from_its_record_never_from_its_abstract(
     assert verifier.verify(draft(("The authors propose ProDiff.", ("1.2",))), who, bare).declined
 
 
+TIDAL = RetrievedPaper(
+    "tidal",
+    "Tidal: Bounded-Memory Analytics for Streaming Graphs",
+    "Streaming graph analytics must keep a bounded memory while edges arrive continuously. "
+    "We show that a fixed-size edge reservoir keeps triangle counts of streaming graphs "
+    "accurate. To decide which edges stay, Tidal relies on weighted reservoir sampling "
+    "with exponential jumps. Tidal estimates triangle counts on billion-edge graphs 5x "
+    "faster than exact counting.",
+    0.9,
+)
+
+
 def test_the_sentence_a_description_says_back_is_not_what_it_asks(verifier: Verifier) -> None:
     """ "In the work showing that …, which …?": the sentence the description restates is how the
     asker found the paper. A draft that says the question back (in other word forms) answers
     nothing, and the quote is the sentence that answers what is asked, from that paper."""
-    tidal = RetrievedPaper(
-        "tidal",
-        "Tidal: Bounded-Memory Analytics for Streaming Graphs",
-        "Streaming graph analytics must keep a bounded memory while edges arrive continuously. "
-        "We show that a fixed-size edge reservoir keeps triangle counts of streaming graphs "
-        "accurate. To decide which edges stay, Tidal relies on weighted reservoir sampling "
-        "with exponential jumps. Tidal estimates triangle counts on billion-edge graphs 5x "
-        "faster than exact counting.",
-        0.9,
-    )
     question = analyse(
         "In the work showing that a fixed-size edge reservoir keeps triangle counts of "
         "streaming graphs accurate, which sampling scheme decides which edges stay?"
     )
-    sources = pack([tidal, PAPERS[0]], 10_000, question, verifier.similarity)
+    sources = pack([TIDAL, PAPERS[0]], 10_000, question, verifier.similarity)
     said_back = (
         "The work shows that a fixed-size edge reservoir keeps the triangle count of a "
         "streaming graph accurate, which sampling scheme decides which edges stay."
@@ -518,3 +522,21 @@ def test_a_claim_cut_short_goes_on_from_the_sentence_it_copies_not_the_one_it_ci
     )
     assert verdict.evidence[0] == "1.3"
     assert verdict.answer.startswith(PRODIFF[2])
+
+
+def test_a_claim_true_of_another_paper_does_not_answer_for_the_one_described(
+    verifier: Verifier,
+) -> None:
+    """The question describes the paper it asks about; a claim copied from another paper, true
+    as it is, is not its answer: the answer comes from the paper described."""
+    question = analyse(
+        "In the work showing that a fixed-size edge reservoir keeps triangle counts of "
+        "streaming graphs accurate, which sampling scheme decides which edges stay?"
+    )
+    whole = analyse("Compare both papers")  # each paper whole, as for a comparison
+    sources = pack([TIDAL, PAPERS[0]], 10_000, whole, verifier.similarity)
+    other = next(key for key, s in sources[1].evidence.items() if "2 iterations" in s)
+    claim = (PRODIFF[1], (other,))
+    verdict = verifier.verify(draft(claim), question, sources)
+    assert verdict.unsupported == [0]
+    assert verdict.citations == [1] and "ProDiff" not in verdict.answer
