@@ -258,6 +258,7 @@ CLAUSE_BREAK = re.compile(r"[,;:()]|\b(?:while|whereas|but)\b", re.IGNORECASE)
 # Llama 2-7B, …", "With T5-Base, …") is part of what is asked, not a description.
 # (After a comma, "who", "whose", "where" and "when" begin a relative clause of the description.)
 ASKING = (
+    r"(?:(?:on|in|at|for|with|by|to|from|under|of)\s+(?=what|which|how))?"  # "On what data …?"
     r"(?:what|which|how|why|is|are|was|were|does|do|did|can|could|has|have|had|will|would|should)\b"
 )
 DESCRIBED_FIRST = re.compile(
@@ -303,6 +304,11 @@ class QuestionAnalysis:
     def wants_figure(self) -> bool:
         return self.asks in (Asks.FIGURE, Asks.COUNT)
 
+    @property
+    def description(self) -> str:
+        """How the question describes the paper, before what it asks ("" without a focus)."""
+        return self.text[: len(self.text) - len(self.focus)] if self.focus else ""
+
 
 Analyser = Callable[[str], QuestionAnalysis]
 
@@ -314,9 +320,14 @@ def analyse(question: str) -> QuestionAnalysis:
     record = next((measure for measure, item in RECORD.items() if item.asked.search(text)), "")
     if any(part.measure not in RECORD for part in several):
         record = ""  # "What does X do, and who wrote it?": the record is one thing it asks
-    measure = record or _measure(text)
+    # A description before the question is how the asker finds the paper, not what they ask:
+    # "the work weighting errors by how much they change the return, which setting …?"
+    focus = focus_of(text)
+    measure = record or _measure(focus or text)
     # A paper's record is asked of the one paper a description finds ("the study comparing …").
     asks = Asks.FIGURE if record else _asks(text)
+    if focus and not record and asks not in (Asks.COMPARISON, Asks.TOPIC):
+        asks = _asks(focus)
     return QuestionAnalysis(
         text=text,
         language=language,
@@ -330,8 +341,12 @@ def analyse(question: str) -> QuestionAnalysis:
         papers_wanted=_papers_wanted(text),
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
         asked=several if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
-        focus=focus_of(text) if asks not in (Asks.COMPARISON, Asks.TOPIC) else "",
+        focus=focus if asks not in (Asks.COMPARISON, Asks.TOPIC) else "",
     )
+
+
+def is_question(text: str) -> bool:
+    return text.rstrip().endswith(("?", "？"))
 
 
 def focus_of(text: str) -> str:

@@ -36,6 +36,7 @@ from assistant.analyse import (
     direction_of,
     from_the_record,
     gives_the_figure,
+    is_question,
     mentions,
     missing_names,
     names_in,
@@ -251,23 +252,20 @@ class Evidence:
         if not analysis.focus:
             return None  # checked first: `best` asks this for every question
         keys = self.ids_of(self.packed[0].rank)
-        description = analysis.text[: len(analysis.text) - len(analysis.focus)]
-        to_description = self.closeness(description, keys)
+        to_description = self.closeness(analysis.description, keys)
         restated = keys[int(to_description.argmax())]
         answering = keys[int(self.closeness(analysis.focus, keys).argmax())]
         says_it = to_description.max() >= self.verifier.settings.semantic_threshold
         return restated if says_it and restated != answering else None
 
-    def fits_description(self, key: str, analysis: QuestionAnalysis) -> bool:
-        """The sentence's paper fits the description before the question: it is the paper
-        `described` found, or one of its sentences is as close to the description (True when
-        the question describes no paper)."""
+    def fits_description(self, rank: int, analysis: QuestionAnalysis) -> bool:
+        """The paper fits the description before the question: it is the paper `described`
+        found, or one of its sentences is as close to the description (True when the question
+        describes no paper)."""
         described = self.described(analysis)
-        if described is None or self.rank_of(key) == self.rank_of(described):
+        if described is None or rank == self.rank_of(described):
             return True
-        description = analysis.text[: len(analysis.text) - len(analysis.focus)]
-        keys = self.ids_of(self.rank_of(key))
-        closest = float(self.closeness(description, keys).max())
+        closest = float(self.closeness(analysis.description, self.ids_of(rank)).max())
         return closest >= self.verifier.settings.semantic_threshold
 
     def quote(self, key: str, titled: bool = False) -> str:
@@ -351,7 +349,8 @@ class Verifier:
             if keys is None:  # a small model often cites the wrong paper's sentence
                 keys = self.support(body, list(evidence.sentences), evidence)
                 cited = keys or cited
-            if keys and not any(evidence.fits_description(k, analysis) for k in keys):
+            papers = {evidence.rank_of(key) for key in keys or ()}
+            if papers and not any(evidence.fits_description(rank, analysis) for rank in papers):
                 keys, body = None, ""  # true of another paper than the one described: not of it
             copied = evidence.copied(body, cited)
             if keys is not None and (claim.cut or copied):  # a cut claim, completed
@@ -382,12 +381,13 @@ class Verifier:
 
     def instead(self, body: str, analysis: QuestionAnalysis, evidence: Evidence) -> str | None:
         """The wording failed: a sentence of the papers it cites may still answer. Its ids may
-        point at the wrong paper; a paper the question describes is the one asked. A claim that
-        is a question ("Do the principles remain valid?") says nothing to look for."""
-        described = evidence.described(analysis)
-        around = evidence.ids_of(evidence.rank_of(described)) if described else None
-        around = around or list(evidence.sentences)
-        claim = "" if body.rstrip().endswith(("?", "？")) else body
+        point at the wrong paper; a paper the question describes is the one asked, and the best
+        retrieved paper is the one its description finds (sentence by sentence, a paraphrased
+        description often matches another paper best). A claim that is a question ("Do the
+        principles remain valid?") says nothing to look for."""
+        top = evidence.ids_of(evidence.packed[0].rank)
+        around = top if analysis.focus else list(evidence.sentences)
+        claim = "" if is_question(body) else body
         best = (
             (claim and evidence.source_of_additions(claim, analysis, around))
             or evidence.best(analysis, around, self.settings.fallback_min_similarity, claim)
@@ -445,7 +445,7 @@ class Verifier:
     def _says_something(self, body: str, analysis: QuestionAnalysis) -> bool:
         """A statement, not a question, and not the question said back: a claim adds a word,
         name or figure of its own."""
-        if body.rstrip().endswith(("?", "？")):
+        if is_question(body):
             return False
         said = said_words(body) | {n.casefold() for n in names_in(body)}
         asked = said_words(analysis.text) | {n.casefold() for n in analysis.names}

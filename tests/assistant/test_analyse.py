@@ -42,6 +42,17 @@ from assistant.analyse import (
         # A baseline the paper is compared with is not a second paper
         ("How much faster is it compared with training from scratch?", Asks.FIGURE),
         ("How does ProDiff compare with FastSpeech?", Asks.COMPARISON),
+        # What the description before the question says is how it finds the paper
+        (
+            "In the work that weights each sample by how much it changes the loss, which "
+            "optimizer trains the model?",
+            Asks.FACT,
+        ),
+        (
+            "A sampler that weights each step by how much it reduces noise is proposed. What "
+            "FID does it reach?",
+            Asks.FIGURE,
+        ),
     ],
 )
 def test_what_is_asked(question: str, asks: Asks) -> None:
@@ -486,6 +497,16 @@ def test_instructions_around_a_question_are_not_the_question(question: str, aske
             "According to the survey of people who reuse models from a public hub, has the "
             "amount of documentation grown?",
             "has the amount of documentation grown?",
+        ),
+        (  # the question word after a preposition
+            "A solver for sparse linear systems is tuned by reinforcement learning. On which "
+            "matrices is it evaluated?",
+            "On which matrices is it evaluated?",
+        ),
+        (
+            "In the tokenizer study comparing bytes with words, by how much does the vocabulary "
+            "shrink?",
+            "by how much does the vocabulary shrink?",
         ),
         # No description first, a setting (part of what is asked), a relative clause, a
         # comparison, too little left: no focus.

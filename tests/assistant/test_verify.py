@@ -540,3 +540,27 @@ def test_a_claim_true_of_another_paper_does_not_answer_for_the_one_described(
     verdict = verifier.verify(draft(claim), question, sources)
     assert verdict.unsupported == [0]
     assert verdict.citations == [1] and "ProDiff" not in verdict.answer
+
+
+def test_a_paper_described_in_other_words_is_answered_from_the_best_retrieved(
+    verifier: Verifier,
+) -> None:
+    """A paraphrased description matches no sentence of its paper closely, and another paper's
+    sentence may match the question better: retrieval found the paper described (on its whole
+    abstract), so the answer comes from it when the model's claim fails."""
+    sparsifier = RetrievedPaper(
+        "sparsifier",
+        "Sparsifying Edge Streams",
+        "We sparsify edge streams for graph analytics. Which edges to keep in the sample is "
+        "chosen by priority sampling of the incoming edges.",
+        0.5,
+    )
+    question = analyse(
+        "A system tallies three-node cycles in never-ending link arrivals while its memory "
+        "stays constant. Which sampling scheme chooses the edges kept in its sample?"
+    )
+    sources = pack([TIDAL, sparsifier], 10_000, question, verifier.similarity)
+    said_back = "The system tallies three-node cycles in never-ending link arrivals."
+    verdict = verifier.verify(draft((said_back, ("2.2",))), question, sources)
+    assert verdict.citations == [1]
+    assert "weighted reservoir sampling" in verdict.answer and "priority" not in verdict.answer
