@@ -258,6 +258,13 @@ class Evidence:
         says_it = to_description.max() >= self.verifier.settings.semantic_threshold
         return restated if says_it and restated != answering else None
 
+    def asked_about(self, analysis: QuestionAnalysis) -> list[str]:
+        """Where a claim whose own ids fail must be traced to, and the fallback looks: the best
+        retrieved paper when the question describes the paper it asks about (retrieval matched
+        the description with whole abstracts; sentence by sentence, a paraphrased description
+        often matches another paper best), else all the evidence."""
+        return self.ids_of(self.packed[0].rank) if analysis.focus else list(self.sentences)
+
     def fits_description(self, rank: int, analysis: QuestionAnalysis) -> bool:
         """The paper fits the description before the question: it is the paper `described`
         found, or one of its sentences is as close to the description (True when the question
@@ -348,6 +355,8 @@ class Verifier:
             keys = self.support(body, cited, evidence) if cited else None
             if keys is None:  # a small model often cites the wrong paper's sentence
                 keys = self.support(body, list(evidence.sentences), evidence)
+                if keys and not set(keys) & set(evidence.asked_about(analysis)):
+                    keys = None  # traced to another paper than the one the question describes
                 cited = keys or cited
             papers = {evidence.rank_of(key) for key in keys or ()}
             if papers and not any(evidence.fits_description(rank, analysis) for rank in papers):
@@ -381,12 +390,9 @@ class Verifier:
 
     def instead(self, body: str, analysis: QuestionAnalysis, evidence: Evidence) -> str | None:
         """The wording failed: a sentence of the papers it cites may still answer. Its ids may
-        point at the wrong paper; a paper the question describes is the one asked, and the best
-        retrieved paper is the one its description finds (sentence by sentence, a paraphrased
-        description often matches another paper best). A claim that is a question ("Do the
-        principles remain valid?") says nothing to look for."""
-        top = evidence.ids_of(evidence.packed[0].rank)
-        around = top if analysis.focus else list(evidence.sentences)
+        point at the wrong paper (`asked_about`). A claim that is a question ("Do the principles
+        remain valid?") says nothing to look for."""
+        around = evidence.asked_about(analysis)
         claim = "" if is_question(body) else body
         best = (
             (claim and evidence.source_of_additions(claim, analysis, around))

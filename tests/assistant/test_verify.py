@@ -542,25 +542,43 @@ def test_a_claim_true_of_another_paper_does_not_answer_for_the_one_described(
     assert verdict.citations == [1] and "ProDiff" not in verdict.answer
 
 
+SPARSIFIER = RetrievedPaper(
+    "sparsifier",
+    "Sparsifying Edge Streams",
+    "We sparsify edge streams for graph analytics. Which edges to keep in the sample is "
+    "chosen by priority sampling of the incoming edges.",
+    0.5,
+)
+# Tidal, described in other words than its abstract's
+TIDAL_IN_OTHER_WORDS = (
+    "A system tallies three-node cycles in never-ending link arrivals while its memory stays "
+    "constant. Which sampling scheme chooses the edges kept in its sample?"
+)
+
+
 def test_a_paper_described_in_other_words_is_answered_from_the_best_retrieved(
     verifier: Verifier,
 ) -> None:
     """A paraphrased description matches no sentence of its paper closely, and another paper's
     sentence may match the question better: retrieval found the paper described (on its whole
     abstract), so the answer comes from it when the model's claim fails."""
-    sparsifier = RetrievedPaper(
-        "sparsifier",
-        "Sparsifying Edge Streams",
-        "We sparsify edge streams for graph analytics. Which edges to keep in the sample is "
-        "chosen by priority sampling of the incoming edges.",
-        0.5,
-    )
-    question = analyse(
-        "A system tallies three-node cycles in never-ending link arrivals while its memory "
-        "stays constant. Which sampling scheme chooses the edges kept in its sample?"
-    )
-    sources = pack([TIDAL, sparsifier], 10_000, question, verifier.similarity)
+    question = analyse(TIDAL_IN_OTHER_WORDS)
+    sources = pack([TIDAL, SPARSIFIER], 10_000, question, verifier.similarity)
     said_back = "The system tallies three-node cycles in never-ending link arrivals."
     verdict = verifier.verify(draft((said_back, ("2.2",))), question, sources)
     assert verdict.citations == [1]
+    assert "weighted reservoir sampling" in verdict.answer and "priority" not in verdict.answer
+
+
+def test_a_claim_traced_to_another_paper_than_the_one_described_is_not_its_answer(
+    verifier: Verifier,
+) -> None:
+    """A claim its own ids do not support is traced through all the evidence (a small model
+    often cites the wrong sentence); traced to another paper than the one the question
+    describes, it is true of that paper, not an answer about the one described."""
+    question = analyse(TIDAL_IN_OTHER_WORDS)
+    sources = pack([TIDAL, SPARSIFIER], 10_000, question, verifier.similarity)
+    claim = ("Priority sampling of the incoming edges chooses which edges to keep.", ("1.1",))
+    verdict = verifier.verify(draft(claim), question, sources)
+    assert verdict.unsupported == [0] and verdict.citations == [1]
     assert "weighted reservoir sampling" in verdict.answer and "priority" not in verdict.answer
