@@ -28,6 +28,7 @@ import numpy as np
 import prompts
 from assistant.analyse import (
     FUNCTION_WORDS,
+    NON_LATIN,
     RECORD,
     TOKEN,
     Asks,
@@ -350,7 +351,8 @@ class Verifier:
         used: list[str] = []
         unsupported: list[int] = []
         for index, claim in enumerate(draft.claims):
-            body = MARKERS.sub("", claim.text).strip()
+            body, cut = _in_the_question_s_script(MARKERS.sub("", claim.text).strip(), analysis)
+            cut = cut or claim.cut
             cited = [key for key in claim.evidence if key in evidence.sentences]
             keys = self.support(body, cited, evidence) if cited else None
             if keys is None:  # a small model often cites the wrong paper's sentence
@@ -362,7 +364,7 @@ class Verifier:
             if papers and not any(evidence.fits_description(rank, analysis) for rank in papers):
                 keys, body = None, ""  # true of another paper than the one described: not of it
             copied = evidence.copied(body, cited)
-            if keys is not None and (claim.cut or copied):  # a cut claim, completed
+            if keys is not None and (cut or copied):  # a cut claim, completed
                 key = copied or evidence.cut_short(body, keys, analysis)
                 parts.append(evidence.quote(key))
                 used.append(key)
@@ -644,6 +646,13 @@ class Verifier:
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
 MIN_ADDED_WORDS = 2  # fewer words added to the question say too little to trace
 MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
+
+
+def _in_the_question_s_script(body: str, analysis: QuestionAnalysis) -> tuple[str, bool]:
+    """A claim to a question in Latin script, cut where it leaves that script, and whether it
+    was: a small multilingual model drifts into Chinese mid-claim ("… each client only通信")."""
+    drift = None if NON_LATIN.search(analysis.text) else NON_LATIN.search(body)
+    return (body[: drift.start()].rstrip(), True) if drift else (body, False)
 
 
 def name_the_papers(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence) -> Verdict:

@@ -582,3 +582,18 @@ def test_a_claim_traced_to_another_paper_than_the_one_described_is_not_its_answe
     verdict = verifier.verify(draft(claim), question, sources)
     assert verdict.unsupported == [0] and verdict.citations == [1]
     assert "weighted reservoir sampling" in verdict.answer and "priority" not in verdict.answer
+
+
+def test_a_claim_that_drifts_into_another_script_is_cut_there(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    """A small multilingual model may leave the question's language mid-claim; the claim is cut
+    where it does and completed from the sentence it copies."""
+    drifted = Claim("ProDiff's sampling speed is measured on a single NVIDIA 图形处理器", ("1.3",))
+    verdict = verifier.verify(
+        Draft((drifted,), declined=False),
+        analyse("On what hardware is ProDiff's sampling speed measured?"),
+        sources,
+    )
+    assert verdict.answer.startswith(PRODIFF[2])
+    assert "图" not in verdict.answer
