@@ -324,10 +324,11 @@ def analyse(question: str) -> QuestionAnalysis:
     # "the work weighting errors by how much they change the return, which setting …?"
     focus = focus_of(text)
     measure = record or _measure(focus or text)
+    kind = _asks(text)
+    if focus and kind not in (Asks.COMPARISON, Asks.TOPIC):
+        kind = _asks(focus)
     # A paper's record is asked of the one paper a description finds ("the study comparing …").
-    asks = Asks.FIGURE if record else _asks(text)
-    if focus and not record and asks not in (Asks.COMPARISON, Asks.TOPIC):
-        asks = _asks(focus)
+    asks = Asks.FIGURE if record else kind
     return QuestionAnalysis(
         text=text,
         language=language,

@@ -270,9 +270,8 @@ class Evidence:
         """The paper fits the description before the question: it is the paper `described`
         found, or one of its sentences is as close to the description (True when the question
         describes no paper)."""
-        described = self.described(analysis)
-        if described is None or rank == self.rank_of(described):
-            return True
+        if self.described(analysis) is None or rank == self.packed[0].rank:
+            return True  # `described` is a sentence of the best retrieved paper
         closest = float(self.closeness(analysis.description, self.ids_of(rank)).max())
         return closest >= self.verifier.settings.semantic_threshold
 
