@@ -11,7 +11,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,14 @@ import psutil
 from openai.types.chat import ChatCompletion
 
 from eval import harness
-from eval.harness import Panel, progress, write_benchmark
-from eval.metrics import stats
+from eval.harness import Panel, progress, stats, write_benchmark
 from scholia.settings import Settings
 
 Log = Callable[[str], None]
 # One request: sent `t` s into the run, `kind`, `status` (or the client-side error, e.g.
 # "ReadTimeout"), `ms`, `unexpected` (why it counts against the app, "" when fine), `warmup`.
 Outcome = dict[str, Any]
-DEFAULT_MIX: Mapping[str, float] = {"ask": 0.25, "search": 0.5, "bad": 0.25}
+MIX = {"ask": 0.25, "search": 0.5, "bad": 0.25}  # the shares of the clients' roles (sum 1)
 ASK, SEARCH, EMPTY_QUESTION = "ask", "search", "empty question"
 OVERSIZED_BODY, MALFORMED_JSON = "oversized body", "malformed JSON"
 BAD_KINDS = (EMPTY_QUESTION, OVERSIZED_BODY, MALFORMED_JSON)
@@ -43,12 +42,11 @@ SAMPLE_EVERY_S, SETTLE_S = 2.0, 2.0  # RSS; the wait after the last answer befor
 MAX_RATE_LIMIT_RETRIES = 5
 
 
-def client_roles(clients: int, mix: Mapping[str, float] = DEFAULT_MIX) -> list[str]:
-    """Each client's role ("ask", "search" or "bad"), in the shares of `mix`, at least one each."""
-    if clients < len(mix):
-        raise ValueError(f"need at least {len(mix)} clients for the mix {dict(mix)}")
-    total = sum(mix.values())
-    counts = {role: max(1, round(clients * share / total)) for role, share in mix.items()}
+def client_roles(clients: int) -> list[str]:
+    """Each client's role ("ask", "search" or "bad"), in the shares of MIX, at least one each."""
+    if clients < len(MIX):
+        raise ValueError(f"need at least {len(MIX)} clients for the mix {MIX}")
+    counts = {role: max(1, round(clients * share)) for role, share in MIX.items()}
     counts[max(counts, key=lambda role: counts[role])] += clients - sum(counts.values())
     return [role for role, count in counts.items() for _ in range(count)]
 
@@ -159,10 +157,7 @@ class LoadTest:
         reading the body and closes; httpx marks the connection broken once the write fails and
         never reads the 413; http.client ignores the failed write, then reads the answer."""
         body = b'{"question": "' + b"x" * self.oversize_bytes + b'"}'
-        url = urlparse(self.url)
-        connection = http.client.HTTPConnection(
-            url.hostname or "", url.port, timeout=self.timeout_s
-        )
+        connection = http.client.HTTPConnection(urlparse(self.url).netloc, timeout=self.timeout_s)
         try:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 connection.request("POST", "/ask", body=body, headers=headers)

@@ -238,14 +238,10 @@ def concurrency(
     """/ask throughput and p50/p95 latency at each concurrency, beside the raw LLM on the same prompts."""
     from eval.bench_load import Concurrency
 
-    level_list = _integers(levels, "--levels")
-
-    def measure(settings: Settings, out: Path) -> Any:
-        given = (app_url, llm_url, level_list, questions, model, settings)
-        limits: dict[str, Any] = {"requests_per_level": requests, "time_cap_s": time_cap}
-        return Concurrency(*given, **limits, log=_log).run(out)
-
-    _benchmark("concurrency", out, measure)
+    given = (app_url, llm_url, _integers(levels, "--levels"), questions, model)
+    limits: dict[str, Any] = {"requests_per_level": requests, "time_cap_s": time_cap, "log": _log}
+    bench = partial(Concurrency, *given, **limits)
+    _benchmark("concurrency", out, lambda settings, out: bench(settings=settings).run(out))
 
 
 @eval_app.command("load")
@@ -267,8 +263,6 @@ def load(
     503/504, a bad request not refused as it should be, a transport error)."""
     from eval.bench_load import LoadTest
 
-    def measure(settings: Settings, out: Path) -> Any:
-        test = LoadTest(url, clients, duration, warmup, pid, settings, progress=progress, log=_log)
-        return test.run(out)
-
-    raise typer.Exit(int(bool(_benchmark("load", out, measure)["unexpected"])))
+    test = partial(LoadTest, url, clients, duration, warmup, pid, progress=progress, log=_log)
+    report = _benchmark("load", out, lambda settings, out: test(settings=settings).run(out))
+    raise typer.Exit(int(bool(report["unexpected"])))

@@ -1,6 +1,6 @@
 """What eval's runs and benchmarks share: the one writer of results (JSON, JSON Lines, Markdown
 from the Jinja2 templates in eval/templates with tables by tabulate, charts by matplotlib), progress
-bars, a report's head (the machine), ratios, a served app, the dev suite's questions."""
+bars, a report's head (the machine), statistics, ratios, a served app, the dev suite's questions."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import jinja2
+import numpy
 from tabulate import tabulate
 
 from eval.suite import SUITES_DIR, load_suite
@@ -75,6 +76,17 @@ def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
 
 def ratios(a: dict[str, Any], b: dict[str, Any], name: str = "ratio") -> dict[str, float | None]:
     return {f"{name}_{q}": ratio(a, b, q) for q in ("p50", "p95")}
+
+
+def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
+    """n, p50, p95, p99 (interpolated), mean, min and max, rounded; None without values."""
+    figures: dict[str, float | int | None] = {"n": len(values)}
+    if not values:
+        return figures | dict.fromkeys(("p50", "p95", "p99", "mean", "min", "max"))
+    p50, p95, p99 = (float(p) for p in numpy.percentile(values, (50, 95, 99)))
+    exact = {"p50": p50, "p95": p95, "p99": p99, "mean": sum(values) / len(values)}
+    exact |= {"min": min(values), "max": max(values)}
+    return figures | {key: round(value, digits) for key, value in exact.items()}
 
 
 def check_index(services: Any, settings: Settings, error: type[Exception] = RuntimeError) -> None:
@@ -196,8 +208,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 break
             good += len(raw)
     if good != path.stat().st_size:
-        with path.open("r+b") as handle:
-            handle.truncate(good)
+        os.truncate(path, good)
     return records
 
 

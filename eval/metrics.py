@@ -1,11 +1,9 @@
-"""Metrics that need no model: retrieval ranks and scores, key strings, means and percentiles."""
+"""Metrics that need no model: retrieval ranks and scores, key strings, means."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-
-import numpy
 
 from ingest.parse import normalize_title
 
@@ -56,14 +54,3 @@ def key_string_score(answer: str, key_strings: Sequence[str]) -> float | None:
 def mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None and not math.isnan(v)]
     return sum(present) / len(present) if present else None
-
-
-def stats(values: Sequence[float], digits: int = 3) -> dict[str, float | int | None]:
-    """n, p50, p95, p99 (interpolated), mean, min and max, rounded; None without values."""
-    figures: dict[str, float | int | None] = {"n": len(values)}
-    if not values:
-        return figures | dict.fromkeys(("p50", "p95", "p99", "mean", "min", "max"))
-    p50, p95, p99 = (float(p) for p in numpy.percentile(values, (50, 95, 99)))
-    exact = {"p50": p50, "p95": p95, "p99": p99, "mean": sum(values) / len(values)}
-    exact |= {"min": min(values), "max": max(values)}
-    return figures | {key: round(value, digits) for key, value in exact.items()}

@@ -17,8 +17,7 @@ import httpx
 
 from eval import bench_ingest, harness
 from eval.bench_load import Concurrency
-from eval.harness import Panel, write_benchmark
-from eval.metrics import stats
+from eval.harness import Panel, stats, write_benchmark
 from scholia.settings import Settings
 
 # /search and its raw baseline, whole and in parts

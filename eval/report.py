@@ -8,8 +8,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from eval.harness import Panel, cut, describe_machine, now, render, write_outputs
-from eval.metrics import RETRIEVAL_METRICS, mean, stats
+from eval.harness import Panel, cut, describe_machine, now, render, stats, write_outputs
+from eval.metrics import RETRIEVAL_METRICS, mean
 from eval.ragas_eval import JUDGE_METRICS, NON_LLM_METRICS
 from eval.suite import Suite
 from scholia.settings import Settings

@@ -102,9 +102,8 @@ def select(
     chosen = [q for q in questions if not types or q.type in types]
     if limit is None or limit >= len(chosen) or not stratify:
         return chosen[:limit]
-    by_type: dict[str, list[Question]] = {}
-    for question in chosen:
-        by_type.setdefault(question.type, []).append(question)
-    rounds = chain.from_iterable(zip_longest(*by_type.values()))  # one of each type a round
+    kinds = dict.fromkeys(q.type for q in chosen)  # in the order first met
+    by_type = [[q for q in chosen if q.type == kind] for kind in kinds]
+    rounds = chain.from_iterable(zip_longest(*by_type))  # one of each type a round
     picked = [q for q in rounds if q is not None][:limit]
     return [q for q in chosen if q in picked]

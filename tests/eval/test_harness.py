@@ -5,8 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from eval.harness import Panel, check_loopback, describe_machine, fmt, ratio, table, write_outputs
-from eval.metrics import stats
+from eval.harness import (
+    Panel,
+    check_loopback,
+    describe_machine,
+    fmt,
+    ratio,
+    stats,
+    table,
+    write_outputs,
+)
 
 
 def test_describe_machine() -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from eval.compare import ThresholdsError, gate, load_thresholds
-from eval.metrics import key_string_score, relevant_ranks, retrieval_scores, stats
+from eval.harness import stats
+from eval.metrics import key_string_score, relevant_ranks, retrieval_scores
 
 
 def test_relevant_ranks_by_id_or_normalised_title() -> None:
