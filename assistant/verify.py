@@ -3,7 +3,8 @@
 A claim survives when its cited evidence supports it:
 - every figure in it is in a cited sentence (or another sentence of a cited paper), so one
   paper's figure is never credited to another;
-- every name in it is named by a cited paper;
+- every name in it is named by a cited paper, a paper's own name spelt out too ("accelerated
+  preference optimization" names APO), so a figure is never credited to a paper it names;
 - it says what its evidence says: close in meaning (MiniLM cosine) or in words.
 A claim whose wording fails while the evidence it cites is on point (close to the question, with
 the figure or names asked for) is answered with that evidence itself, first the sentence that
@@ -103,6 +104,7 @@ class Evidence:
         self.verifier = verifier
         self.similarity = verifier.similarity
         self._queries: dict[str, np.ndarray] = {}
+        self._named: dict[str, list[str]] = {}
 
     @staticmethod
     def rank_of(key: str) -> int:
@@ -120,6 +122,20 @@ class Evidence:
 
     def names_missing(self, names: Iterable[str], ranks: Iterable[int]) -> list[str]:
         return missing_names(names, (self.text_of(rank) for rank in ranks))
+
+    def papers_named(self, text: str) -> list[str]:
+        """The names of the papers shown that `text` calls them by, in its words too ("the
+        accelerated preference optimization framework" names APO): a claim naming one paper is
+        true of that paper, not of the one whose sentence happens to hold its figure."""
+        if text not in self._named:
+            own = (self.name(rank) or "" for rank in self.by_rank)
+            self._named[text] = [
+                name for name in own if len(name) >= MIN_OWN_NAME_CHARS and mentions(text, name)
+            ]
+        return self._named[text]
+
+    def names_asked(self, analysis: QuestionAnalysis) -> list[str]:
+        return [*analysis.names, *self.papers_named(analysis.text)]
 
     def closeness(self, text: str, keys: list[str]) -> np.ndarray:
         """MiniLM cosine of `text` with each of the `keys` sentences; each text (the question,
@@ -139,7 +155,7 @@ class Evidence:
             return False
         if analysis.asks in (Asks.WHICH_PAPER, Asks.COMPARISON, Asks.TOPIC):
             return True
-        return not self.names_missing(analysis.names, [self.rank_of(key)])
+        return not self.names_missing(self.names_asked(analysis), [self.rank_of(key)])
 
     def gives(self, key: str, analysis: QuestionAnalysis) -> bool:
         """The sentence states a figure of the measure asked, in the question's words or not."""
@@ -430,7 +446,7 @@ class Verifier:
             }
             chosen = [k for k in chosen if evidence.rank_of(k) in holders] or chosen
             ranks = [rank for rank in ranks if rank in holders] or ranks
-        if evidence.names_missing(names_in(body), ranks):
+        if evidence.names_missing([*names_in(body), *evidence.papers_named(body)], ranks):
             return None  # one paper's name credited with another's idea
         if any(_reversed(body, evidence.sentences[key], figures) for key in chosen):
             return None  # "FID 5.2% worse" where the paper improves it by 5.2%
@@ -524,7 +540,7 @@ class Verifier:
             return declined(verdict.unsupported)  # true, but about something else
         if analysis.asks in (Asks.WHICH_PAPER, Asks.COMPARISON, Asks.TOPIC):
             return verdict
-        if evidence.names_missing(analysis.names, verdict.citations):
+        if evidence.names_missing(evidence.names_asked(analysis), verdict.citations):
             return declined(verdict.unsupported)
         return verdict
 
@@ -644,7 +660,8 @@ class Verifier:
 
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
 MIN_ADDED_WORDS = 2  # fewer words added to the question say too little to trace
-MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
+MIN_COPIED_CHARS = 40
+MIN_OWN_NAME_CHARS = 3  # shorter names ("TI") are the initials of too many pairs of words  # a claim this long that starts a sentence word for word copies it
 
 
 def _in_the_question_s_script(body: str, analysis: QuestionAnalysis) -> tuple[str, bool]:

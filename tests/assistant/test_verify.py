@@ -597,3 +597,31 @@ def test_a_claim_that_drifts_into_another_script_is_cut_there(
     )
     assert verdict.answer.startswith(PRODIFF[2])
     assert "图" not in verdict.answer
+
+
+GALE = RetrievedPaper(
+    "gale",
+    "Gated Adaptive Linear Experts for Translation",
+    "We propose Gated Adaptive Linear Experts (GALE), which route each token to a few linear "
+    "experts. GALE improves BLEU on WMT14 English-German over dense baselines.",
+    0.8,
+)
+ROUTER = RetrievedPaper(
+    "router",
+    "Sparse Routers Revisited",
+    "Our sparse router reaches 31.2 BLEU on WMT14 English-German with eight experts.",
+    0.7,
+)
+
+
+def test_a_claim_naming_one_paper_is_not_supported_by_anothers_figure(verifier: Verifier) -> None:
+    """A paper called by its name in words ("gated adaptive linear experts" for GALE) is
+    named: a figure that only another paper reports is not its figure, in the claim or in a
+    quote standing in for it."""
+    question = analyse("What BLEU score do gated adaptive linear experts reach on WMT14?")
+    sources = pack([GALE, ROUTER], 10_000, question, verifier.similarity)
+    claim = ("Gated adaptive linear experts reach 31.2 BLEU on WMT14 English-German.", ("1.2",))
+    assert verifier.verify(draft(claim), question, sources).declined
+    router = analyse("What BLEU score does the sparse router reach on WMT14?")
+    claim = ("The sparse router reaches 31.2 BLEU on WMT14 English-German.", ("2.1",))
+    assert verifier.verify(draft(claim), router, sources).citations == [2]
