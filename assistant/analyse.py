@@ -143,7 +143,8 @@ A_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 AUTHORS_ASKED = re.compile(
     r"\bwho\s+(?:wrote|authored|came\s+up\s+with|invented|(?:are|were|is|was)\s+(?:the\s+)?"
     r"(?:\w+\s+)?(?:authors?|writers?|researchers?|people|team)\b)"
-    r"|\b(?:first|last|lead|senior|corresponding)\s+author\b|\bpeople\s+behind\b"
+    r"|\b(?:first|last|lead|senior|corresponding)\s+author\b|\bpeople\s+behind\b|\bby\s+whom\b"
+    r"|\bwhose\s+(?:work|paper|research|study|article|idea)\s+(?:is|was)\b"
     r"|\b(?:name|list|tell\s+me|give\s+me|(?:who|what)\s+(?:are|were))\s+(?:\w+\s+){0,2}authors?\b"
     r"(?!['’]|\s+(?:find|found|claim|show|propos|report|us|argu|say|stat|conclu|observ|suggest"
     r"|mean|do|did|think|recommend|introduc|present|develop|describ|measur|evaluat|test|achiev))"

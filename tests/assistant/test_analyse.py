@@ -266,6 +266,9 @@ def test_a_figure_of_the_measure_asked_names_all_of_it() -> None:
     [
         ("Who are the authors of the EvoPress paper?", "authors"),
         ("Who wrote ProDiff?", "authors"),
+        ("Whose work is the Tidal triangle counter?", "authors"),
+        ("By whom was the sparsifier paper written?", "authors"),
+        ("What does the method whose loss is bounded converge to?", ""),
         ("What affiliation do the FedCompass authors have?", "authors"),
         ("Which journal published the SeaBird paper?", "venue"),
         ("Where was MuDreamer published?", "venue"),
