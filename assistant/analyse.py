@@ -82,8 +82,9 @@ COUNT = re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE)
 # What a figure measures, as a question names it ("what batch size", "which FID").
 MEASURE_WORDS = (
     r"(?:size|rate|length|dimension\w*|count|score|accuracy|fid|perplexity|latency|throughput"
-    r"|ratio|budget|speed-?up|decay|dropout|momentum|temperature|epochs|resolution)"
+    r"|ratio|budget|speed-?up|decay|dropout|momentum|temperature|epochs|resolution|rank)"
 )
+IS_THE = r"(?:(?:is|are|was|were)\s+(?:the|its|their)\s+)?"  # "what is its average latency"
 # Nouns that ask for a figure without naming what it measures ("what share of the compute",
 # "what average relative improvement"): a change asks for one only when a word says it is a
 # quantity ("what improvement does X bring" may ask for a method).
@@ -95,14 +96,14 @@ QUANTITY_NOUNS = (
 FIGURE = re.compile(
     r"\bhow (?:much|fast|long|large|big|often|many times|accurate|high|low)\b"
     r"|\bby (?:how much|what (?:[\w-]+ )?(?:factor|margin|percentage))|\bwhat (?:speed-?up|factor)\b"
-    rf"|\b(?:what|which) (?:[\w-]+ ){{0,2}}{MEASURE_WORDS}\b"
+    rf"|\b(?:what|which) {IS_THE}(?:[\w-]+ ){{0,2}}{MEASURE_WORDS}\b"
     rf"|\b(?:what|which) (?:[\w-]+ ){{0,2}}(?:{QUANTITY_NOUNS})",
     re.IGNORECASE,
 )
 COUNTED = re.compile(r"\bhow many\s+((?:[\w-]+\s*){1,2})", re.IGNORECASE)
 # "What batch size …", "which learning rate …": the measure a figure question asks for.
 MEASURE = re.compile(
-    rf"\b(?:what|which)\s+((?:[\w-]+\s+){{0,2}}?{MEASURE_WORDS})\b",
+    rf"\b(?:what|which)\s+{IS_THE}((?:[\w-]+\s+){{0,2}}?{MEASURE_WORDS})\b",
     re.IGNORECASE,
 )
 FUNCTION_WORDS = frozenset(
