@@ -123,6 +123,7 @@ MODIFIER = re.compile(
 )
 NOT_A_NAME = re.compile(r"^\d+(?:\.\d+)?[BMKT]$|^\d+-?D$", re.IGNORECASE)  # "64B", "3-D"
 NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
+MIN_NAME_CHARS = 3  # an acronym this short ("TI") is the initials of too many pairs of words
 DIMENSION = re.compile(r"\b\d-?D\b|\(\d\)", re.IGNORECASE)  # "3D"; the enumerator "(1)"
 # Figures written as words ("seven benchmark datasets", "twice as fast").
 FIGURE_WORD = re.compile(
@@ -650,6 +651,8 @@ def mentions(text: str, name: str) -> bool:
     ("ResNet-56", "ResNet-50") are different names. A size ("64x64") in any of its forms."""
     if RESOLUTION.fullmatch(name):
         return bool(sizes_in([name]) & sizes_in([text]))
+    if " " in name.strip():  # a name in words ("Neural Tangent Kernel"), in any case
+        return f" {' '.join(_words(name))} " in f" {' '.join(_words(text))} "
     key = _name_key(name)
     vocabulary = {_name_key(token) for token in TOKEN.findall(text)}
     vocabulary |= {word.replace("-", "") for word in vocabulary}
@@ -664,6 +667,36 @@ def mentions(text: str, name: str) -> bool:
     return any(re.sub(r"\D", "", word) == digits for word, _, _ in close)
 
 
+def called_by_name(text: str, papers: Iterable[tuple[str | None, str]]) -> list[str]:
+    """Of papers' (name, title and abstract), the names `text` calls its paper by in words: the
+    name itself ("Model Breadcrumbs"), or the words the paper spells it out with ("explained
+    variance adaptation" for EVA; never other words with those initials)."""
+    said = f" {' '.join(_words(text))} "
+    return [
+        name
+        for name, own in papers
+        if name and any(f" {phrase} " in said for phrase in _spelt_out(name, own))
+    ]
+
+
+def _spelt_out(name: str, text: str) -> set[str]:
+    """The name in words, and the runs of words of `text` whose initials spell an acronym."""
+    phrases = {" ".join(_words(name))}
+    letters = "".join(_words(name))
+    if sum(char.isupper() for char in name) >= 2 and len(letters) >= MIN_NAME_CHARS:
+        words, size = _words(text), len(letters)
+        phrases |= {
+            " ".join(words[start : start + size])
+            for start in range(len(words) - size + 1)
+            if "".join(word[0] for word in words[start : start + size]) == letters
+        }
+    return phrases
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W\d_]+", text.casefold())
+
+
 def sizes_in(texts: Iterable[str]) -> set[str]:
     """The sizes ("256x256") that `texts` state, in one form."""
     return {f"{w}x{h}" for text in texts for w, h in SIZE.findall(text)}
@@ -671,7 +704,7 @@ def sizes_in(texts: Iterable[str]) -> set[str]:
 
 def _initials(text: str) -> set[str]:
     """The initials of every run of 2 to 5 words ("magnetic resonance imaging" → "mri")."""
-    words = re.findall(r"[^\W\d_]+", text.casefold())
+    words = _words(text)
     return {
         "".join(word[0] for word in words[start : start + size])
         for size in range(2, 6)

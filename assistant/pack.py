@@ -30,9 +30,11 @@ from assistant.analyse import (
     Asks,
     QuestionAnalysis,
     analyse,
+    called_by_name,
     gives_the_figure,
     names_in,
     numbers_in,
+    paper_name,
     record_sentences,
     stems,
 )
@@ -299,7 +301,16 @@ def _keep_names(
     def mentions(entry: _Paper, text: str, name: str) -> bool:
         return text_mentions(f"{entry.paper.title}. {text}", name)
 
-    for name in analysis.names:
+    own = (
+        (
+            paper_name(entry.paper.title, entry.paper.text),
+            f"{entry.paper.title}. {entry.paper.text}",
+        )
+        for entry in entries
+    )
+    # A paper the question calls by its name in words ("explained variance adaptation" for
+    # EVA) stays too: the answer must come from it, not from a paper beside it.
+    for name in [*analysis.names, *called_by_name(analysis.text, own)]:
         if any(mentions(entry, entry.packed(1).text, name) for entry in chosen):
             continue
         for entry in entries:

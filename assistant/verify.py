@@ -35,6 +35,7 @@ from assistant.analyse import (
     Asks,
     QuestionAnalysis,
     beside_figures,
+    called_by_name,
     direction_of,
     from_the_record,
     gives_the_figure,
@@ -128,10 +129,8 @@ class Evidence:
         accelerated preference optimization framework" names APO): a claim naming one paper is
         true of that paper, not of the one whose sentence happens to hold its figure."""
         if text not in self._named:
-            own = (self.name(rank) or "" for rank in self.by_rank)
-            self._named[text] = [
-                name for name in own if len(name) >= MIN_OWN_NAME_CHARS and mentions(text, name)
-            ]
+            papers = ((self.name(rank), self.text_of(rank)) for rank in self.by_rank)
+            self._named[text] = called_by_name(text, papers)
         return self._named[text]
 
     def names_asked(self, analysis: QuestionAnalysis) -> list[str]:
@@ -660,8 +659,7 @@ class Verifier:
 
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
 MIN_ADDED_WORDS = 2  # fewer words added to the question say too little to trace
-MIN_COPIED_CHARS = 40
-MIN_OWN_NAME_CHARS = 3  # shorter names ("TI") are the initials of too many pairs of words  # a claim this long that starts a sentence word for word copies it
+MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
 
 
 def _in_the_question_s_script(body: str, analysis: QuestionAnalysis) -> tuple[str, bool]:

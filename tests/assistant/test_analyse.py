@@ -4,6 +4,7 @@ from assistant.analyse import (
     Asks,
     analyse,
     beside_figures,
+    called_by_name,
     direction_of,
     gives_the_figure,
     mentions,
@@ -525,3 +526,23 @@ def test_instructions_around_a_question_are_not_the_question(question: str, aske
 )
 def test_what_is_asked_after_the_description_of_the_paper(question: str, focus: str) -> None:
     assert analyse(question).focus == focus
+
+
+EVA_TEXT = (
+    "One Initialization to Rule them All: Fine-tuning via Explained Variance Adaptation. We "
+    "propose Explained Variance Adaptation (EVA), which initializes adapters from activations."
+)
+
+
+def test_a_paper_is_called_by_its_name_in_its_own_words_only() -> None:
+    eva = [("EVA", EVA_TEXT)]
+    assert called_by_name("How fast does explained variance adaptation converge?", eva) == ["EVA"]
+    # The same initials in other words name nothing.
+    assert called_by_name("Which experiments verify ancestry claims?", eva) == []
+    crumbs = [("Model Breadcrumbs", "Model Breadcrumbs: Scaling Merging with Sparse Masks.")]
+    assert called_by_name("How do model breadcrumbs merge models?", crumbs) == ["Model Breadcrumbs"]
+
+
+def test_a_name_in_words_is_mentioned_as_a_phrase() -> None:
+    assert mentions("We study the neural tangent kernel of wide nets.", "Neural Tangent Kernel")
+    assert not mentions("A tangent kernel of neural nets.", "Neural Tangent Kernel")

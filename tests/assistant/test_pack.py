@@ -199,3 +199,21 @@ def test_a_question_that_describes_its_paper_first_ranks_sentences_by_what_it_as
         source, 2_000, "What do listening tests of the distilled student show?", similarity
     )
     assert whole[0].evidence[whole[0].by_relevance[0]] != answer  # the control: no description
+
+
+def test_a_paper_the_question_calls_by_its_name_in_words_stays_in_the_prompt() -> None:
+    pipelines = (
+        "Deep graph networks are slow to train. "
+        "We propose Sparse Graph Pipelines (SGP), which partition layers among GPUs. "
+        "SGP balances the pipeline stages."
+    )
+
+    def similarity(text: str, sentences: list[str]) -> list[float]:
+        return [0.9 if sentence in ABSTRACT else 0.1 for sentence in sentences]
+
+    sources = [paper("a", "QuickVoice", ABSTRACT), paper("b", "Graph training at scale", pipelines)]
+    question = "How many times faster than real time do sparse graph pipelines train?"
+    packed = pack(sources, 120, question, similarity)
+    # Far less relevant than the other paper's figure, but the paper the question names (SGP).
+    assert [p.paper.id for p in packed] == ["a", "b"]
+    assert "SGP" in packed[1].text
