@@ -82,7 +82,7 @@ COUNT = re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE)
 # What a figure measures, as a question names it ("what batch size", "which FID").
 MEASURE_WORDS = (
     r"(?:size|rate|length|dimension\w*|count|score|accuracy|fid|perplexity|latency|throughput"
-    r"|ratio|budget|speed-?up|decay|dropout|momentum|temperature|epochs|resolution|rank)"
+    r"|ratio|budget|speed-?up|decay|dropout|momentum|temperature|epochs|resolution|rank(?!-))"
 )
 IS_THE = r"(?:(?:is|are|was|were)\s+(?:the|its|their)\s+)?"  # "what is its average latency"
 # Nouns that ask for a figure without naming what it measures ("what share of the compute",

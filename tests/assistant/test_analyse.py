@@ -257,6 +257,10 @@ def test_what_a_figure_question_measures(question: str, measure: str) -> None:
     assert analysis.wants_figure
 
 
+def test_a_measure_word_inside_a_name_asks_no_figure() -> None:
+    assert not analyse("What rank-1 update scheme does the optimiser use?").wants_figure
+
+
 def test_a_figure_of_the_measure_asked_names_all_of_it() -> None:
     heads = analyse("How many attention heads does the decoder use?")
     assert gives_the_figure("The decoder uses 16 attention heads per layer.", heads)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import pytest
+
 from assistant.pack import (
     ELLIPSIS,
     MAX_SENTENCES_BELOW_TOP,
@@ -159,22 +161,35 @@ def test_packing_is_deterministic() -> None:
     assert pack(sources, 250, question) == pack(sources, 250, question)
 
 
-def test_a_name_the_question_asks_about_stays_in_the_prompt() -> None:
-    dataset = (
-        "Speech corpora differ in size. "
-        "We evaluate vocoders on LibriTTS with many speakers. "
-        "Results vary."
-    )
+def only_quickvoice_is_close(text: str, sentences: list[str]) -> list[float]:
+    return [0.9 if sentence in ABSTRACT else 0.1 for sentence in sentences]
 
-    def similarity(text: str, sentences: list[str]) -> list[float]:
-        return [0.9 if sentence in ABSTRACT else 0.1 for sentence in sentences]
 
-    sources = [paper("a", "QuickVoice", ABSTRACT), paper("b", "Vocoder benchmarks", dataset)]
-    question = "How fast is QuickVoice on LibriTTS?"
-    packed = pack(sources, 120, question, similarity)
-    # Far less relevant, but the only paper that mentions LibriTTS: kept, with that sentence.
+@pytest.mark.parametrize(
+    ("other", "question", "kept"),
+    [
+        (  # the only paper that mentions a name the question asks about: LibriTTS
+            "Speech corpora differ in size. We evaluate vocoders on LibriTTS with many speakers.",
+            "How fast is QuickVoice on LibriTTS?",
+            "LibriTTS",
+        ),
+        (  # the paper the question calls by its name in words: SGP
+            "Deep graph networks are slow to train. We propose Sparse Graph Pipelines (SGP), "
+            "which partition layers among GPUs. SGP balances the pipeline stages.",
+            "How many times faster than real time do sparse graph pipelines train?",
+            "SGP",
+        ),
+    ],
+)
+def test_a_paper_the_question_names_stays_in_the_prompt(
+    other: str, question: str, kept: str
+) -> None:
+    sources = [paper("a", "QuickVoice", ABSTRACT), paper("b", "Second paper", other)]
+    packed = pack(sources, 120, question, only_quickvoice_is_close)
+    # Far less relevant than QuickVoice's figure, but named by the question: kept, with a
+    # sentence that names it.
     assert [p.paper.id for p in packed] == ["a", "b"]
-    assert "LibriTTS" in packed[1].text
+    assert kept in packed[1].text
     assert count_tokens(render_sources(packed)) <= 120
 
 
@@ -199,21 +214,3 @@ def test_a_question_that_describes_its_paper_first_ranks_sentences_by_what_it_as
         source, 2_000, "What do listening tests of the distilled student show?", similarity
     )
     assert whole[0].evidence[whole[0].by_relevance[0]] != answer  # the control: no description
-
-
-def test_a_paper_the_question_calls_by_its_name_in_words_stays_in_the_prompt() -> None:
-    pipelines = (
-        "Deep graph networks are slow to train. "
-        "We propose Sparse Graph Pipelines (SGP), which partition layers among GPUs. "
-        "SGP balances the pipeline stages."
-    )
-
-    def similarity(text: str, sentences: list[str]) -> list[float]:
-        return [0.9 if sentence in ABSTRACT else 0.1 for sentence in sentences]
-
-    sources = [paper("a", "QuickVoice", ABSTRACT), paper("b", "Graph training at scale", pipelines)]
-    question = "How many times faster than real time do sparse graph pipelines train?"
-    packed = pack(sources, 120, question, similarity)
-    # Far less relevant than the other paper's figure, but the paper the question names (SGP).
-    assert [p.paper.id for p in packed] == ["a", "b"]
-    assert "SGP" in packed[1].text
