@@ -652,7 +652,7 @@ def mentions(text: str, name: str) -> bool:
     if RESOLUTION.fullmatch(name):
         return bool(sizes_in([name]) & sizes_in([text]))
     if " " in name.strip():  # a name in words ("Neural Tangent Kernel"), in any case
-        return f" {' '.join(_words(name))} " in f" {' '.join(_words(text))} "
+        return _phrase(name) in _phrase(text)
     key = _name_key(name)
     vocabulary = {_name_key(token) for token in TOKEN.findall(text)}
     vocabulary |= {word.replace("-", "") for word in vocabulary}
@@ -671,22 +671,22 @@ def called_by_name(text: str, papers: Iterable[tuple[str | None, str]]) -> list[
     """Of papers' (name, title and abstract), the names `text` calls its paper by in words: the
     name itself ("Model Breadcrumbs"), or the words the paper spells it out with ("explained
     variance adaptation" for EVA; never other words with those initials)."""
-    said = f" {' '.join(_words(text))} "
+    said = _phrase(text)
     return [
         name
         for name, own in papers
-        if name and any(f" {phrase} " in said for phrase in _spelt_out(name, own))
+        if name and any(phrase in said for phrase in _spelt_out(name, own))
     ]
 
 
 def _spelt_out(name: str, text: str) -> set[str]:
     """The name in words, and the runs of words of `text` whose initials spell an acronym."""
-    phrases = {" ".join(_words(name))}
+    phrases = {_phrase(name)}
     letters = "".join(_words(name))
     if sum(char.isupper() for char in name) >= 2 and len(letters) >= MIN_NAME_CHARS:
         words, size = _words(text), len(letters)
         phrases |= {
-            " ".join(words[start : start + size])
+            _phrase(" ".join(words[start : start + size]))
             for start in range(len(words) - size + 1)
             if "".join(word[0] for word in words[start : start + size]) == letters
         }
@@ -695,6 +695,11 @@ def _spelt_out(name: str, text: str) -> set[str]:
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[^\W\d_]+", text.casefold())
+
+
+def _phrase(text: str) -> str:
+    """`text`'s words, casefolded, spaced to be found whole in another's: " neural tangent "."""
+    return f" {' '.join(_words(text))} "
 
 
 def sizes_in(texts: Iterable[str]) -> set[str]:
