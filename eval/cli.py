@@ -12,8 +12,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from eval.harness import render
-from eval.ragas_eval import JUDGE_METRICS
+from eval.harness import render, write_outputs
+from eval.ragas_eval import JUDGE_METRICS, JudgeConfig
 from scholia.settings import Settings
 
 eval_app = typer.Typer(
@@ -23,9 +23,6 @@ eval_app = typer.Typer(
 )
 JudgeMetric = StrEnum("JudgeMetric", [(m, m) for m in JUDGE_METRICS])  # type: ignore[misc]
 Mode = StrEnum("Mode", ["hybrid", "dense", "bm25", "all"])  # all: dense, bm25 and hybrid
-HITS = ("hit@1", "hit@3", "hit@5", "recall@5", "mrr", "ndcg@10")
-ANSWERS = "key_string_accuracy wrong_decline_rate decline_rate_unanswerable rouge_l chrf"
-HEADLINE = [f"answers.{m}" for m in ANSWERS.split()] + [f"judge.{m}" for m in JUDGE_METRICS]
 _log = partial(typer.echo, err=True)
 
 
@@ -114,7 +111,7 @@ def run(
         _fail(str(error))
     except LLMDownError as error:
         _fail(str(error), code=3)
-    typer.echo(render("headline.txt.j2", s=summary, hits=HITS, headline=HEADLINE), nl=False)
+    typer.echo(render("headline.txt.j2", s=summary, judge_metrics=JUDGE_METRICS), nl=False)
     typer.echo(f"report: {out / 'report.md'}")
     if bounds is not None:
         _gate(summary["metrics"], bounds, exit_on_failure=check)
@@ -129,7 +126,6 @@ def _check_flags(no_llm: bool, record: bool, replay: Path | None, judge: str | N
 
 def _judge(settings: Settings, url: str | None, model: str | None, **limits: Any) -> Any:
     from assistant.api.services import llm_base_url
-    from eval.ragas_eval import JudgeConfig
     from ingest.embed import packaged_model_path
 
     limits["metrics"] = tuple(metric.value for metric in limits["metrics"] or ())
@@ -181,7 +177,6 @@ def compare(
 ) -> None:
     """What improved and what regressed from RUN_A to RUN_B, question by question."""
     from eval.compare import RunNotFoundError, compare_runs, render_comparison
-    from eval.harness import write_outputs
 
     try:
         text = render_comparison(compare_runs(run_a, run_b), all_metrics=all_metrics)

@@ -122,9 +122,8 @@ class Run:
         self.services = build_services(answering, llm=answer_with, embedder=embedder)
         check_index(self.services, settings, RunConfigError)
         self.catalogue: dict[str, str] = {}  # normalised title → paper id
-        for _, _, meta in self.services.store.iter_chunks():
-            title = normalize_title(str(meta.get("title", "")))
-            self.catalogue.setdefault(title, str(meta["paper_id"]))
+        for paper in self.services.store.paper_entries():
+            self.catalogue.setdefault(normalize_title(paper.title), paper.id)
         if options.answers:
             self.scorer = NonLLMScorer()
             self.judge = Judge(options.judge) if options.judge is not None else None

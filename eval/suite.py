@@ -20,7 +20,7 @@ class SuiteError(ValueError):
 
 
 class Question(BaseModel):
-    """One line of a suite; `line`: where in the file (not a field of the line)."""
+    """One line of a suite."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     id: Text
@@ -31,7 +31,6 @@ class Question(BaseModel):
     key_strings: tuple[Text, ...] = ()
     reference: Annotated[str, StringConstraints(strip_whitespace=True)] = ""
     tags: tuple[Text, ...] = ()
-    line: int = 0
 
     @property
     def answerable(self) -> bool:  # not typed unanswerable, and something to look for
@@ -67,7 +66,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     for number, raw in enumerate(lines, start=1):
         if raw.strip():
             where = f"{path}:{number}"
-            question = _parse(raw, where, number)
+            question = _parse(raw, where)
             if (first := seen.get(question.id)) is not None:
                 raise SuiteError(f"{where}: duplicate id {question.id!r} (first at line {first})")
             seen[question.id] = number
@@ -77,7 +76,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return suite
 
 
-def _parse(raw: str, where: str, number: int) -> Question:
+def _parse(raw: str, where: str) -> Question:
     try:
         question = Question.model_validate_json(raw)
     except ValidationError as error:
@@ -89,7 +88,7 @@ def _parse(raw: str, where: str, number: int) -> Question:
         raise SuiteError(
             f"{where}: an unanswerable question cannot have gold papers or key strings"
         )
-    return question.model_copy(update={"line": number})
+    return question
 
 
 def select(
