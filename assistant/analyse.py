@@ -111,6 +111,13 @@ FUNCTION_WORDS = frozenset(
     different total distinct over for to with at by from that which when used""".split()  # noqa: SIM905
 )
 MAX_MEASURE_WORDS = 3
+# "Which two fundamental questions …", "on which benchmark problems …": the kind of thing a
+# question asks for, which the sentence answering it names.
+KIND_ASKED = re.compile(
+    r"\b(?:what|which)\s+(?:(?:two|three|four|main|key|specific|particular)\s+)?([\w-]+)",
+    re.IGNORECASE,
+)
+UNNAMED_KINDS = frozenset("kind kinds type types sort sorts".split())  # noqa: SIM905
 GENERIC_MEASURES = frozenset({"number", "numbers", "value", "values", "figure", "figures"})
 QUESTION_WORD = re.compile(
     r"^\s*(?:what|which|how|why|who|when|where|does|do|did|is|are|can|name|list|give|tell)\b",
@@ -302,6 +309,7 @@ class QuestionAnalysis:
     # what Dice score …"), analysed apart.
     asked: tuple[QuestionAnalysis, ...] = ()
     focus: str = ""  # what is asked without the description before it ("": all of `text`)
+    kind: str = ""  # what a question asks for by its kind: "fundamental questions"
 
     @property
     def wants_figure(self) -> bool:
@@ -346,6 +354,7 @@ def analyse(question: str) -> QuestionAnalysis:
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
         asked=several if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
         focus=focus if asks not in (Asks.COMPARISON, Asks.TOPIC) else "",
+        kind=_kind(focus or text) if asks == Asks.FACT else "",
     )
 
 
@@ -436,6 +445,21 @@ def _measure(text: str) -> str:
         if word.casefold() not in GENERIC_MEASURES:
             words.append(word)
     return "" if words[:1] == ["times"] else " ".join(words)  # "how many times faster"
+
+
+def _kind(text: str) -> str:
+    """The words after "which" or "what" up to a function word ("which two sources of data"
+    → "sources"), when they name a kind of thing ("" for "what does", "what kind of")."""
+    match = KIND_ASKED.search(text)
+    if match is None:
+        return ""
+    words = []
+    for word in text[match.start(1) :].split()[:MAX_MEASURE_WORDS]:
+        word = word.strip("?？,.;:!")
+        if not word or word.casefold() in FUNCTION_WORDS | {"and", "or"}:
+            break
+        words.append(word)
+    return "" if not words or words[0].casefold() in UNNAMED_KINDS else " ".join(words)
 
 
 def states_a_figure(text: str) -> bool:

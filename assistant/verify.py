@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 import numpy as np
 
@@ -51,6 +52,7 @@ from assistant.analyse import (
 from assistant.generate import Draft
 from assistant.pack import PackedSource
 from assistant.similarity import SentenceSimilarity
+from ingest.chunk import split_sentences
 from ingest.embed import Embedder
 from scholia.settings import AnswerSettings
 
@@ -290,6 +292,16 @@ class Evidence:
         closest = float(self.closeness(analysis.description, self.ids_of(rank)).max())
         return closest >= self.verifier.settings.semantic_threshold
 
+    def following(self, key: str) -> str | None:
+        """The evidence sentence right after `key`'s in the abstract, if it was kept."""
+        rank, index = key.split(".")
+        after = f"{rank}.{int(index) + 1}"
+        if after not in self.sentences:
+            return None
+        abstract = split_sentences(self.by_rank[int(rank)].paper.text)
+        pair = [self.sentences[key].strip(), self.sentences[after].strip()]
+        return after if any(list(two) == pair for two in pairwise(abstract)) else None
+
     def quote(self, key: str, titled: bool = False) -> str:
         rank = self.rank_of(key)
         quoted = f"{self.sentences[key].rstrip()} [{rank}]"
@@ -341,11 +353,13 @@ class Verifier:
         self.steps: list[Step] = [
             self.quote_when_declined,
             self.add_the_best_evidence,
+            self.quote_the_kind_asked,
             self.answers_the_question,
             self.cover_each_paper,
             self.correct_premise,
             correct_direction,
             self.the_best_paper,
+            continue_quotes,
             name_the_papers,
         ]
 
@@ -519,6 +533,25 @@ class Verifier:
             verdict = _with_evidence(verdict, part, evidence, quoted)
         return verdict
 
+    def quote_the_kind_asked(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """Asked for a kind of thing ("which benchmark problems", "which two fundamental
+        questions"), the answer rests on a sentence naming that kind: when none of its evidence
+        does, the cited paper's sentence that does and is closest to the question joins it."""
+        if verdict.declined or not analysis.kind or not self.settings.extractive_fallback:
+            return verdict
+        kind = stems({word.casefold() for word in analysis.kind.split()})
+
+        def names_it(key: str) -> bool:
+            return kind <= stems({w.casefold() for w in TOKEN.findall(evidence.sentences[key])})
+
+        if any(names_it(key) for key in verdict.evidence if key in evidence.sentences):
+            return verdict
+        keys = [key for key in evidence.ids_of(verdict.citations[0]) if names_it(key)]
+        found = evidence.best(analysis, keys, 0.0)
+        return _with_evidence(verdict, analysis, evidence, found[0] if found else None)
+
     def answers_the_question(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
     ) -> Verdict:
@@ -681,6 +714,40 @@ def name_the_papers(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evid
     if not titled:
         return verdict
     return replace(verdict, answer=f"{'; '.join(titled)}: {verdict.answer}")
+
+
+# A sentence that opens by referring back goes on with what the one before it said ("TI
+# intervenes …" after "… a method called Teacher Intervention (TI)"; "To test this hypothesis,
+# we devise …").
+CONTINUES = re.compile(
+    r"^(?:it|its|they|their|these|such|this(?!\s+(?:paper|work|study|article|survey)\b)"
+    r"|specifically|in particular|in detail|concretely|namely"
+    r"|to (?:this|that) end|to do (?:so|this)"
+    r"|to (?:address|tackle|overcome|solve|test|achieve|verify|realize) (?:this|these|that|them|it)"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+def continue_quotes(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence) -> Verdict:
+    """A sentence quoted in answer to what a paper does is followed by the next one when that
+    one goes on from it: a sentence naming a method or stating a problem rarely says how."""
+    if verdict.declined or analysis.asks != Asks.FACT:
+        return verdict
+    answer, keys = verdict.answer, list(verdict.evidence)
+    for key in verdict.evidence:
+        after = evidence.following(key)
+        if after is None or evidence.sentences[after] in answer:
+            continue
+        name = evidence.name(evidence.rank_of(key))
+        sentence = evidence.sentences[after]
+        goes_on = CONTINUES.match(sentence) or (name and sentence.startswith(name))
+        if goes_on and evidence.quote(key) in answer:
+            answer = answer.replace(
+                evidence.quote(key), f"{evidence.quote(key)} {evidence.quote(after)}", 1
+            )
+            keys.append(after)
+    return _verdict(answer, keys, verdict.unsupported) if keys != verdict.evidence else verdict
 
 
 def _reversed(claim: str, sentence: str, figures: Iterable[str], language: str = "English") -> str:

@@ -550,3 +550,24 @@ def test_a_paper_is_called_by_its_name_in_its_own_words_only() -> None:
 def test_a_name_in_words_is_mentioned_as_a_phrase() -> None:
     assert mentions("We study the neural tangent kernel of wide nets.", "Neural Tangent Kernel")
     assert not mentions("A tangent kernel of neural nets.", "Neural Tangent Kernel")
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        (
+            "Which two fundamental questions does the position paper say scaling raises?",
+            "fundamental questions",
+        ),
+        (
+            "On which benchmark problems and data was the sketched Newton method tested?",
+            "benchmark problems",
+        ),
+        ("In the study of the model hub, which two sources of data were analysed?", "sources"),
+        ("What kind of training data makes the student exploit its teacher?", ""),
+        ("What does the router do with the user's flags?", ""),
+        ("What FID does the distilled sampler reach on CIFAR-10?", ""),  # a figure: its measure
+    ],
+)
+def test_the_kind_of_thing_a_question_asks_for(question: str, kind: str) -> None:
+    assert analyse(question).kind == kind

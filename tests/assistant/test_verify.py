@@ -625,3 +625,57 @@ def test_a_claim_naming_one_paper_is_not_supported_by_anothers_figure(verifier: 
     router = analyse("What BLEU score does the sparse router reach on WMT14?")
     claim = ("The sparse router reaches 31.2 BLEU on WMT14 English-German.", ("2.1",))
     assert verifier.verify(draft(claim), router, sources).citations == [2]
+
+
+FOLDING = (
+    "Training spiking networks on event-camera streams is slow.",
+    "We propose a method called Temporal Folding (TF) for fast training of spiking networks.",
+    "TF reuses the membrane state across time steps instead of unrolling the whole stream.",
+    "Experiments on DVS-Gesture show a 3x speedup over backpropagation through time.",
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "continued"),
+    [
+        ("How does the temporal folding method speed up spiking network training?", True),
+        ("How much faster is temporal folding than backpropagation through time?", False),
+    ],
+)
+def test_a_quoted_sentence_goes_on_with_the_next_when_that_one_refers_back(
+    question: str, continued: bool, verifier: Verifier
+) -> None:
+    """A sentence naming a method says what it is for, the next one ("TF reuses …") how it
+    works; a figure question gets the figure's sentence alone."""
+    paper = RetrievedPaper("tf", "Folding Time for Spiking Networks", " ".join(FOLDING), 0.9)
+    sources = pack([paper], 10_000, analyse(question), verifier.similarity)
+    claim = (
+        "We propose a method called Temporal Folding (TF) for fast training of spiking networks."
+    )
+    verdict = verifier.verify(draft((claim, ("1.2",))), analyse(question), sources)
+    assert not verdict.declined
+    assert (FOLDING[2] in verdict.answer) is continued
+
+
+NEWTON = (
+    "Constrained nonconvex problems arise widely in optimal control and engineering design.",
+    "We develop an adaptive Newton method that solves each step with a randomized sketch.",
+    "The method converges globally under mild assumptions.",
+    "We demonstrate its performance on benchmark problems from the CUTEst collection.",
+)
+
+
+def test_a_question_asking_for_a_kind_of_thing_gets_the_sentence_naming_it(
+    verifier: Verifier,
+) -> None:
+    """ "Which benchmark problems …" is answered where the paper names its benchmark problems,
+    not by the sentence most like the question's description of the paper."""
+    question = "On which benchmark problems was the adaptive sketched Newton method for constrained nonconvex problems shown to work?"
+    paper = RetrievedPaper("newton", "Sketched Newton Steps", " ".join(NEWTON), 0.9)
+    sources = pack([paper], 10_000, analyse(question), verifier.similarity)
+    claim = (
+        "The adaptive Newton method solves constrained nonconvex problems with a randomized sketch."
+    )
+    verdict = verifier.verify(draft((claim, ("1.2",))), analyse(question), sources)
+    assert not verdict.declined
+    assert "CUTEst" in verdict.answer
