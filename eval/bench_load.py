@@ -126,6 +126,7 @@ class LoadTest:
     pid: int | None = None
     settings: Settings = field(default_factory=Settings)
     seed: int = 8
+    request_timeout_s: float | None = None
     progress: bool | None = False
     log: Log = print
 
@@ -134,7 +135,7 @@ class LoadTest:
         if self.duration_s <= 0 or not 0 <= self.warmup_s < self.duration_s:
             raise ValueError("need duration > 0 and 0 ≤ warmup < duration")
         self.roles, self.questions = client_roles(self.clients), harness.dev_questions()
-        self.timeout_s = self.settings.llm.deadline_s + 60
+        self.timeout_s: float = self.request_timeout_s or self.settings.llm.deadline_s + 60
         self.oversize_bytes = self.settings.server.max_body_bytes + 1024
         self.outcomes: list[Outcome] = []
         self.headers = harness.auth_headers(self.settings)
