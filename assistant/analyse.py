@@ -437,14 +437,19 @@ def _measure(text: str) -> str:
     if match is None:
         compared = COMPARED_MEASURE.search(text)
         return compared.group(1) if compared else ""
-    words = []
-    for word in text[match.start(1) :].split()[:MAX_MEASURE_WORDS]:
-        word = word.strip("?？,.;:!")
-        if not word or word.casefold() in FUNCTION_WORDS:
-            break
-        if word.casefold() not in GENERIC_MEASURES:
-            words.append(word)
+    words = [w for w in _words_from(text, match.start(1)) if w.casefold() not in GENERIC_MEASURES]
     return "" if words[:1] == ["times"] else " ".join(words)  # "how many times faster"
+
+
+def _words_from(text: str, start: int, stop: frozenset[str] = FUNCTION_WORDS) -> list[str]:
+    """The words of `text` from `start` up to a `stop` word, at most MAX_MEASURE_WORDS."""
+    words = []
+    for word in text[start:].split()[:MAX_MEASURE_WORDS]:
+        word = word.strip("?？,.;:!")
+        if not word or word.casefold() in stop:
+            break
+        words.append(word)
+    return words
 
 
 def _kind(text: str) -> str:
@@ -453,12 +458,7 @@ def _kind(text: str) -> str:
     match = KIND_ASKED.search(text)
     if match is None:
         return ""
-    words = []
-    for word in text[match.start(1) :].split()[:MAX_MEASURE_WORDS]:
-        word = word.strip("?？,.;:!")
-        if not word or word.casefold() in FUNCTION_WORDS | {"and", "or"}:
-            break
-        words.append(word)
+    words = _words_from(text, match.start(1), FUNCTION_WORDS | {"and", "or"})
     return "" if not words or words[0].casefold() in UNNAMED_KINDS else " ".join(words)
 
 

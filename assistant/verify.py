@@ -742,10 +742,9 @@ def continue_quotes(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evid
         name = evidence.name(evidence.rank_of(key))
         sentence = evidence.sentences[after]
         goes_on = CONTINUES.match(sentence) or (name and sentence.startswith(name))
-        if goes_on and evidence.quote(key) in answer:
-            answer = answer.replace(
-                evidence.quote(key), f"{evidence.quote(key)} {evidence.quote(after)}", 1
-            )
+        quoted = evidence.quote(key)
+        if goes_on and quoted in answer:
+            answer = answer.replace(quoted, f"{quoted} {evidence.quote(after)}", 1)
             keys.append(after)
     return _verdict(answer, keys, verdict.unsupported) if keys != verdict.evidence else verdict
 

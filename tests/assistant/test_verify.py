@@ -10,7 +10,7 @@ from assistant.analyse import analyse
 from assistant.generate import Claim, Draft
 from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper
-from assistant.verify import Evidence, Verifier
+from assistant.verify import Evidence, Verdict, Verifier
 from ingest.embed import Embedder
 from scholia.settings import AnswerSettings
 
@@ -627,6 +627,15 @@ def test_a_claim_naming_one_paper_is_not_supported_by_anothers_figure(verifier: 
     assert verifier.verify(draft(claim), router, sources).citations == [2]
 
 
+def one_paper_claim(
+    sentences: tuple[str, ...], question: str, claim: str, verifier: Verifier
+) -> Verdict:
+    """The verdict on `claim`, citing the second sentence of the one paper shown."""
+    paper = RetrievedPaper("paper", "A Paper", " ".join(sentences), 0.9)
+    sources = pack([paper], 10_000, analyse(question), verifier.similarity)
+    return verifier.verify(draft((claim, ("1.2",))), analyse(question), sources)
+
+
 FOLDING = (
     "Training spiking networks on event-camera streams is slow.",
     "We propose a method called Temporal Folding (TF) for fast training of spiking networks.",
@@ -647,12 +656,10 @@ def test_a_quoted_sentence_goes_on_with_the_next_when_that_one_refers_back(
 ) -> None:
     """A sentence naming a method says what it is for, the next one ("TF reuses …") how it
     works; a figure question gets the figure's sentence alone."""
-    paper = RetrievedPaper("tf", "Folding Time for Spiking Networks", " ".join(FOLDING), 0.9)
-    sources = pack([paper], 10_000, analyse(question), verifier.similarity)
     claim = (
         "We propose a method called Temporal Folding (TF) for fast training of spiking networks."
     )
-    verdict = verifier.verify(draft((claim, ("1.2",))), analyse(question), sources)
+    verdict = one_paper_claim(FOLDING, question, claim, verifier)
     assert not verdict.declined
     assert (FOLDING[2] in verdict.answer) is continued
 
@@ -671,11 +678,9 @@ def test_a_question_asking_for_a_kind_of_thing_gets_the_sentence_naming_it(
     """ "Which benchmark problems …" is answered where the paper names its benchmark problems,
     not by the sentence most like the question's description of the paper."""
     question = "On which benchmark problems was the adaptive sketched Newton method for constrained nonconvex problems shown to work?"
-    paper = RetrievedPaper("newton", "Sketched Newton Steps", " ".join(NEWTON), 0.9)
-    sources = pack([paper], 10_000, analyse(question), verifier.similarity)
     claim = (
         "The adaptive Newton method solves constrained nonconvex problems with a randomized sketch."
     )
-    verdict = verifier.verify(draft((claim, ("1.2",))), analyse(question), sources)
+    verdict = one_paper_claim(NEWTON, question, claim, verifier)
     assert not verdict.declined
     assert "CUTEst" in verdict.answer
