@@ -61,7 +61,8 @@ PAPERS = r"(?:papers|works|studies|articles|publications|methods|approaches|ones
 WHICH_PAPER = re.compile(
     rf"\b(?:which|what)\s+(?:\w+\s+){{0,2}}?{PAPER}\b|\bname (?:the|a|one) {PAPER}\b"
     rf"|\bis there an? {PAPER}\b|\b(?:which|what) (?:method|approach|model|framework|system"
-    r"|technique|benchmark|dataset)\b[^?]{0,80}\b(?:propos|introduc|present)",
+    r"|technique|benchmark|dataset)\b[^?]{0,80}(?<!the )(?<!their )(?<!its )(?<!our )"
+    r"\b(?:propos|introduc|present)",
     re.IGNORECASE,
 )
 # Asked to compare ("Compare …", "How do A and B compare?"): several papers. "Compare" as what a
@@ -118,6 +119,11 @@ KIND_ASKED = re.compile(
     re.IGNORECASE,
 )
 UNNAMED_KINDS = frozenset("kind kinds type types sort sorts".split())  # noqa: SIM905
+# Things known by a proper name ("which datasets", "what GPU"), singular: an answer names one.
+NAMED_KINDS = frozenset(
+    "dataset benchmark corpus corpora gpu hardware accelerator library libraries toolkit"  # noqa: SIM905
+    " optimizer optimiser simulator checkpoint".split()
+)
 GENERIC_MEASURES = frozenset({"number", "numbers", "value", "values", "figure", "figures"})
 QUESTION_WORD = re.compile(
     r"^\s*(?:what|which|how|why|who|when|where|does|do|did|is|are|can|name|list|give|tell)\b",
@@ -312,6 +318,12 @@ class QuestionAnalysis:
     kind: str = ""  # what a question asks for by its kind: "fundamental questions"
 
     @property
+    def wants_a_name(self) -> bool:
+        """Asked for a thing known by its name ("which datasets", "what GPU")."""
+        words = {word.casefold() for word in self.kind.split()}
+        return bool(NAMED_KINDS & (words | {word.removesuffix("s") for word in words}))
+
+    @property
     def wants_figure(self) -> bool:
         return self.asks in (Asks.FIGURE, Asks.COUNT)
 
@@ -348,7 +360,7 @@ def analyse(question: str) -> QuestionAnalysis:
         # a figure for another size answers another question.
         names=tuple(dict.fromkeys([*names_in(text), *sizes_in(RESOLUTION.findall(text))])),
         figures=tuple(sorted(numbers_in(RESOLUTION.sub(" ", without_names(text)), language))),
-        counted=frozenset(stems({word.casefold() for word in measure.split()})),
+        counted=frozenset(word_stems(measure)),
         measure=measure,
         papers_wanted=_papers_wanted(text),
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
@@ -462,6 +474,24 @@ def _kind(text: str) -> str:
     return "" if not words or words[0].casefold() in UNNAMED_KINDS else " ".join(words)
 
 
+# A capitalised word after a lower-case one: a name ("compared with Adam"), not a sentence's start.
+CAPITALISED_INSIDE = re.compile(r"(?<=[a-z0-9,] )[A-Z][a-z][\w-]*")
+
+
+def proper_names(text: str, context: str = "") -> list[str]:
+    """The names a text gives things: name-like terms, and capitalised words inside a sentence
+    ("compared with Adam", "on Wikipedia"); not kinds of things ("LLMs"), nor the short forms
+    `context` defines ("chain-of-thought (CoT)", "Error Compensation (EC)"): the papers' terms and
+    methods, where a dataset, a GPU or a library goes by the name it has everywhere."""
+    found = names_in(text) + CAPITALISED_INSIDE.findall(text)
+    defined = set()
+    for match in ABBREVIATED.finditer(context):
+        short = match.group(2)
+        words = match.group(1).split()
+        defined |= {short, *(_abbreviated_phrase(words, short) or words[-1:])}
+    return [name for name in found if name not in defined and not PLURAL_ACRONYM.match(name)]
+
+
 def states_a_figure(text: str) -> bool:
     """A figure, in digits or words, that is not part of a name."""
     plain = without_names(text)
@@ -484,8 +514,7 @@ def gives_the_figure(sentence: str, analysis: QuestionAnalysis) -> bool:
         return from_the_record(sentence, analysis) or bool(in_text and in_text.search(plain))
     if not (numbers_in(plain) or (analysis.asks == Asks.COUNT and COUNTING_WORD.search(plain))):
         return False
-    words = {word.casefold() for word in TOKEN.findall(sentence)}
-    return analysis.counted <= stems(words)
+    return analysis.counted <= word_stems(sentence)
 
 
 def beside_figures(sentence: str, counts: bool = False, reach: int = 3) -> list[str]:
@@ -767,6 +796,11 @@ def _shouted(tokens: list[str], index: int) -> bool:
 def stems(words: set[str]) -> set[str]:
     """English stems ("sampling", "samples" → "sampl")."""
     return set(_stemmer().stemWords(sorted(words)))
+
+
+def word_stems(text: str) -> set[str]:
+    """The stems of a text's words, case folded."""
+    return stems({word.casefold() for word in TOKEN.findall(text)})
 
 
 @cache

@@ -91,6 +91,7 @@ class PackedSource:
     shown: str = ""  # `text` for a reader, " … " where sentences were left out ("": `text`)
     sentences: tuple[str, ...] = ()  # the evidence, numbered from 1 ("": `text` split)
     ranked: tuple[int, ...] = ()  # evidence numbers, most relevant to the question first
+    positions: tuple[int, ...] = ()  # each kept sentence's place in the abstract ("": unknown)
 
     @property
     def by_relevance(self) -> list[str]:
@@ -138,12 +139,15 @@ class _Paper:
         )
         if len(self.kept) == len(self.sentences):
             text = self.paper.text.strip()
-            return PackedSource(rank, self.paper, text, sentences=kept, ranked=ranked)
+            return PackedSource(
+                rank, self.paper, text, sentences=kept, ranked=ranked, positions=tuple(order)
+            )
         shown = self.sentences[order[0]] if order else ""
         for previous, index in pairwise(order):
             shown += (" " if index == previous + 1 else OMISSION) + self.sentences[index]
         text = " ".join(kept)
-        return PackedSource(rank, self.paper, text, shown if shown != text else "", kept, ranked)
+        shown = shown if shown != text else ""
+        return PackedSource(rank, self.paper, text, shown, kept, ranked, tuple(order))
 
 
 def pack(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from itertools import pairwise
 
 import numpy as np
 
@@ -46,13 +45,14 @@ from assistant.analyse import (
     names_in,
     numbers_in,
     paper_name,
+    proper_names,
     states_a_figure,
     stems,
+    word_stems,
 )
 from assistant.generate import Draft
 from assistant.pack import PackedSource
 from assistant.similarity import SentenceSimilarity
-from ingest.chunk import split_sentences
 from ingest.embed import Embedder
 from scholia.settings import AnswerSettings
 
@@ -173,7 +173,7 @@ class Evidence:
         settings = self.verifier.settings
         if analysis.measure in RECORD or not states_a_figure(sentence):
             return False
-        shared = analysis.counted & stems({w.casefold() for w in TOKEN.findall(sentence)})
+        shared = analysis.counted & word_stems(sentence)
         if not shared and (
             self.closeness(analysis.text, [key])[0] < settings.measure_min_similarity
         ):
@@ -294,13 +294,11 @@ class Evidence:
 
     def following(self, key: str) -> str | None:
         """The evidence sentence right after `key`'s in the abstract, if it was kept."""
-        rank, index = key.split(".")
-        after = f"{rank}.{int(index) + 1}"
-        if after not in self.sentences:
+        rank, index = (int(part) for part in key.split("."))
+        positions = self.by_rank[rank].positions
+        if index >= len(positions) or positions[index] != positions[index - 1] + 1:
             return None
-        abstract = split_sentences(self.by_rank[int(rank)].paper.text)
-        pair = [self.sentences[key].strip(), self.sentences[after].strip()]
-        return after if any(list(two) == pair for two in pairwise(abstract)) else None
+        return f"{rank}.{index + 1}"
 
     def quote(self, key: str, titled: bool = False) -> str:
         rank = self.rank_of(key)
@@ -354,6 +352,7 @@ class Verifier:
             self.quote_when_declined,
             self.add_the_best_evidence,
             self.quote_the_kind_asked,
+            self.name_the_thing_asked,
             self.answers_the_question,
             self.cover_each_paper,
             self.correct_premise,
@@ -541,16 +540,43 @@ class Verifier:
         does, the cited paper's sentence that does and is closest to the question joins it."""
         if verdict.declined or not analysis.kind or not self.settings.extractive_fallback:
             return verdict
-        kind = stems({word.casefold() for word in analysis.kind.split()})
+        kind = word_stems(analysis.kind)
 
         def names_it(key: str) -> bool:
-            return kind <= stems({w.casefold() for w in TOKEN.findall(evidence.sentences[key])})
+            return kind <= word_stems(evidence.sentences[key])
 
         if any(names_it(key) for key in verdict.evidence if key in evidence.sentences):
             return verdict
         keys = [key for key in evidence.ids_of(verdict.citations[0]) if names_it(key)]
         found = evidence.best(analysis, keys, 0.0)
         return _with_evidence(verdict, analysis, evidence, found[0] if found else None)
+
+    def name_the_thing_asked(
+        self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
+    ) -> Verdict:
+        """Asked which named thing a paper used ("which datasets", "what GPU"), the answer
+        names one the question does not: else the cited paper's sentence that does, closest to
+        the question, joins it; where none does, the paper does not say, and the answer is a
+        decline, not a sentence on the subject."""
+        if verdict.declined or not analysis.wants_a_name or not verdict.citations:
+            return verdict
+        rank = verdict.citations[0]
+        paper = evidence.by_rank[rank].paper
+        abstract = f"{paper.title}. {paper.text}"
+        known = said_words(f"{analysis.text} {paper.title} {evidence.name(rank) or ''}")
+
+        def names_a_thing(text: str) -> bool:
+            return any(stems({name.casefold()}) - known for name in proper_names(text, abstract))
+
+        used = [key for key in verdict.evidence if key in evidence.sentences]
+        if any(names_a_thing(evidence.sentences[key]) for key in used):
+            return verdict
+        keys = [key for key in evidence.ids_of(rank) if names_a_thing(evidence.sentences[key])]
+        found = evidence.best(analysis, keys, 0.0)
+        if found is not None:
+            return _with_evidence(verdict, analysis, evidence, found[0])
+        # Named only where packing left a sentence out: the paper says, though not in the prompt.
+        return verdict if names_a_thing(paper.text) else declined(verdict.unsupported)
 
     def answers_the_question(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence

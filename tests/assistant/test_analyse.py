@@ -11,6 +11,7 @@ from assistant.analyse import (
     names_in,
     numbers_in,
     paper_name,
+    proper_names,
     record_sentences,
 )
 
@@ -22,6 +23,7 @@ from assistant.analyse import (
         ("In which paper is the progressive diffusion vocoder introduced?", Asks.WHICH_PAPER),
         ("Name the paper that studies delayed generalisation.", Asks.WHICH_PAPER),
         ("Which method proposed a gating layer for federated learning?", Asks.WHICH_PAPER),
+        ("Which benchmark did the authors test their proposed fix on?", Asks.FACT),  # adjective
         ("Is there a paper about speech synthesis with diffusion?", Asks.WHICH_PAPER),
         ("Compare ProDiff and FastSpeech.", Asks.COMPARISON),
         ("How does ProDiff differ from FastSpeech?", Asks.COMPARISON),
@@ -571,3 +573,34 @@ def test_a_name_in_words_is_mentioned_as_a_phrase() -> None:
 )
 def test_the_kind_of_thing_a_question_asks_for(question: str, kind: str) -> None:
     assert analyse(question).kind == kind
+
+
+@pytest.mark.parametrize(
+    ("question", "wants_a_name"),
+    [
+        ("Which datasets was the pruning method evaluated on?", True),
+        ("What GPU did the speech model's speed measurements use?", True),
+        (
+            "Name the optimiser the traffic forecaster was trained with: which optimiser was it?",
+            True,
+        ),
+        ("Which optimization tricks make the world model train stably?", False),
+        ("Which framework does the paper propose for merging models?", False),
+        ("How many datasets was the pruning method evaluated on?", False),  # a count, not names
+    ],
+)
+def test_a_question_asking_for_a_thing_known_by_its_name(question: str, wants_a_name: bool) -> None:
+    assert analyse(question).wants_a_name is wants_a_name
+
+
+def test_the_names_a_text_gives_things_are_not_its_own_terms() -> None:
+    """A dataset, an optimizer or a GPU goes by a name known everywhere; the short forms an
+    abstract defines are its terms and methods, and a plural acronym is a kind of thing."""
+    abstract = (
+        "Training large language models (LLMs) with Chain-of-Thought (CoT) data is common. "
+        "We propose Error Compensation (EC): (1) The step is cheap. "
+        "It is trained with Adam on ImageNet using 8 V100 GPUs."
+    )
+    names = proper_names(abstract, abstract)
+    assert {"Adam", "ImageNet", "V100"} <= set(names)
+    assert not {"LLMs", "CoT", "Chain-of-Thought", "EC", "Error", "The"} & set(names)

@@ -684,3 +684,33 @@ def test_a_question_asking_for_a_kind_of_thing_gets_the_sentence_naming_it(
     verdict = one_paper_claim(NEWTON, question, claim, verifier)
     assert not verdict.declined
     assert "CUTEst" in verdict.answer
+
+
+LINK_LOAD = (
+    "Link loads in backbone networks change abruptly when traffic patterns shift.",
+    "We compare an adaptive liquid neural network with incremental learning for load prediction.",
+    "The liquid network adapts to abrupt changes without retraining.",
+    "It also predicts more accurately than the incremental learner on real traces.",
+)
+
+
+@pytest.mark.parametrize(
+    ("sentences", "named"),
+    [
+        (LINK_LOAD, None),
+        ((*LINK_LOAD[:3], "Both models are trained with Adam on GEANT traces."), "Adam"),
+    ],
+)
+def test_asked_which_named_thing_a_paper_used_the_answer_names_one_or_declines(
+    sentences: tuple[str, ...], named: str | None, verifier: Verifier
+) -> None:
+    """ "Which optimiser …?" is answered by a sentence naming one the question does not; a
+    sentence on the subject that names none says nothing of it, so where the paper names
+    none, the answer is a decline."""
+    question = (
+        "Which optimiser was the liquid neural network for link load prediction trained with?"
+    )
+    claim = "The liquid neural network adapts to abrupt changes in link load without retraining."
+    verdict = one_paper_claim(sentences, question, claim, verifier)
+    assert verdict.declined is (named is None)
+    assert named is None or named in verdict.answer
