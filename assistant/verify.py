@@ -571,12 +571,11 @@ class Verifier:
         used = [key for key in verdict.evidence if key in evidence.sentences]
         if any(names_a_thing(evidence.sentences[key]) for key in used):
             return verdict
+        if not names_a_thing(paper.text):  # its sentences left out of the prompt included
+            return declined(verdict.unsupported)
         keys = [key for key in evidence.ids_of(rank) if names_a_thing(evidence.sentences[key])]
-        found = evidence.best(analysis, keys, 0.0)
-        if found is not None:
-            return _with_evidence(verdict, analysis, evidence, found[0])
-        # Named only where packing left a sentence out: the paper says, though not in the prompt.
-        return verdict if names_a_thing(paper.text) else declined(verdict.unsupported)
+        found = evidence.best(analysis, keys, 0.0) if self.settings.extractive_fallback else None
+        return _with_evidence(verdict, analysis, evidence, found[0] if found else None)
 
     def answers_the_question(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
