@@ -484,12 +484,19 @@ def proper_names(text: str, context: str = "") -> list[str]:
     `context` defines ("chain-of-thought (CoT)", "Error Compensation (EC)"): the papers' terms and
     methods, where a dataset, a GPU or a library goes by the name it has everywhere."""
     found = names_in(text) + CAPITALISED_INSIDE.findall(text)
-    defined = set()
+    defined = _defined_terms(context)
+    return [name for name in found if name not in defined and not PLURAL_ACRONYM.match(name)]
+
+
+@lru_cache(maxsize=256)  # one abstract, asked of each of its sentences
+def _defined_terms(context: str) -> frozenset[str]:
+    """The short forms `context` defines, with the words they stand for."""
+    defined: set[str] = set()
     for match in ABBREVIATED.finditer(context):
         short = match.group(2)
         words = match.group(1).split()
         defined |= {short, *(_abbreviated_phrase(words, short) or words[-1:])}
-    return [name for name in found if name not in defined and not PLURAL_ACRONYM.match(name)]
+    return frozenset(defined)
 
 
 def states_a_figure(text: str) -> bool:

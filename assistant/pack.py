@@ -91,7 +91,7 @@ class PackedSource:
     shown: str = ""  # `text` for a reader, " … " where sentences were left out ("": `text`)
     sentences: tuple[str, ...] = ()  # the evidence, numbered from 1 ("": `text` split)
     ranked: tuple[int, ...] = ()  # evidence numbers, most relevant to the question first
-    positions: tuple[int, ...] = ()  # each kept sentence's place in the abstract ("": unknown)
+    positions: tuple[int, ...] = ()  # each kept sentence's place in the abstract (): unknown
 
     @property
     def by_relevance(self) -> list[str]:

@@ -686,19 +686,19 @@ def test_a_question_asking_for_a_kind_of_thing_gets_the_sentence_naming_it(
     assert "CUTEst" in verdict.answer
 
 
-LINK_LOAD = (
-    "Link loads in backbone networks change abruptly when traffic patterns shift.",
-    "We compare an adaptive liquid neural network with incremental learning for load prediction.",
-    "The liquid network adapts to abrupt changes without retraining.",
-    "It also predicts more accurately than the incremental learner on real traces.",
+TIDES = (
+    "Coastal tide gauges drift as their sensors age.",
+    "We compare a recurrent forecaster with a periodically refitted regression for tide prediction.",
+    "The recurrent forecaster adapts to sensor drift without refitting.",
+    "It also predicts more accurately than the regression on harbour records.",
 )
 
 
 @pytest.mark.parametrize(
     ("sentences", "named"),
     [
-        (LINK_LOAD, None),
-        ((*LINK_LOAD[:3], "Both models are trained with Adam on GEANT traces."), "Adam"),
+        (TIDES, None),
+        ((*TIDES[:3], "Both models are trained with Adam on harbour records."), "Adam"),
     ],
 )
 def test_asked_which_named_thing_a_paper_used_the_answer_names_one_or_declines(
@@ -707,10 +707,8 @@ def test_asked_which_named_thing_a_paper_used_the_answer_names_one_or_declines(
     """ "Which optimiser …?" is answered by a sentence naming one the question does not; a
     sentence on the subject that names none says nothing of it, so where the paper names
     none, the answer is a decline."""
-    question = (
-        "Which optimiser was the liquid neural network for link load prediction trained with?"
-    )
-    claim = "The liquid neural network adapts to abrupt changes in link load without retraining."
+    question = "Which optimiser was the recurrent tide forecaster trained with?"
+    claim = "The recurrent forecaster adapts to sensor drift in tide gauges without refitting."
     verdict = one_paper_claim(sentences, question, claim, verifier)
     assert verdict.declined is (named is None)
     assert named is None or named in verdict.answer
