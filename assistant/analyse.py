@@ -124,6 +124,12 @@ NAMED_KINDS = frozenset(
     "dataset benchmark corpus corpora gpu hardware accelerator library libraries toolkit"  # noqa: SIM905
     " optimizer optimiser simulator checkpoint".split()
 )
+# "What is the name of …", "what is the variant called?": a name asked for in so many words
+# ("called" followed by its name is a description: "the method called MKOR").
+NAME_ASKED = re.compile(
+    r"\b(?:what|which)\b[^?]*?\bcalled\b(?!\s+(?-i:[A-Z\"“']))|\bwhat is the name\b|\bwhat name\b",
+    re.IGNORECASE,
+)
 GENERIC_MEASURES = frozenset({"number", "numbers", "value", "values", "figure", "figures"})
 QUESTION_WORD = re.compile(
     r"^\s*(?:what|which|how|why|who|when|where|does|do|did|is|are|can|name|list|give|tell)\b",
@@ -232,13 +238,14 @@ ONE_AND_OTHER = re.compile(
     r"(?:the other|another|one)\s+(?P<second>[^.?;]+)",
     re.IGNORECASE,
 )
-# … or "compare A and/with B", "how do A and B differ": split where the second begins.
+# … or "compare A and/with B", "compare what A found with what B found", "how do A and B
+# differ": split where the second begins.
 PAIR_OPENER = re.compile(
     r"^\s*(?:compare|contrast|how (?:do|does|did)|what (?:is|are) the differences? between)\b",
     re.IGNORECASE,
 )
 SECOND_OF_PAIR = re.compile(
-    r"\s(?:and|with|versus|vs\.?|against)\s+(?=(?:by |of |for )?(?:the|a|an) )"
+    r"\s(?:and|with|versus|vs\.?|against)\s+(?=(?:by |of |for |what )?(?:the|a|an) )"
     r"|\s(?:and|versus|vs\.?)\s+(?=by )",
     re.IGNORECASE,
 )
@@ -319,9 +326,15 @@ class QuestionAnalysis:
 
     @property
     def wants_a_name(self) -> bool:
-        """Asked for a thing known by its name ("which datasets", "what GPU")."""
+        """Asked for a thing known by its name ("which datasets", "what GPU"), or for a name."""
         words = {word.casefold() for word in self.kind.split()}
-        return bool(NAMED_KINDS & (words | {word.removesuffix("s") for word in words}))
+        kinds = words | {word.removesuffix("s") for word in words}
+        return bool(NAMED_KINDS & kinds) or self.asks_the_name
+
+    @property
+    def asks_the_name(self) -> bool:
+        """Asked what something is called: the paper's own coined names answer it."""
+        return self.asks == Asks.FACT and bool(NAME_ASKED.search(self.focus or self.text))
 
     @property
     def wants_figure(self) -> bool:
@@ -485,18 +498,43 @@ def proper_names(text: str, context: str = "") -> list[str]:
     methods, where a dataset, a GPU or a library goes by the name it has everywhere."""
     found = names_in(text) + CAPITALISED_INSIDE.findall(text)
     defined = _defined_terms(context)
-    return [name for name in found if name not in defined and not PLURAL_ACRONYM.match(name)]
+    return [
+        name
+        for name in found
+        if name not in defined
+        and not PLURAL_ACRONYM.match(name)
+        and not _spelled_out(name, context)
+    ]
+
+
+@lru_cache(maxsize=1024)
+def _spelled_out(name: str, context: str) -> bool:
+    """An acronym whose letters begin consecutive words of `context` ("RL" where it says
+    "reinforcement learning" anywhere, brackets or not): the text's term, not a name."""
+    if not ACRONYM.fullmatch(name):
+        return False
+    initials = "".join(token[0] for token in TOKEN.findall(context)).casefold()
+    return name.casefold() in initials
 
 
 @lru_cache(maxsize=256)  # one abstract, asked of each of its sentences
 def _defined_terms(context: str) -> frozenset[str]:
     """The short forms `context` defines, with the words they stand for."""
-    defined: set[str] = set()
+    forms = short_forms(context)
+    return frozenset({*forms, *(word for phrase in forms.values() for word in phrase.split())})
+
+
+@lru_cache(maxsize=256)
+def short_forms(context: str) -> dict[str, str]:
+    """The short forms `context` defines, each with the words it stands for ("Error
+    Compensation (EC)" → {"EC": "Error Compensation"}; the word before it if they do not spell
+    it)."""
+    forms: dict[str, str] = {}
     for match in ABBREVIATED.finditer(context):
         short = match.group(2)
         words = match.group(1).split()
-        defined |= {short, *(_abbreviated_phrase(words, short) or words[-1:])}
-    return frozenset(defined)
+        forms[short] = " ".join(_abbreviated_phrase(words, short) or words[-1:])
+    return forms
 
 
 def states_a_figure(text: str) -> bool:
@@ -617,6 +655,7 @@ OWN = re.compile(
 )
 # "Can LLMs also learn by teaching (LbT)?": a short form the abstract gives a phrase.
 ABBREVIATED = re.compile(rf"((?:[^\W\d_][\w'-]*\s+){{1,8}})\(({COINED})\)")
+ACRONYM = re.compile(r"[A-Z]{2,6}")
 PLURAL_ACRONYM = re.compile(r"^[A-Z]{2,}s$")  # "LLMs" names a kind of thing, not a method
 SETTING_WORDS = frozenset({"in", "for", "on", "to", "within", "across", "under", "towards"})
 MAX_TITLE_NAME_WORDS = 3  # "ProDiff: …", "1-bit Adam: …"; a longer head is a phrase

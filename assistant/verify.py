@@ -29,6 +29,7 @@ import numpy as np
 import prompts
 from assistant.analyse import (
     FUNCTION_WORDS,
+    INSTRUCTION,
     NON_LATIN,
     RECORD,
     TOKEN,
@@ -46,6 +47,7 @@ from assistant.analyse import (
     numbers_in,
     paper_name,
     proper_names,
+    short_forms,
     states_a_figure,
     stems,
     word_stems,
@@ -103,7 +105,14 @@ class Evidence:
     def __init__(self, packed: list[PackedSource], verifier: Verifier) -> None:
         self.packed = packed
         self.by_rank = {source.rank: source for source in packed}
-        self.sentences = {key: s for source in packed for key, s in source.evidence.items()}
+        # An instruction planted in an abstract ("ignore all previous instructions …") was
+        # shown to the model as data; it is never evidence an answer rests on or quotes.
+        self.sentences = {
+            key: sentence
+            for source in packed
+            for key, sentence in source.evidence.items()
+            if not INSTRUCTION.search(sentence)
+        }
         self.verifier = verifier
         self.similarity = verifier.similarity
         self._queries: dict[str, np.ndarray] = {}
@@ -259,7 +268,12 @@ class Evidence:
         ranked = self.by_rank[rank].by_relevance
         described = self.described(analysis)
         return next(
-            (key for key in ranked if self.on_point(key, analysis) and key != described), None
+            (
+                key
+                for key in ranked
+                if key in self.sentences and self.on_point(key, analysis) and key != described
+            ),
+            None,
         )
 
     def described(self, analysis: QuestionAnalysis) -> str | None:
@@ -270,6 +284,8 @@ class Evidence:
         if not analysis.focus:
             return None  # checked first: `best` asks this for every question
         keys = self.ids_of(self.packed[0].rank)
+        if not keys:  # its sentences all instructions planted in the abstract
+            return None
         to_description = self.closeness(analysis.description, keys)
         restated = keys[int(to_description.argmax())]
         answering = keys[int(self.closeness(analysis.focus, keys).argmax())]
@@ -298,7 +314,8 @@ class Evidence:
         positions = self.by_rank[rank].positions
         if index >= len(positions) or positions[index] != positions[index - 1] + 1:
             return None
-        return f"{rank}.{index + 1}"
+        after = f"{rank}.{index + 1}"
+        return after if after in self.sentences else None
 
     def quote(self, key: str, titled: bool = False) -> str:
         rank = self.rank_of(key)
@@ -468,14 +485,24 @@ class Verifier:
         scores = evidence.closeness(body, chosen)
         best = chosen[int(scores.argmax())]
         lexical = len(words & content_words(evidence.text_of(evidence.rank_of(best))))
-        if scores.max() >= self.settings.semantic_threshold or (
-            words and lexical / len(words) >= self.settings.lexical_threshold
+        if scores.max() < self.settings.semantic_threshold:
+            if not words or lexical / len(words) < self.settings.lexical_threshold:
+                return None
+            # Said in the paper's words: traced to the sentence holding most of them, when the
+            # cited one holds fewer (a small model often cites the one beside it).
+            around = evidence.ids_of(evidence.rank_of(best))
+            held = {key: len(words & content_words(evidence.sentences[key])) for key in around}
+            most = max(held.values())
+            if held[best] < most:
+                holding = [key for key in around if held[key] == most]
+                best = holding[int(evidence.closeness(body, holding).argmax())]
+        holding_figures = [k for k in chosen if set(numbers_in(evidence.sentences[k])) & figures]
+        supporting = list(dict.fromkeys([best, *holding_figures]))
+        if NEGATION.search(body) and not any(
+            NEGATION.search(evidence.sentences[key]) for key in supporting
         ):
-            holding_figures = [
-                k for k in chosen if set(numbers_in(evidence.sentences[k])) & figures
-            ]
-            return list(dict.fromkeys([best, *holding_figures]))
-        return None
+            return None  # denies what its sentence says: "the study does not check …"
+        return supporting
 
     def _says_something(self, body: str, analysis: QuestionAnalysis) -> bool:
         """A statement, not a question, and not the question said back: a claim adds a word,
@@ -554,28 +581,42 @@ class Verifier:
     def name_the_thing_asked(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
     ) -> Verdict:
-        """Asked which named thing a paper used ("which datasets", "what GPU"), the answer
-        names one the question does not: else the cited paper's sentence that does, closest to
-        the question, joins it; where none does, the paper does not say, and the answer is a
-        decline, not a sentence on the subject."""
+        """Asked which named thing a paper used ("which datasets", "what GPU") or what something
+        is called, the answer names one the question does not: else the sentence it cites that
+        does, or the cited paper's closest to the question, is quoted after it; where none
+        does, the paper does not say, and the answer is a decline, not a sentence on the
+        subject. A small model often says the sentence back without its name."""
         if verdict.declined or not analysis.wants_a_name or not verdict.citations:
             return verdict
         rank = verdict.citations[0]
         paper = evidence.by_rank[rank].paper
         abstract = f"{paper.title}. {paper.text}"
-        known = said_words(f"{analysis.text} {paper.title} {evidence.name(rank) or ''}")
+        # Asked what a thing is called, the paper's own names and short forms answer.
+        coined = analysis.asks_the_name
+        own = "" if coined else f"{paper.title} {evidence.name(rank) or ''}"
+        known = said_words(f"{analysis.text} {own}")
+        context = "" if coined else abstract
+        if coined:  # the short form of what the question says in full is not the name asked
+            forms = short_forms(abstract).items()
+            known |= stems({short.casefold() for short, said in forms if said_words(said) & known})
 
         def names_a_thing(text: str) -> bool:
-            return any(stems({name.casefold()}) - known for name in proper_names(text, abstract))
+            return any(stems({name.casefold()}) - known for name in proper_names(text, context))
 
-        used = [key for key in verdict.evidence if key in evidence.sentences]
-        if any(names_a_thing(evidence.sentences[key]) for key in used):
+        if names_a_thing(MARKERS.sub("", verdict.answer)):
             return verdict
         if not names_a_thing(paper.text):  # its sentences left out of the prompt included
             return declined(verdict.unsupported)
-        keys = [key for key in evidence.ids_of(rank) if names_a_thing(evidence.sentences[key])]
-        found = evidence.best(analysis, keys, 0.0) if self.settings.extractive_fallback else None
-        return _with_evidence(verdict, analysis, evidence, found[0] if found else None)
+        if not self.settings.extractive_fallback:
+            return verdict
+        used = [key for key in verdict.evidence if key in evidence.sentences]
+        keys = [key for key in used if names_a_thing(evidence.sentences[key])] or [
+            key for key in evidence.ids_of(rank) if names_a_thing(evidence.sentences[key])
+        ]
+        found = evidence.best(analysis, keys, 0.0)
+        if found is None or evidence.sentences[found[0]] in verdict.answer:
+            return verdict
+        return _quoted_after(verdict, evidence, found[0])
 
     def answers_the_question(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence
@@ -715,6 +756,8 @@ class Verifier:
         return _verdict(" ".join(parts), used, verdict.unsupported)
 
 
+# A denial; "not only" affirms.
+NEGATION = re.compile(r"\b(?:not(?!\s+only\b)|no|never|none|neither|nor|cannot)\b|n't\b", re.I)
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
 MIN_ADDED_WORDS = 2  # fewer words added to the question say too little to trace
 MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
@@ -803,14 +846,22 @@ def _with_evidence(
     if key is None or evidence.sentences[key] in verdict.answer:
         return verdict
     # Citing the sentence is not saying it: a figure question whose answer states none of the
-    # sentence's figures still lacks what was asked.
-    figure_left_out = analysis.wants_figure and not (
-        numbers_in(MARKERS.sub("", verdict.answer)) & numbers_in(evidence.sentences[key])
+    # sentence's figures, or only some (of several, a small model often states the wrong one),
+    # may still lack what was asked.
+    stated = numbers_in(MARKERS.sub("", verdict.answer))
+    figures = numbers_in(evidence.sentences[key])
+    figure_left_out = analysis.wants_figure and (
+        not stated & figures or bool(figures - stated - set(analysis.figures))
     )
     if key in verdict.evidence and not figure_left_out:
         return verdict
     if analysis.wants_figure and not gives_the_figure(evidence.sentences[key], analysis):
         return verdict  # unasked for, it must name the measure asked
+    return _quoted_after(verdict, evidence, key)
+
+
+def _quoted_after(verdict: Verdict, evidence: Evidence, key: str) -> Verdict:
+    """The verdict with the sentence `key` quoted after its answer and added to its evidence."""
     answer = f"{verdict.answer} {evidence.quote(key)}"
     return _verdict(answer, [*verdict.evidence, key], verdict.unsupported)
 
