@@ -76,7 +76,10 @@ COMPARISON = re.compile(
     r"|\bcomparison (?:of|between)\b"
     r"|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\b(?:how|where|why) do\b.*\band\b.*\bdiffer\b"
     r"|\bversus\b"
-    r"|\bvs\.?\s|\bwhat does each\b|\bcontrast\b",
+    r"|\bvs\.?\s|\bwhat does each\b|\bcontrast\b"
+    # "… what does each paper propose?", "A and B both …: how does each approach it?"
+    rf"|\beach\s+{PAPER}\b"
+    r"|\bboth\b[^?.!]*\b(?:how|what)\s+(?:[\w-]+\s+){0,2}?(?:does|do|did)\s+each\b",
     re.IGNORECASE,
 )
 COUNT = re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE)
@@ -511,10 +514,7 @@ def proper_names(text: str, context: str = "") -> list[str]:
 def _spelled_out(name: str, context: str) -> bool:
     """An acronym whose letters begin consecutive words of `context` ("RL" where it says
     "reinforcement learning" anywhere, brackets or not): the text's term, not a name."""
-    if not ACRONYM.fullmatch(name):
-        return False
-    initials = "".join(token[0] for token in TOKEN.findall(context)).casefold()
-    return name.casefold() in initials
+    return bool(ACRONYM.fullmatch(name)) and name.casefold() in _initials(context)
 
 
 @lru_cache(maxsize=256)  # one abstract, asked of each of its sentences
@@ -601,12 +601,21 @@ def numbers_in(text: str, language: str = "English") -> set[str]:
     return found
 
 
+# A figure joined to a word it qualifies ("1-bit Adam", "a 3-layer network") is part of a name
+# or a setting, never an amount that rises or falls ("10-fold" is one).
+COMPOUND = re.compile(r"^\d+(?:[.,]\d+)?-(?!fold$)[^\W\d_]+$")
+
+
 def direction_of(text: str, figure: str, language: str = "English") -> tuple[str, int] | None:
     """The axis and sign `figure` is stated with in `text`: the direction word nearest to it in
     its clause ("a 3x-14x reduction" → amount, -1), if one is within reach."""
     for clause in CLAUSE_BREAK.split(text):
         words = [token.casefold() for token in TOKEN.findall(clause)]
-        at = [i for i, word in enumerate(words) if figure in numbers_in(word, language)]
+        at = [
+            i
+            for i, word in enumerate(words)
+            if figure in numbers_in(word, language) and not COMPOUND.match(word)
+        ]
         near = sorted(
             (abs(i - j), DIRECTION_WORDS[word])
             for i in at
@@ -806,14 +815,17 @@ def sizes_in(texts: Iterable[str]) -> set[str]:
     return {f"{w}x{h}" for text in texts for w, h in SIZE.findall(text)}
 
 
-def _initials(text: str) -> set[str]:
+@lru_cache(maxsize=1024)
+def _initials(text: str) -> frozenset[str]:
     """The initials of every run of 2 to 5 words ("magnetic resonance imaging" → "mri")."""
     words = _words(text)
-    return {
-        "".join(word[0] for word in words[start : start + size])
-        for size in range(2, 6)
-        for start in range(len(words) - size + 1)
-    }
+    return frozenset(
+        {
+            "".join(word[0] for word in words[start : start + size])
+            for size in range(2, 6)
+            for start in range(len(words) - size + 1)
+        }
+    )
 
 
 def _name_key(token: str) -> str:

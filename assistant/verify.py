@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 import numpy as np
 
@@ -30,6 +31,7 @@ import prompts
 from assistant.analyse import (
     FUNCTION_WORDS,
     INSTRUCTION,
+    INTRODUCES,
     NON_LATIN,
     RECORD,
     TOKEN,
@@ -330,6 +332,24 @@ class Evidence:
             return paper.title
         return f"{paper.title} ({name})"
 
+    def coining(self, analysis: QuestionAnalysis) -> dict[int, list[str]]:
+        """The papers shown that propose what a two-word phrase of the question says ("we
+        propose model specialization"), no other paper shown saying it, with the phrases: a
+        comparison calls a paper by its own term as often as by its name."""
+        tokens = TOKEN.findall(analysis.text)
+        phrases = {
+            f"{first} {second}"
+            for first, second in pairwise(tokens)
+            if _phrase_word(first) and _phrase_word(second)
+        }
+        coined: dict[int, list[str]] = {}
+        for phrase in sorted(phrases):
+            pattern = re.compile(rf"(?<!\w){re.escape(phrase)}(?!\w)", re.I)
+            saying = [rank for rank in self.by_rank if pattern.search(self.text_of(rank))]
+            if len(saying) == 1 and _introduces(self.by_rank[saying[0]].paper.text, phrase):
+                coined.setdefault(saying[0], []).append(phrase)
+        return coined
+
     def is_named(self, rank: int, names: Iterable[str]) -> bool:
         """One of `names` is the paper's: in its title, or the name of what it proposes (a
         name its abstract only mentions, like a baseline, is not)."""
@@ -340,9 +360,12 @@ class Evidence:
         paper = self.by_rank[rank].paper
         return paper_name(paper.title, paper.text)
 
-    def contribution(self, rank: int, analysis: QuestionAnalysis, threshold: float) -> str | None:
+    def contribution(
+        self, rank: int, analysis: QuestionAnalysis, threshold: float, called: Iterable[str] = ()
+    ) -> str | None:
         """The paper's on-point sentence closest to the question, preferring those that name
-        what it proposes: a comparison compares contributions, not background."""
+        what it proposes (or say what the question `called` it): a comparison compares
+        contributions, not background."""
         keys = self.ids_of(rank)
         # What a comparison says of each paper apart describes one of them: a paper need only
         # match its own part.
@@ -354,7 +377,9 @@ class Evidence:
         if giving:  # "compare the FID of …": where each paper gives it
             return (self.best(analysis, giving, 0.0) or found)[0]
         name = self.name(rank)
-        naming = [key for key in keys if name is not None and name in self.sentences[key]]
+        naming = [key for key in keys if name is not None and name in self.sentences[key]] or [
+            key for key in keys if any(_introduces(self.sentences[key], p) for p in called)
+        ]
         return (self.best(analysis, naming, 0.0) or found)[0]
 
 
@@ -665,12 +690,18 @@ class Verifier:
         if analysis.asks != Asks.COMPARISON or not self.settings.extractive_fallback:
             return verdict
         threshold = self.settings.compare_min_similarity
+        coined = evidence.coining(analysis)
         contributions = {
             rank: key
             for rank in evidence.by_rank
-            if (key := evidence.contribution(rank, analysis, threshold)) is not None
+            if (key := evidence.contribution(rank, analysis, threshold, coined.get(rank, ())))
+            is not None
         }
-        named = [rank for rank in contributions if evidence.is_named(rank, analysis.names)]
+        named = [
+            rank
+            for rank in contributions
+            if evidence.is_named(rank, analysis.names) or rank in coined
+        ]
         chosen = list(dict.fromkeys([*named, *contributions]))[: analysis.papers_wanted]
         if len(chosen) < 2:
             return verdict
@@ -761,6 +792,27 @@ NEGATION = re.compile(r"\b(?:not(?!\s+only\b)|no|never|none|neither|nor|cannot)\
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
 MIN_ADDED_WORDS = 2  # fewer words added to the question say too little to trace
 MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
+
+
+# Words that join a question's phrases rather than name anything.
+JOINING_WORDS = FUNCTION_WORDS | frozenset(
+    "and or not nor it its each what how why who whom this these those their they them".split()  # noqa: SIM905
+)
+
+
+def _phrase_word(token: str) -> bool:
+    return len(token) >= 3 and token[0].isalpha() and token.casefold() not in JOINING_WORDS
+
+
+def _introduces(sentence: str, phrase: str) -> bool:
+    """`sentence` proposes what `phrase` says ("we propose task narrowing", "a method called
+    …"), not merely uses it ("what we call the objective mismatch issue" names a problem)."""
+    follows = re.compile(rf"[\s,]*(?:(?:a|an|the|our)\s+)?{re.escape(phrase)}(?!\w)", re.I)
+    return any(
+        follows.match(sentence, verb.end())
+        for verb in INTRODUCES.finditer(sentence)
+        if verb.group(0).casefold() != "call"
+    )
 
 
 def _in_the_question_s_script(body: str, analysis: QuestionAnalysis) -> tuple[str, bool]:

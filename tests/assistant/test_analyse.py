@@ -45,6 +45,11 @@ from assistant.analyse import (
         # A baseline the paper is compared with is not a second paper
         ("How much faster is it compared with training from scratch?", Asks.FIGURE),
         ("How does ProDiff compare with FastSpeech?", Asks.COMPARISON),
+        # "Each" and "both" asked of two papers, with no word for comparing
+        ("ProDiff and FastSpeech both speed up synthesis; how does each do it?", Asks.COMPARISON),
+        ("What limitation does each paper point out?", Asks.COMPARISON),
+        ("The paper evaluates both losses. How does each affect accuracy?", Asks.FACT),
+        ("Its two stages both train the encoder. How does each one learn?", Asks.FACT),
         # What the description before the question says is how it finds the paper
         (
             "In the work that weights each sample by how much it changes the loss, which "
@@ -456,6 +461,10 @@ def test_a_question_that_asks_several_things_is_analysed_part_by_part() -> None:
         ),
         ("It reaches an FID of 2.43 on FFHQ.", "2.43", None),
         ("Why did the solver lose 11.5% on average?", "11.5", ("quality", -1)),
+        # A figure joined to what it qualifies is part of a name or a setting, not an amount
+        ("1-bit Adam and EControl both reduce communication overhead.", "1", None),
+        ("A 3-layer network cuts the error by half.", "3", None),
+        ("It gives a 10-fold reduction in memory.", "10", ("amount", -1)),
     ],
 )
 def test_the_direction_a_figure_is_stated_with(

@@ -240,6 +240,40 @@ def test_a_comparison_starts_with_the_papers_the_question_names(verifier: Verifi
     assert verdict.citations == [1, 3]  # then the best retrieved with evidence on point
 
 
+NARROWING = RetrievedPaper(
+    "narrowing",
+    "Trading Breadth for Depth in Small Language Models",
+    "Small language models know a little about everything. We propose task narrowing, which "
+    "trades a small model's general ability for skill at one target task. Narrowed models "
+    "gain four points on arithmetic word problems.",
+    0.6,
+)
+DISTILLING = RetrievedPaper(
+    "distilling",
+    "Fine-Tuning Small Language Models: A Survey",
+    "Fine-tuning changes what a small language model is good at. We survey the methods that "
+    "adapt small language models to target tasks.",
+    0.7,
+)
+
+
+def test_a_comparison_covers_the_paper_the_question_calls_by_its_own_term(
+    verifier: Verifier,
+) -> None:
+    # "task narrowing" is no capitalised name, yet only one paper says it: that paper is meant,
+    # before a better-ranked neighbour, and quoted where it says it.
+    question = analyse(
+        "How do task narrowing and self-play preference optimization differ in how they change "
+        "what a small language model is good at?"
+    )
+    sources = pack([SPPO, DISTILLING, NARROWING], 10_000, question, verifier.similarity)
+    verdict = verifier.verify(draft(), question, sources)
+    narrowing = next(s.rank for s in sources if s.paper.id == "narrowing")
+    assert narrowing in verdict.citations
+    assert f"[{narrowing}]: We propose task narrowing" in verdict.answer
+    assert "survey" not in verdict.answer.casefold()
+
+
 def test_a_figure_the_question_asks_for_is_found_where_the_model_read_it(
     verifier: Verifier,
 ) -> None:
