@@ -510,7 +510,6 @@ def proper_names(text: str, context: str = "") -> list[str]:
     ]
 
 
-@lru_cache(maxsize=1024)
 def _spelled_out(name: str, context: str) -> bool:
     """An acronym whose letters begin consecutive words of `context` ("RL" where it says
     "reinforcement learning" anywhere, brackets or not): the text's term, not a name."""
@@ -651,7 +650,9 @@ INTRODUCES = re.compile(
     r"|\b(?P<naming>called|named|dubbed|termed)\b",
     re.IGNORECASE,
 )
-NAMED_NEXT = re.compile(rf"^[\s,]*(?:(?:a|an|the|our)\s+)?({COINED})\b")
+# What follows the verb that introduces it: "we propose [a|the|our] X".
+INTRODUCED = r"[\s,]*(?:(?:a|an|the|our)\s+)?"
+NAMED_NEXT = re.compile(rf"^{INTRODUCED}({COINED})\b")
 # "Accelerated Preference Optimization (APO)": a Title-Case phrase defines the acronym.
 DEFINED = re.compile(rf"\b[A-Z][\w-]*\s*\(({COINED})\)")
 # "…, Transformers as Treatment Effect Estimators (TransTEE) is proposed.": the passive voice.
@@ -694,6 +695,17 @@ def paper_name(title: str, abstract: str) -> str | None:
         if own:
             return own.group(1) or own.group(2)
     return head if titled else title_short_form(title, abstract)
+
+
+def introduces(text: str, phrase: str) -> bool:
+    """`text` proposes what `phrase` says ("we propose task narrowing", "a method called …"),
+    not merely uses it ("what we call the objective mismatch issue" names a problem)."""
+    follows = re.compile(rf"{INTRODUCED}{re.escape(phrase)}(?!\w)", re.IGNORECASE)
+    return any(
+        follows.match(text, verb.end())
+        for verb in INTRODUCES.finditer(text)
+        if verb.group(0).casefold() != "call"
+    )
 
 
 def title_short_form(title: str, abstract: str) -> str | None:

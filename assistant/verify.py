@@ -31,7 +31,6 @@ import prompts
 from assistant.analyse import (
     FUNCTION_WORDS,
     INSTRUCTION,
-    INTRODUCES,
     NON_LATIN,
     RECORD,
     TOKEN,
@@ -42,6 +41,7 @@ from assistant.analyse import (
     direction_of,
     from_the_record,
     gives_the_figure,
+    introduces,
     is_question,
     mentions,
     missing_names,
@@ -346,7 +346,7 @@ class Evidence:
         for phrase in sorted(phrases):
             pattern = re.compile(rf"(?<!\w){re.escape(phrase)}(?!\w)", re.I)
             saying = [rank for rank in self.by_rank if pattern.search(self.text_of(rank))]
-            if len(saying) == 1 and _introduces(self.by_rank[saying[0]].paper.text, phrase):
+            if len(saying) == 1 and introduces(self.by_rank[saying[0]].paper.text, phrase):
                 coined.setdefault(saying[0], []).append(phrase)
         return coined
 
@@ -378,7 +378,7 @@ class Evidence:
             return (self.best(analysis, giving, 0.0) or found)[0]
         name = self.name(rank)
         naming = [key for key in keys if name is not None and name in self.sentences[key]] or [
-            key for key in keys if any(_introduces(self.sentences[key], p) for p in called)
+            key for key in keys if any(introduces(self.sentences[key], p) for p in called)
         ]
         return (self.best(analysis, naming, 0.0) or found)[0]
 
@@ -505,8 +505,9 @@ class Verifier:
         if any(_reversed(body, evidence.sentences[key], figures) for key in chosen):
             return None  # "FID 5.2% worse" where the paper improves it by 5.2%
         words = content_words(body)
+        holding_figures = [k for k in chosen if numbers_in(evidence.sentences[k]) & figures]
         if figures and len(words) < MIN_CLAIM_WORDS:
-            return [k for k in chosen if set(numbers_in(evidence.sentences[k])) & figures] or keys
+            return holding_figures or keys
         scores = evidence.closeness(body, chosen)
         best = chosen[int(scores.argmax())]
         lexical = len(words & content_words(evidence.text_of(evidence.rank_of(best))))
@@ -521,7 +522,6 @@ class Verifier:
             if held[best] < most:
                 holding = [key for key in around if held[key] == most]
                 best = holding[int(evidence.closeness(body, holding).argmax())]
-        holding_figures = [k for k in chosen if set(numbers_in(evidence.sentences[k])) & figures]
         supporting = list(dict.fromkeys([best, *holding_figures]))
         if NEGATION.search(body) and not any(
             NEGATION.search(evidence.sentences[key]) for key in supporting
@@ -802,17 +802,6 @@ JOINING_WORDS = FUNCTION_WORDS | frozenset(
 
 def _phrase_word(token: str) -> bool:
     return len(token) >= 3 and token[0].isalpha() and token.casefold() not in JOINING_WORDS
-
-
-def _introduces(sentence: str, phrase: str) -> bool:
-    """`sentence` proposes what `phrase` says ("we propose task narrowing", "a method called
-    …"), not merely uses it ("what we call the objective mismatch issue" names a problem)."""
-    follows = re.compile(rf"[\s,]*(?:(?:a|an|the|our)\s+)?{re.escape(phrase)}(?!\w)", re.I)
-    return any(
-        follows.match(sentence, verb.end())
-        for verb in INTRODUCES.finditer(sentence)
-        if verb.group(0).casefold() != "call"
-    )
 
 
 def _in_the_question_s_script(body: str, analysis: QuestionAnalysis) -> tuple[str, bool]:
