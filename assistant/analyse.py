@@ -260,6 +260,15 @@ FURTHER_QUESTION = re.compile(
     re.IGNORECASE,
 )
 MIN_PART_WORDS = 3
+# "…, and what does each propose?", "Which are they?", "how do their approaches differ?": what a
+# comparison asks of every paper alike, so it cannot tell the papers apart.
+ASKED_OF_EACH = re.compile(
+    r"^\W*(?:(?:in|on|to|for|from|by|with|about)\s+)?(?:what|which|how|whether)\b"
+    r"(?:\s+(?:are they|ones|each)\b|.*\b(?:do|does|did)\s+(?:each|they|both|their)\b"
+    r"|.*\beach\s+(?:one|paper|work|study|of them)\b)",
+    re.IGNORECASE,
+)
+MIN_DESCRIBED_WORDS = 4
 # The direction a figure is stated with, by axis: "FID 5.2% worse" and "improving its FID by
 # 5.2%" are opposite; "reduce … by 3x" and "worse by 3x" are on different axes, not compared.
 DIRECTIONS = {
@@ -325,6 +334,8 @@ class QuestionAnalysis:
     # what Dice score …"), analysed apart.
     asked: tuple[QuestionAnalysis, ...] = ()
     focus: str = ""  # what is asked without the description before it ("": all of `text`)
+    # A comparison without what it asks of each paper alike: how it describes the papers.
+    compared: str = ""
     kind: str = ""  # what a question asks for by its kind: "fundamental questions"
 
     @property
@@ -380,6 +391,7 @@ def analyse(question: str) -> QuestionAnalysis:
         measure=measure,
         papers_wanted=_papers_wanted(text),
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
+        compared=compared_papers(text) if asks == Asks.COMPARISON else "",
         asked=several if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
         focus=focus if asks not in (Asks.COMPARISON, Asks.TOPIC) else "",
         kind=_kind(focus or text) if asks == Asks.FACT else "",
@@ -438,6 +450,23 @@ def comparison_parts(text: str) -> tuple[str, ...]:
         if len(halves) == 2 and all(len(half.split()) >= 2 for half in halves):
             return (halves[0].strip(), halves[1].strip())
     return ()
+
+
+def compared_papers(text: str) -> str:
+    """A comparison without what it asks of each paper alike ("Two papers study X. What does
+    each conclude?" → "Two papers study X."): "" when it asks nothing of them all, or when
+    too little is left to find papers by."""
+    pieces = [
+        piece
+        for sentence in split_sentences(text)
+        for clause in re.split(r"(?<=[:;])\s+", sentence)
+        for piece in FURTHER_QUESTION.split(clause)
+        if piece.strip()
+    ]
+    kept = [piece for piece in pieces if not ASKED_OF_EACH.search(piece)]
+    if len(kept) == len(pieces) or len(" ".join(kept).split()) < MIN_DESCRIBED_WORDS:
+        return ""
+    return " ".join(kept)
 
 
 def _asks(text: str) -> Asks:

@@ -114,7 +114,11 @@ class Assistant:
         count = request.top_k or self.settings.retrieval.top_k
         papers = await anyio.to_thread.run_sync(
             lambda: self.retriever.search(
-                analysis.text, count, filters=request.filters, parts=analysis.parts
+                analysis.text,
+                count,
+                filters=request.filters,
+                parts=analysis.parts,
+                described=analysis.compared,
             )
         )
         timings.retrieve = _ms(tick)

@@ -46,13 +46,19 @@ class Retriever:
         mode: str | None = None,
         filters: dict[str, Any] | None = None,
         parts: tuple[str, ...] = (),
+        described: str = "",
     ) -> list[RetrievedPaper]:
-        """The `top_k` papers best for `query`. With `parts` (what a comparison says of each
-        paper), each part's best paper comes first: the whole question often leans towards one
-        of the papers compared, and the other falls out of reach."""
-        papers = self._search(query, top_k, mode, filters)
-        if not parts:
-            return papers
+        """The `top_k` papers best for `query`. With `described` (a comparison without what it
+        asks of each paper alike), its ranking is fused with the whole question's: "what does
+        each conclude?" pulls in papers that say "we conclude", yet it may also hold the topic
+        ("how does each adapt to distribution shift?"). With `parts` (what a comparison says
+        of each paper), each part's best paper comes first: the whole question often leans
+        towards one of the papers compared, and the other falls out of reach."""
+        depth = top_k * 2 if described else top_k
+        papers = self._search(query, depth, mode, filters)
+        if described:
+            rankings = [papers, self._search(described, depth, mode, filters)]
+            papers = _rank_fused(rankings, self.settings.rrf_k)
         whole = {paper.id: paper for paper in papers}
         leads = [
             whole.get(hit.id, hit) for part in parts for hit in self._search(part, 1, mode, filters)
@@ -108,6 +114,17 @@ class Retriever:
             if len(results) == top_k:
                 break
         return results
+
+
+def _rank_fused(rankings: list[list[RetrievedPaper]], k: int) -> list[RetrievedPaper]:
+    """Papers by the sum of their reciprocal ranks in `rankings` (RRF), best first."""
+    scores: dict[str, float] = {}
+    papers: dict[str, RetrievedPaper] = {}
+    for ranking in rankings:
+        for rank, paper in enumerate(ranking, start=1):
+            scores[paper.id] = scores.get(paper.id, 0.0) + 1 / (k + rank)
+            papers.setdefault(paper.id, paper)
+    return sorted(papers.values(), key=lambda paper: scores[paper.id], reverse=True)
 
 
 @dataclass

@@ -399,6 +399,46 @@ def test_a_comparison_that_describes_each_paper_apart(
 
 
 @pytest.mark.parametrize(
+    ("question", "compared"),
+    [
+        (
+            "Two papers study glacier melt with satellites. What does each conclude and propose?",
+            "Two papers study glacier melt with satellites.",
+        ),
+        (
+            "Which works shrink speech models for phones, and what does each one do?",
+            "Which works shrink speech models for phones",
+        ),
+        (
+            "Two papers cache keys for long prompts. Which are they and how do their methods "
+            "differ?",
+            "Two papers cache keys for long prompts.",
+        ),
+        (
+            "Compare the sign-voting merger and the curvature-weighted average: what do they "
+            "assume, and how does each build the merged weights?",
+            "Compare the sign-voting merger and the curvature-weighted average:",
+        ),
+        # "each" inside the description is not what is asked of every paper.
+        (
+            "Two papers route work across models: one picks an expert for each prompt, the other "
+            "tunes all parameters. What does each propose?",
+            "Two papers route work across models: one picks an expert for each prompt, the other "
+            "tunes all parameters.",
+        ),
+        # Nothing asked of every paper alike, too little left, or not a comparison.
+        ("Compare the FID of the Poisson-field model with that of consistency training.", ""),
+        ("Which two papers, and what does each propose?", ""),
+        ("What does the speech model conclude, and what does it propose?", ""),
+    ],
+)
+def test_a_comparison_without_what_it_asks_of_each_paper_alike(
+    question: str, compared: str
+) -> None:
+    assert analyse(question).compared == compared
+
+
+@pytest.mark.parametrize(
     ("question", "wanted"),
     [
         ("Which two papers study model merging, and how do they differ?", 2),

@@ -147,6 +147,20 @@ def test_each_part_of_a_comparison_leads_with_its_best_paper(
     assert [paper.id for paper in search.search(question, 3, parts=parts)][2] in whole
 
 
+def test_a_comparisons_description_is_ranked_with_the_whole_question(
+    settings: Settings, embedder: Embedder
+) -> None:
+    search = retriever(settings, embedder, mode="bm25")
+    described = "Which papers schedule rates for agents?"
+    question = f"{described} What does each find about vision transformers and labelled images?"
+    whole = [paper.id for paper in search.search(question, 4)]
+    alone = [paper.id for paper in search.search(described, 4)]
+    fused = [paper.id for paper in search.search(question, 4, described=described)]
+    assert whole[:2] == ["vision", "rare"]  # what is asked of each outweighs the description
+    assert alone == ["rare"]
+    assert fused[:2] == ["rare", "vision"]
+
+
 def test_score_fusion_adds_each_lists_standardised_scores(
     settings: Settings, embedder: Embedder
 ) -> None:
