@@ -76,7 +76,11 @@ COMPARISON = re.compile(
     r"|\bcomparison (?:of|between)\b"
     r"|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\b(?:how|where|why) do\b.*\band\b.*\bdiffer\b"
     r"|\bversus\b"
-    r"|\bvs\.?\s|\bwhat does each\b|\bcontrast\b"
+    r"|\bvs\.?\s|\bcontrast\b"
+    # "There is A, and B. What does each find about …?" asks of several papers; "what does
+    # each stage learn?" asks of the parts of one.
+    r"|\bwhat (?:does|do|did) each\s+(?:(?:one|of them)\s+)?\w+(?:\s*[?,.;:!]|\s*$"
+    r"|\s+(?:about|to|from|for|as|in|on|with|and|or)\b)"
     # "… what does each paper propose?", "A and B both …: how does each approach it?"
     rf"|\beach\s+{PAPER}\b"
     r"|\bboth\b[^?.!]*\b(?:how|what)\s+(?:[\w-]+\s+){0,2}?(?:does|do|did)\s+each\b",

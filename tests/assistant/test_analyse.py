@@ -50,6 +50,9 @@ from assistant.analyse import (
         ("What limitation does each paper point out?", Asks.COMPARISON),
         ("The paper evaluates both losses. How does each affect accuracy?", Asks.FACT),
         ("Its two stages both train the encoder. How does each one learn?", Asks.FACT),
+        ("Graph nets and MLPs are compared. What does each find about depth?", Asks.COMPARISON),
+        ("What does each stage of the pipeline learn?", Asks.FACT),
+        ("In the two-stage detector, what does each stage learn?", Asks.FACT),
         # What the description before the question says is how it finds the paper
         (
             "In the work that weights each sample by how much it changes the loss, which "
