@@ -65,6 +65,14 @@ WHICH_PAPER = re.compile(
     r"\b(?:propos|introduc|present)",
     re.IGNORECASE,
 )
+# "Which paper …?" opening a question asks for one paper, however its description contrasts
+# things ("… weights forward versus reverse KL", "… the difference between fine-tuned and
+# pre-trained weights").
+ONE_PAPER_ASKED = re.compile(
+    rf"(?:^|[.?!;:]\s+)(?:which|what)\s+(?:(?!each\b|{PAPERS_ONLY}\b)\w+\s+){{0,2}}?{PAPER}\b(?![^?]*\beach\b)"
+    rf"|(?:^|[.?!;:]\s+)name (?:the|a|one) {PAPER}\b",
+    re.IGNORECASE,
+)
 # Asked to compare ("Compare …", "How do A and B compare?"): several papers. "Compare" as what a
 # paper does ("the study comparing …", "which baseline does it compare against?", "… compared
 # with training from scratch") asks about one.
@@ -474,7 +482,7 @@ def compared_papers(text: str) -> str:
 
 
 def _asks(text: str) -> Asks:
-    if COMPARISON.search(text):
+    if COMPARISON.search(text) and not ONE_PAPER_ASKED.search(text):
         return Asks.COMPARISON
     if (
         not {"?", "？"} & set(text)

@@ -52,6 +52,11 @@ from assistant.analyse import (
         ("Its two stages both train the encoder. How does each one learn?", Asks.FACT),
         ("Graph nets and MLPs are compared. What does each find about depth?", Asks.COMPARISON),
         ("What does each stage of the pipeline learn?", Asks.FACT),
+        # One paper asked for, whatever its description contrasts
+        ("Which paper weights forward versus reverse KL in the student's loss?", Asks.WHICH_PAPER),
+        ("Which paper merges the difference between tuned and base weights?", Asks.WHICH_PAPER),
+        ("Which papers weigh forward versus reverse KL?", Asks.COMPARISON),
+        ("Which two papers study X, one for A versus B?", Asks.COMPARISON),
         ("In the two-stage detector, what does each stage learn?", Asks.FACT),
         # What the description before the question says is how it finds the paper
         (
