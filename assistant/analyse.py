@@ -58,8 +58,10 @@ THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+$")
 PAPER = r"(?:paper|work|study|article|publication|preprint|abstract)"
 PAPERS_ONLY = r"(?:papers|works|studies|articles|publications)"
 PAPERS = r"(?:papers|works|studies|articles|publications|methods|approaches|ones)"
+NAME_A_PAPER = rf"name (?:the|a|one) {PAPER}\b"
+SENTENCE_START = r"(?:^|[.?!;:]\s+)"
 WHICH_PAPER = re.compile(
-    rf"\b(?:which|what)\s+(?:\w+\s+){{0,2}}?{PAPER}\b|\bname (?:the|a|one) {PAPER}\b"
+    rf"\b(?:which|what)\s+(?:\w+\s+){{0,2}}?{PAPER}\b|\b{NAME_A_PAPER}"
     rf"|\bis there an? {PAPER}\b|\b(?:which|what) (?:method|approach|model|framework|system"
     r"|technique|benchmark|dataset)\b[^?]{0,80}(?<!the )(?<!their )(?<!its )(?<!our )"
     r"\b(?:propos|introduc|present)",
@@ -69,8 +71,8 @@ WHICH_PAPER = re.compile(
 # things ("… weights forward versus reverse KL", "… the difference between fine-tuned and
 # pre-trained weights").
 ONE_PAPER_ASKED = re.compile(
-    rf"(?:^|[.?!;:]\s+)(?:which|what)\s+(?:(?!each\b|{PAPERS_ONLY}\b)\w+\s+){{0,2}}?{PAPER}\b(?![^?]*\beach\b)"
-    rf"|(?:^|[.?!;:]\s+)name (?:the|a|one) {PAPER}\b",
+    rf"{SENTENCE_START}(?:which|what)\s+(?:(?!each\b|{PAPERS_ONLY}\b)\w+\s+){{0,2}}?{PAPER}\b"
+    rf"(?![^?]*\beach\b)|{SENTENCE_START}{NAME_A_PAPER}",
     re.IGNORECASE,
 )
 # Asked to compare ("Compare …", "How do A and B compare?"): several papers. "Compare" as what a
@@ -79,7 +81,7 @@ ONE_PAPER_ASKED = re.compile(
 COMPARISON = re.compile(
     rf"\b(?:two|three|both|several)\s+(?:[\w-]+\s+){{0,2}}?{PAPERS}\b"
     rf"|\b(?:which|what)\s+{PAPERS_ONLY}\b"
-    r"|(?:^|[.?!;:]\s+)(?:(?:please|(?:can|could|would) you(?: please)?)\s+)?compare\b"
+    rf"|{SENTENCE_START}(?:(?:please|(?:can|could|would) you(?: please)?)\s+)?compare\b"
     r"|\bhow\s+(?:do|does|did)\b[^?]*\bcompare\b"
     r"|\bcomparison (?:of|between)\b"
     r"|\bdiffer(?:s|ences?)?\b.*\b(?:from|and)\b|\b(?:how|where|why) do\b.*\band\b.*\bdiffer\b"
@@ -464,17 +466,23 @@ def comparison_parts(text: str) -> tuple[str, ...]:
     return ()
 
 
-def compared_papers(text: str) -> str:
-    """A comparison without what it asks of each paper alike ("Two papers study X. What does
-    each conclude?" → "Two papers study X."): "" when it asks nothing of them all, or when
-    too little is left to find papers by."""
-    pieces = [
+def question_pieces(text: str) -> list[str]:
+    """`text` cut into its sentences, their clauses after ":" or ";", and the further questions
+    they join ("…, and what does each propose?")."""
+    return [
         piece
         for sentence in split_sentences(text)
         for clause in re.split(r"(?<=[:;])\s+", sentence)
         for piece in FURTHER_QUESTION.split(clause)
         if piece.strip()
     ]
+
+
+def compared_papers(text: str) -> str:
+    """A comparison without what it asks of each paper alike ("Two papers study X. What does
+    each conclude?" → "Two papers study X."): "" when it asks nothing of them all, or when
+    too little is left to find papers by."""
+    pieces = question_pieces(text)
     kept = [piece for piece in pieces if not ASKED_OF_EACH.search(piece)]
     if len(kept) == len(pieces) or len(" ".join(kept).split()) < MIN_DESCRIBED_WORDS:
         return ""
@@ -741,12 +749,23 @@ def paper_name(title: str, abstract: str) -> str | None:
 def introduces(text: str, phrase: str) -> bool:
     """`text` proposes what `phrase` says ("we propose task narrowing", "a method called …"),
     not merely uses it ("what we call the objective mismatch issue" names a problem)."""
-    follows = re.compile(rf"{INTRODUCED}{re.escape(phrase)}(?!\w)", re.IGNORECASE)
+    follows = _introduced(phrase)
     return any(
         follows.match(text, verb.end())
         for verb in INTRODUCES.finditer(text)
         if verb.group(0).casefold() != "call"
     )
+
+
+@lru_cache(maxsize=1024)  # asked of every sentence of every compared paper
+def _introduced(phrase: str) -> re.Pattern[str]:
+    return re.compile(rf"{INTRODUCED}{re.escape(phrase)}(?!\w)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1024)
+def whole_phrase(phrase: str) -> re.Pattern[str]:
+    """`phrase` as whole words, in any case ("APO" not in "APOLLO")."""
+    return re.compile(rf"(?<!\w){re.escape(phrase)}(?!\w)", re.IGNORECASE)
 
 
 def title_short_form(title: str, abstract: str) -> str | None:

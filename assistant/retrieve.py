@@ -122,9 +122,14 @@ def _rank_fused(rankings: list[list[RetrievedPaper]], k: int) -> list[RetrievedP
     papers: dict[str, RetrievedPaper] = {}
     for ranking in rankings:
         for rank, paper in enumerate(ranking, start=1):
-            scores[paper.id] = scores.get(paper.id, 0.0) + 1 / (k + rank)
+            scores[paper.id] = scores.get(paper.id, 0.0) + reciprocal_rank(rank, k)
             papers.setdefault(paper.id, paper)
     return sorted(papers.values(), key=lambda paper: scores[paper.id], reverse=True)
+
+
+def reciprocal_rank(rank: int, k: int, weight: float = 1.0) -> float:
+    """What a place in one ranking adds to an item's RRF score (rank from 1)."""
+    return weight / (k + rank)
 
 
 @dataclass
@@ -141,7 +146,8 @@ class _Fusion:
     paper_of: dict[str, str] = field(default_factory=dict)  # chunk id → paper id
 
     def add(self, chunk_id: str, rank: int, weight: float) -> None:
-        self.fused[chunk_id] = self.fused.get(chunk_id, 0.0) + weight / (self.settings.rrf_k + rank)
+        added = reciprocal_rank(rank, self.settings.rrf_k, weight)
+        self.fused[chunk_id] = self.fused.get(chunk_id, 0.0) + added
 
     def scores(self) -> dict[str, float]:
         if self.settings.fusion == "rrf":

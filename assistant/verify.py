@@ -52,6 +52,7 @@ from assistant.analyse import (
     short_forms,
     states_a_figure,
     stems,
+    whole_phrase,
     word_stems,
 )
 from assistant.generate import Draft
@@ -328,7 +329,7 @@ class Evidence:
         """The title, with the name the paper gives its method when the title lacks it."""
         paper = self.by_rank[rank].paper
         name = self.name(rank)
-        if name is None or re.search(rf"(?<!\w){re.escape(name)}(?!\w)", paper.title, re.I):
+        if name is None or whole_phrase(name).search(paper.title):
             return paper.title
         return f"{paper.title} ({name})"
 
@@ -344,7 +345,7 @@ class Evidence:
         }
         coined: dict[int, list[str]] = {}
         for phrase in sorted(phrases):
-            pattern = re.compile(rf"(?<!\w){re.escape(phrase)}(?!\w)", re.I)
+            pattern = whole_phrase(phrase)
             saying = [rank for rank in self.by_rank if pattern.search(self.text_of(rank))]
             if len(saying) == 1 and introduces(self.by_rank[saying[0]].paper.text, phrase):
                 coined.setdefault(saying[0], []).append(phrase)
