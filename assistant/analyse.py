@@ -157,7 +157,10 @@ MODIFIER = re.compile(
     r"-(?:style|like|based|type|sized|scale|level|derived|inspired|driven|guided|specific|aware)$",
     re.IGNORECASE,
 )
-NOT_A_NAME = re.compile(r"^\d+(?:\.\d+)?[BMKT]$|^\d+-?D$", re.IGNORECASE)  # "64B", "3-D"
+# A size ("64B", "sub-11B": a bound on it) or a dimension ("3-D").
+NOT_A_NAME = re.compile(
+    r"^(?:(?:sub|over|under|above|below)-)?\d+(?:\.\d+)?[BMKT]$|^\d+-?D$", re.IGNORECASE
+)
 NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
 MIN_NAME_CHARS = 3  # an acronym this short ("TI") is the initials of too many pairs of words
 DIMENSION = re.compile(r"\b\d-?D\b|\(\d\)", re.IGNORECASE)  # "3D"; the enumerator "(1)"
@@ -310,6 +313,7 @@ ASKING = (
     r"(?:(?:on|in|at|for|with|by|to|from|under|of)\s+(?=what|which|how))?"  # "On what data …?"
     r"(?:what|which|how|why|is|are|was|were|does|do|did|can|could|has|have|had|will|would|should)\b"
 )
+A_QUESTION = re.compile(rf"^\W*{ASKING}", re.IGNORECASE)  # "under which conditions does …"
 DESCRIBED_FIRST = re.compile(
     rf"^(?:in|for|within|according to|regarding|about|among|from)\b[^?;]{{8,}}?,\s+"
     rf"(?={ASKING})|^[^?]{{8,}}?[.;:]\s+(?=(?:{ASKING}|who|whose|when|where))",
@@ -321,6 +325,16 @@ PAPERS_COUNTED = re.compile(
 )
 # "Which papers …" asks for all that answer, a number of them when it says so.
 ANY_NUMBER_OF_PAPERS = re.compile(rf"\b(?:which|what)\s+{PAPERS_ONLY}\b", re.IGNORECASE)
+# "what does each …", "how do their …", "what does the first …": asks of the papers compared.
+OF_THE_PAPERS = re.compile(
+    r"\b(?:each|both|they|their|them|two|three|the (?:first|second|third|former|latter|other))\b",
+    re.IGNORECASE,
+)
+# "Which two papers …", "Which are they?": asks for the papers, not of them.
+WHICH_PAPERS = re.compile(
+    rf"\b(?:which|what)\s+(?:[\w-]+\s+)?{PAPERS_ONLY}\b|^\W*which\s+(?:are they|ones)\b",
+    re.IGNORECASE,
+)
 
 
 class Asks(StrEnum):
@@ -350,6 +364,9 @@ class QuestionAnalysis:
     focus: str = ""  # what is asked without the description before it ("": all of `text`)
     # A comparison without what it asks of each paper alike: how it describes the papers.
     compared: str = ""
+    # What a comparison asks of the papers, without how it describes them ("What does each
+    # conclude about …?"; "" when it does not ask apart from describing).
+    ask: str = ""
     kind: str = ""  # what a question asks for by its kind: "fundamental questions"
 
     @property
@@ -406,6 +423,7 @@ def analyse(question: str) -> QuestionAnalysis:
         papers_wanted=_papers_wanted(text),
         parts=comparison_parts(text) if asks == Asks.COMPARISON else (),
         compared=compared_papers(text) if asks == Asks.COMPARISON else "",
+        ask=asked_of_papers(text) if asks == Asks.COMPARISON else "",
         asked=several if asks in (Asks.FACT, Asks.FIGURE, Asks.COUNT) else (),
         focus=focus if asks not in (Asks.COMPARISON, Asks.TOPIC) else "",
         kind=_kind(focus or text) if asks == Asks.FACT else "",
@@ -487,6 +505,24 @@ def compared_papers(text: str) -> str:
     if len(kept) == len(pieces) or len(" ".join(kept).split()) < MIN_DESCRIBED_WORDS:
         return ""
     return " ".join(kept)
+
+
+def asked_of_papers(text: str) -> str:
+    """What a comparison asks of the papers it describes: its pieces that are questions about
+    them, but not those asking which papers ("Which two papers study X, and what does each
+    find?" → "what does each find?"); "" when every piece asks or none does. A question
+    about one of them ("What accuracy did X get in that comparison?") asks a fact."""
+    pieces = question_pieces(text)
+    asking = [
+        piece
+        for piece in pieces
+        if A_QUESTION.match(piece)
+        and OF_THE_PAPERS.search(piece)
+        and not WHICH_PAPERS.search(piece)
+    ]
+    if not asking or len(asking) == len(pieces):
+        return ""
+    return " ".join(asking)
 
 
 def _asks(text: str) -> Asks:

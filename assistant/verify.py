@@ -351,6 +351,23 @@ class Evidence:
                 coined.setdefault(saying[0], []).append(phrase)
         return coined
 
+    def answering(self, rank: int, analysis: QuestionAnalysis, threshold: float) -> list[str]:
+        """The paper's sentence closest to what a comparison asks of the papers apart from how
+        it describes them ("… What does each conclude about …?"), if it is on the question's
+        subject (close to the whole question by `threshold`): the sentence naming a paper's
+        contribution rarely holds its finding."""
+        if not analysis.ask:
+            return []
+        found = self.best(replace(analysis, text=analysis.ask), self.ids_of(rank), 0.0)
+        if found is None or self.closeness(analysis.text, [found[0]])[0] < threshold:
+            return []
+        return [found[0]]
+
+    def quote_all(self, keys: list[str]) -> str:
+        """Sentences of one paper quoted under its title."""
+        first, *more = keys
+        return " ".join([self.quote(first, titled=True), *(self.quote(key) for key in more)])
+
     def is_named(self, rank: int, names: Iterable[str]) -> bool:
         """One of `names` is the paper's: in its title, or the name of what it proposes (a
         name its abstract only mentions, like a baseline, is not)."""
@@ -686,7 +703,8 @@ class Verifier:
     ) -> Verdict:
         """A comparison answers from each paper compared, up to the number asked for: those
         the question names, then the best retrieved with evidence on point. Each is named by
-        what it proposes and quoted where it says what it contributes. What the model wrote
+        what it proposes and quoted where it says what it contributes, then where it answers
+        what the question asks of each ("what does each find about …?"). What the model wrote
         does not choose the papers: a small model often cites a neighbour of those compared."""
         if analysis.asks != Asks.COMPARISON or not self.settings.extractive_fallback:
             return verdict
@@ -706,9 +724,11 @@ class Verifier:
         chosen = list(dict.fromkeys([*named, *contributions]))[: analysis.papers_wanted]
         if len(chosen) < 2:
             return verdict
-        keys = [contributions[rank] for rank in chosen]
-        answer = " ".join(evidence.quote(key, titled=True) for key in keys)
-        return _verdict(answer, keys, verdict.unsupported)
+        quoted = [
+            [contributions[rank], *evidence.answering(rank, analysis, threshold)] for rank in chosen
+        ]
+        answer = " ".join(evidence.quote_all(list(dict.fromkeys(keys))) for keys in quoted)
+        return _verdict(answer, [key for keys in quoted for key in keys], verdict.unsupported)
 
     def the_best_paper(
         self, verdict: Verdict, analysis: QuestionAnalysis, evidence: Evidence

@@ -250,6 +250,11 @@ def test_a_compound_modifier_does_not_make_a_name() -> None:
     assert analyse("Which layer did the DreamerV3-derived agent need?").names == ("DreamerV3",)
 
 
+def test_a_model_size_or_a_bound_on_it_is_no_name() -> None:
+    question = "Does a sub-11B T5 model distilled from a 175B GPT-3.5 reach its accuracy?"
+    assert analyse(question).names == ("T5", "GPT-3.5")
+
+
 @pytest.mark.parametrize(
     ("question", "measure"),
     [
@@ -444,6 +449,39 @@ def test_a_comparison_without_what_it_asks_of_each_paper_alike(
     question: str, compared: str
 ) -> None:
     assert analyse(question).compared == compared
+
+
+@pytest.mark.parametrize(
+    ("question", "ask"),
+    [
+        (
+            "Two papers study merging models at scale. What does each conclude about how model "
+            "size affects merging?",
+            "What does each conclude about how model size affects merging?",
+        ),
+        (
+            "Which two papers prune weight updates before merging, and what kinds of change "
+            "does each discard?",
+            "what kinds of change does each discard?",
+        ),
+        (
+            "Two papers speed up speech synthesis: one distils a teacher, the other solves an "
+            "ODE. How many steps does the first need, and how fast is the second?",
+            "How many steps does the first need how fast is the second?",
+        ),
+        # A question about one of the papers compared asks a fact; "which papers" asks for them.
+        (
+            "Two papers route prompts to models. What accuracy did Gorilla get in that comparison?",
+            "",
+        ),
+        ("Which papers study model merging, and which are they?", ""),
+        ("Compare how ProDiff and DPM-Solver speed up sampling.", ""),
+    ],
+)
+def test_what_a_comparison_asks_of_the_papers_apart_from_describing_them(
+    question: str, ask: str
+) -> None:
+    assert analyse(question).ask == ask
 
 
 @pytest.mark.parametrize(

@@ -383,6 +383,37 @@ def test_a_which_paper_answer_adds_the_name_of_the_method(verifier: Verifier) ->
     assert verdict.answer.startswith(f"{VOICE.title} (FastVoice) [1]: ")
 
 
+MERGING_AT_SCALE = RetrievedPaper(
+    "scale",
+    "What Matters for Model Merging at Scale?",
+    "We propose MergeBench, a systematic study of merging expert models of up to 64B parameters. "
+    "We find that larger models are easier to merge and generalise better once merged.",
+    0.8,
+)
+MERGING_CHAT = RetrievedPaper(
+    "chat",
+    "Merging Chat Models for Materials Science",
+    "We propose ChatMerge, which merges fine-tuned chat models for materials design. "
+    "Tiny models with one billion parameters gain no new abilities from merging.",
+    0.7,
+)
+
+
+def test_a_comparison_quotes_where_each_paper_answers_what_it_asks_of_each(
+    verifier: Verifier,
+) -> None:
+    question = analyse(
+        "Two studies merge fine-tuned language models, one at scale and one for materials "
+        "science. What does each conclude about how model size affects merging?"
+    )
+    sources = pack([MERGING_AT_SCALE, MERGING_CHAT], 10_000, question, verifier.similarity)
+    verdict = verifier.verify(draft(), question, sources)
+    assert "We propose MergeBench" in verdict.answer  # what each contributes, then
+    assert "larger models are easier to merge" in verdict.answer  # what it finds
+    assert "Tiny models with one billion parameters gain no new abilities" in verdict.answer
+    assert verdict.citations == [1, 2]
+
+
 def test_a_comparison_of_a_figure_quotes_where_each_paper_gives_it(verifier: Verifier) -> None:
     question = analyse("Compare the opinion scores of the two speech synthesisers.")
     sources = pack([VOICE, TALK], 10_000, question, verifier.similarity)
