@@ -93,6 +93,11 @@ COMPARISON = re.compile(
     r"|\s+(?:about|to|from|for|as|in|on|with|and|or)\b)"
     # "… what does each paper propose?", "A and B both …: how does each approach it?"
     rf"|\beach\s+{PAPER}\b"
+    # "How do these two … schemes work?" points at papers the asker goes on to describe ("the
+    # two" often counts parts of one: "What are the two main components …?"); "… according to
+    # one paper, and how much does another gain …?"
+    r"|\bthese\s+(?:two|three)\b"
+    rf"|\bone\s+{PAPER}\b[^?]*\b(?:another|the other)\b"
     r"|\bboth\b[^?.!]*\b(?:how|what)\s+(?:[\w-]+\s+){0,2}?(?:does|do|did)\s+each\b",
     re.IGNORECASE,
 )

@@ -218,10 +218,26 @@ def test_the_name_a_paper_gives_its_method(title: str, abstract: str, name: str 
     [
         "Two theory papers study gating. Which routing functions do they analyse?",
         "How do the trim-and-elect method and Fisher merging differ in how they merge models?",
+        "How do these two gossip-based training schemes work? The first averages weights, the "
+        "second samples nodes.",
+        "What limits depth estimation on large vehicles according to one paper, and how much "
+        "does another gain from pre-training on point clouds?",
     ],
 )
 def test_comparisons_in_other_words(question: str) -> None:
     assert analyse(question).asks == Asks.COMPARISON
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What are the two main components the binarization method introduces?",
+        "A paper pools scans from several challenges; which of those two datasets is larger?",
+        "One paper trains on images; which optimizer does it use?",
+    ],
+)
+def test_counting_parts_of_one_paper_is_no_comparison(question: str) -> None:
+    assert analyse(question).asks != Asks.COMPARISON
 
 
 @pytest.mark.parametrize(
