@@ -704,8 +704,10 @@ class Verifier:
         """A comparison answers from each paper compared, up to the number asked for: those
         the question names, then the best retrieved with evidence on point. Each is named by
         what it proposes and quoted where it says what it contributes, then where it answers
-        what the question asks of each ("what does each find about …?"). What the model wrote
-        does not choose the papers: a small model often cites a neighbour of those compared."""
+        what the question asks of each ("what does each find about …?"): the sentences of it
+        that the checked claims cite, else its sentence closest to the ask (the model read the
+        question; closeness in meaning often picks background). What the model wrote does not
+        choose the papers: a small model often cites a neighbour of those compared."""
         if analysis.asks != Asks.COMPARISON or not self.settings.extractive_fallback:
             return verdict
         threshold = self.settings.compare_min_similarity
@@ -724,9 +726,12 @@ class Verifier:
         chosen = list(dict.fromkeys([*named, *contributions]))[: analysis.papers_wanted]
         if len(chosen) < 2:
             return verdict
-        quoted = [
-            [contributions[rank], *evidence.answering(rank, analysis, threshold)] for rank in chosen
-        ]
+        cited = [key for key in verdict.evidence if key in evidence.sentences]
+        quoted = []
+        for rank in chosen:
+            contribution = contributions[rank]
+            read = [key for key in cited if evidence.rank_of(key) == rank and key != contribution]
+            quoted.append([contribution, *(read or evidence.answering(rank, analysis, threshold))])
         answer = " ".join(evidence.quote_all(list(dict.fromkeys(keys))) for keys in quoted)
         return _verdict(answer, [key for keys in quoted for key in keys], verdict.unsupported)
 

@@ -414,6 +414,28 @@ def test_a_comparison_quotes_where_each_paper_answers_what_it_asks_of_each(
     assert verdict.citations == [1, 2]
 
 
+def test_a_comparison_quotes_what_the_checked_claims_cite_of_each_paper(
+    verifier: Verifier,
+) -> None:
+    question = analyse(
+        "Two studies merge fine-tuned language models, one at scale and one for materials "
+        "science. What does each conclude about how model size affects merging?"
+    )
+    at_scale = replace(
+        MERGING_AT_SCALE,
+        text="We propose MergeBench, a systematic study of merging expert models of up to 64B "
+        "parameters. How model size affects merging is an open question. We find that larger "
+        "models are easier to merge and generalise better once merged.",
+    )
+    sources = pack([at_scale, MERGING_CHAT], 10_000, question, verifier.similarity)
+    claim = ("MergeBench finds that larger models are easier to merge.", ("1.3",))
+    verdict = verifier.verify(draft(claim), question, sources)
+    assert "larger models are easier to merge" in verdict.answer  # what the claim cites
+    assert "is an open question" not in verdict.answer  # not the closest to the question
+    assert "Tiny models with one billion parameters gain no new abilities" in verdict.answer
+    assert verdict.citations == [1, 2]
+
+
 def test_a_comparison_of_a_figure_quotes_where_each_paper_gives_it(verifier: Verifier) -> None:
     question = analyse("Compare the opinion scores of the two speech synthesisers.")
     sources = pack([VOICE, TALK], 10_000, question, verifier.similarity)
