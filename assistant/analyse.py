@@ -162,9 +162,12 @@ MODIFIER = re.compile(
     r"-(?:style|like|based|type|sized|scale|level|derived|inspired|driven|guided|specific|aware)$",
     re.IGNORECASE,
 )
-# A size ("64B", "sub-11B": a bound on it) or a dimension ("3-D").
+# A size ("64B", "sub-11B": a bound on it), a dimension ("3-D"), or how many of a thing a
+# setting has ("multi-GPU clusters", "single-GPU"): a paper may say "eight GPUs" instead.
 NOT_A_NAME = re.compile(
-    r"^(?:(?:sub|over|under|above|below)-)?\d+(?:\.\d+)?[BMKT]$|^\d+-?D$", re.IGNORECASE
+    r"^(?:(?:sub|over|under|above|below)-)?\d+(?:\.\d+)?[BMKT]$|^\d+-?D$"
+    r"|^(?:multi|single)-(?-i:[A-Z]{2,}s?)$",
+    re.IGNORECASE,
 )
 NAME_MATCH_SCORE = 85  # rapidfuzz ratio: tolerates typos like "ProDif"
 MIN_NAME_CHARS = 3  # an acronym this short ("TI") is the initials of too many pairs of words
@@ -257,10 +260,15 @@ COMPARED_MEASURE = re.compile(
     rf"\b(?:compar\w*|contrast\w*)\s+(?:the\s+|their\s+)?(?:[\w-]+\s+){{0,3}}?({MEASURE_WORDS}s?)\b",
     re.IGNORECASE,
 )
-# A comparison that describes each paper apart: "one adds momentum, the other plays a game"…
+# A comparison that describes each paper apart: "one adds momentum, the other plays a game",
+# "the first …; the second …"…
 ONE_AND_OTHER = re.compile(
-    r"\bone\s+(?P<first>[^.?;]+?)\s*(?:,|;|\band\b|\bwhile\b|\bwhereas\b)\s*(?:and\s+)?"
-    r"(?:the other|another|one)\s+(?P<second>[^.?;]+)",
+    r"\b(?:one|the first)\s+(?P<first>[^.?;]+?)\s*(?:,|;|\band\b|\bwhile\b|\bwhereas\b)\s*"
+    r"(?:and\s+)?(?:the other|another|one|the second)\s+(?P<second>[^.?;]+)",
+    re.IGNORECASE,
+)
+A_PAPER = re.compile(
+    rf"\b(?:a|an|the|this|that)\s+(?!other\b|first\b|second\b)(?:[\w-]+\s+){{0,2}}?{PAPER}\b",
     re.IGNORECASE,
 )
 # … or "compare A and/with B", "compare what A found with what B found", "how do A and B
@@ -531,7 +539,13 @@ def asked_of_papers(text: str) -> str:
 
 
 def _asks(text: str) -> Asks:
-    if COMPARISON.search(text) and not ONE_PAPER_ASKED.search(text):
+    # Two things described apart and asked of ("I read about two ways …: one …, the other ….
+    # What does the first report?") are papers compared, whatever they are called, unless
+    # they are parts of a paper ("A paper trains in two stages: the first …, the second …").
+    compares = COMPARISON.search(text) or (
+        ONE_AND_OTHER.search(text) and asked_of_papers(text) and not A_PAPER.search(text)
+    )
+    if compares and not ONE_PAPER_ASKED.search(text):
         return Asks.COMPARISON
     if (
         not {"?", "？"} & set(text)

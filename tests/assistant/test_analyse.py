@@ -222,6 +222,12 @@ def test_the_name_a_paper_gives_its_method(title: str, abstract: str, name: str 
         "second samples nodes.",
         "What limits depth estimation on large vehicles according to one paper, and how much "
         "does another gain from pre-training on point clouds?",
+        "I saw two tricks for faster sampling: one caches attention, the other skips steps. "
+        "How much faster does the first get, and what does the second skip?",
+        "Both of these shrink speech models, one by pruning heads and the other by distilling "
+        "layers. What size does each reach?",
+        "Two ideas speed up training: the first refreshes curvature often, the second grows the "
+        "network. What speed-up does the first report, and what does the second save?",
     ],
 )
 def test_comparisons_in_other_words(question: str) -> None:
@@ -234,6 +240,9 @@ def test_comparisons_in_other_words(question: str) -> None:
         "What are the two main components the binarization method introduces?",
         "A paper pools scans from several challenges; which of those two datasets is larger?",
         "One paper trains on images; which optimizer does it use?",
+        "The model has two heads, one for depth and the other for pose. What loss trains it?",
+        "A paper trains in two stages: the first learns features, the second tunes them. What "
+        "data does the second stage use?",
     ],
 )
 def test_counting_parts_of_one_paper_is_no_comparison(question: str) -> None:
@@ -269,6 +278,11 @@ def test_a_compound_modifier_does_not_make_a_name() -> None:
 def test_a_model_size_or_a_bound_on_it_is_no_name() -> None:
     question = "Does a sub-11B T5 model distilled from a 175B GPT-3.5 reach its accuracy?"
     assert analyse(question).names == ("T5", "GPT-3.5")
+
+
+def test_how_many_of_a_thing_a_setting_has_is_no_name() -> None:
+    question = "How fast does the multi-GPU trainer run Multi-LoRA and the single-GPUs baseline?"
+    assert analyse(question).names == ("Multi-LoRA",)
 
 
 @pytest.mark.parametrize(
