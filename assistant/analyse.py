@@ -261,10 +261,10 @@ COMPARED_MEASURE = re.compile(
     re.IGNORECASE,
 )
 # A comparison that describes each paper apart: "one adds momentum, the other plays a game",
-# "the first …; the second …"…
+# "the first …; the second …", "One adds momentum. Meanwhile, the other plays a game."…
 ONE_AND_OTHER = re.compile(
-    r"\b(?:one|the first)\s+(?P<first>[^.?;]+?)\s*(?:,|;|\band\b|\bwhile\b|\bwhereas\b)\s*"
-    r"(?:and\s+)?(?:the other|another|one|the second)\s+(?P<second>[^.?;]+)",
+    r"\b(?:one|the first)\s+(?P<first>[^?;]+?)\s*(?:[,;.]|\band\b|\bwhile\b|\bwhereas\b)\s*"
+    r"(?:and\s+|meanwhile,?\s+)?(?:the other|another|one|the second)\s+(?P<second>[^.?;]+)",
     re.IGNORECASE,
 )
 A_PAPER = re.compile(

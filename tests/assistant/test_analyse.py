@@ -228,6 +228,8 @@ def test_the_name_a_paper_gives_its_method(title: str, abstract: str, name: str 
         "layers. What size does each reach?",
         "Two ideas speed up training: the first refreshes curvature often, the second grows the "
         "network. What speed-up does the first report, and what does the second save?",
+        "Two recipes for image synthesis. One learns a sampler from data. Meanwhile, the other "
+        "adds dimensions to the data. What FID does the first get, and the second?",
     ],
 )
 def test_comparisons_in_other_words(question: str) -> None:
