@@ -135,6 +135,10 @@ class Evidence:
     def ids_of(self, rank: int) -> list[str]:
         return [key for key in self.sentences if self.rank_of(key) == rank]
 
+    def given(self, keys: Iterable[str]) -> list[str]:
+        """The `keys` that are ids of sentences the prompt gave (a model may cite others)."""
+        return [key for key in keys if key in self.sentences]
+
     def names_missing(self, names: Iterable[str], ranks: Iterable[int]) -> list[str]:
         return missing_names(names, (self.text_of(rank) for rank in ranks))
 
@@ -440,7 +444,7 @@ class Verifier:
         for index, claim in enumerate(draft.claims):
             body, cut = _in_the_question_s_script(MARKERS.sub("", claim.text).strip(), analysis)
             cut = cut or claim.cut
-            cited = [key for key in claim.evidence if key in evidence.sentences]
+            cited = evidence.given(claim.evidence)
             keys = self.support(body, cited, evidence) if cited else None
             if keys is None:  # a small model often cites the wrong paper's sentence
                 keys = self.support(body, list(evidence.sentences), evidence)
@@ -615,7 +619,7 @@ class Verifier:
         def names_it(key: str) -> bool:
             return kind <= word_stems(evidence.sentences[key])
 
-        if any(names_it(key) for key in verdict.evidence if key in evidence.sentences):
+        if any(names_it(key) for key in evidence.given(verdict.evidence)):
             return verdict
         keys = [key for key in evidence.ids_of(verdict.citations[0]) if names_it(key)]
         found = evidence.best(analysis, keys, 0.0)
@@ -652,7 +656,7 @@ class Verifier:
             return declined(verdict.unsupported)
         if not self.settings.extractive_fallback:
             return verdict
-        used = [key for key in verdict.evidence if key in evidence.sentences]
+        used = evidence.given(verdict.evidence)
         keys = [key for key in used if names_a_thing(evidence.sentences[key])] or [
             key for key in evidence.ids_of(rank) if names_a_thing(evidence.sentences[key])
         ]
@@ -669,12 +673,10 @@ class Verifier:
         if verdict.declined:
             return verdict
         if analysis.wants_figure and not any(
-            evidence.on_point(key, analysis)
-            for key in verdict.evidence
-            if key in evidence.sentences
+            evidence.on_point(key, analysis) for key in evidence.given(verdict.evidence)
         ):
             return self.on_point_instead(verdict, analysis, evidence)
-        used = [key for key in verdict.evidence if key in evidence.sentences]
+        used = evidence.given(verdict.evidence)
         if used and evidence.closeness(analysis.text, used).max() < (
             self.settings.answer_min_similarity
         ):
@@ -726,7 +728,7 @@ class Verifier:
         chosen = list(dict.fromkeys([*named, *contributions]))[: analysis.papers_wanted]
         if len(chosen) < 2:
             return verdict
-        cited = [key for key in verdict.evidence if key in evidence.sentences]
+        cited = evidence.given(verdict.evidence)
         quoted = []
         for rank in chosen:
             contribution = contributions[rank]
@@ -749,7 +751,7 @@ class Verifier:
             or not self.settings.extractive_fallback
         ):
             return verdict
-        cited = [key for key in verdict.evidence if key in evidence.sentences]
+        cited = evidence.given(verdict.evidence)
         closest_cited = float(evidence.closeness(analysis.text, cited).max()) if cited else 1.0
         threshold = min(self.settings.fallback_min_similarity, closest_cited)
         key = evidence.contribution(first, analysis, threshold)
