@@ -134,18 +134,25 @@ FUNCTION_WORDS = frozenset(
     different total distinct over for to with at by from that which when used""".split()  # noqa: SIM905
 )
 MAX_MEASURE_WORDS = 3
+MAX_KIND_WORDS = 4  # "which pretrained large vision network"
 # "Which two fundamental questions …", "on which benchmark problems …": the kind of thing a
 # question asks for, which the sentence answering it names.
 KIND_ASKED = re.compile(
-    r"\b(?:what|which)\s+(?:(?:two|three|four|main|key|specific|particular)\s+)?([\w-]+)",
+    r"(?:^\s*(?:name|list)\s+(?:the|all|its|their)\s+|\b(?:what|which)\s+)"
+    r"(?:is\s+the\s+name\s+of\s+(?:the|its|their|this|that)\s+)?"
+    r"(?:(?:two|three|four|main|key|specific|particular)\s+)?([\w-]+)",
     re.IGNORECASE,
 )
 UNNAMED_KINDS = frozenset("kind kinds type types sort sorts".split())  # noqa: SIM905
 # Things known by a proper name ("which datasets", "what GPU"), singular: an answer names one.
 NAMED_KINDS = frozenset(
     "dataset benchmark corpus corpora gpu hardware accelerator library libraries toolkit"  # noqa: SIM905
-    " optimizer optimiser simulator checkpoint".split()
+    " optimizer optimiser simulator checkpoint backbone family families pretrained pre-trained"
+    " software programming".split()
 )
+# A framework the paper proposes is its own ("which framework does it introduce"), a deep
+# learning one is a library known everywhere by its name.
+NAMED_KIND_PHRASES = ("learning framework", "learning library")
 # "What is the name of …", "what is the variant called?": a name asked for in so many words
 # ("called" followed by its name is a description: "the method called MKOR").
 NAME_ASKED = re.compile(
@@ -385,9 +392,16 @@ class QuestionAnalysis:
     @property
     def wants_a_name(self) -> bool:
         """Asked for a thing known by its name ("which datasets", "what GPU"), or for a name."""
+        return self.asks_a_known_kind or self.asks_the_name
+
+    @property
+    def asks_a_known_kind(self) -> bool:
+        """Asked for a thing of a kind known by names others gave it ("which datasets", "what
+        GPU", "the name of the dataset"), not by one the paper coins."""
         words = {word.casefold() for word in self.kind.split()}
         kinds = words | {word.removesuffix("s") for word in words}
-        return bool(NAMED_KINDS & kinds) or self.asks_the_name
+        phrase = self.kind.casefold()
+        return bool(NAMED_KINDS & kinds) or any(known in phrase for known in NAMED_KIND_PHRASES)
 
     @property
     def asks_the_name(self) -> bool:
@@ -573,10 +587,12 @@ def _measure(text: str) -> str:
     return "" if words[:1] == ["times"] else " ".join(words)  # "how many times faster"
 
 
-def _words_from(text: str, start: int, stop: frozenset[str] = FUNCTION_WORDS) -> list[str]:
-    """The words of `text` from `start` up to a `stop` word, at most MAX_MEASURE_WORDS."""
+def _words_from(
+    text: str, start: int, stop: frozenset[str] = FUNCTION_WORDS, most: int = MAX_MEASURE_WORDS
+) -> list[str]:
+    """The words of `text` from `start` up to a `stop` word, at most `most`."""
     words = []
-    for word in text[start:].split()[:MAX_MEASURE_WORDS]:
+    for word in text[start:].split()[:most]:
         word = word.strip("?？,.;:!")
         if not word or word.casefold() in stop:
             break
@@ -590,10 +606,11 @@ def _kind(text: str) -> str:
     match = KIND_ASKED.search(text)
     if match is None:
         return ""
-    words = _words_from(text, match.start(1), FUNCTION_WORDS | {"and", "or"})
+    words = _words_from(text, match.start(1), FUNCTION_WORDS | {"and", "or"}, MAX_KIND_WORDS)
     return "" if not words or words[0].casefold() in UNNAMED_KINDS else " ".join(words)
 
 
+ADDRESS = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
 # A capitalised word after a lower-case one: a name ("compared with Adam"), not a sentence's start.
 CAPITALISED_INSIDE = re.compile(r"(?<=[a-z0-9,] )[A-Z][a-z][\w-]*")
 
@@ -603,6 +620,7 @@ def proper_names(text: str, context: str = "") -> list[str]:
     ("compared with Adam", "on Wikipedia"); not kinds of things ("LLMs"), nor the short forms
     `context` defines ("chain-of-thought (CoT)", "Error Compensation (EC)"): the papers' terms and
     methods, where a dataset, a GPU or a library goes by the name it has everywhere."""
+    text = ADDRESS.sub(" ", text)  # "github.com/thuml/Latent-Spectral-Models" names no tool
     found = names_in(text) + CAPITALISED_INSIDE.findall(text)
     defined = _defined_terms(context)
     return [
@@ -960,10 +978,16 @@ def _name_key(token: str) -> str:
 
 
 def without_names(text: str) -> str:
-    """`text` with its names blanked: "ResNet-50" and "Llama 2-7B" hold no figures."""
+    """`text` with its names blanked: "ResNet-50", "Llama 2-7B" and "Llama 2" hold no
+    figures."""
     for name in sorted(set(names_in(text)), key=len, reverse=True):
         text = text.replace(name, " ")
-    return text
+    return VERSIONED.sub(" ", text)
+
+
+# A model's version after its name ("Llama 2", "Gemini 1.5"); after an acronym a number is a
+# figure ("FID 1.35").
+VERSIONED = re.compile(r"\b[A-Z][a-z]+\s\d{1,2}(?:\.\d)?\b(?![.,]?\d|\s*(?:%|x\b|times\b))")
 
 
 def _shouted(tokens: list[str], index: int) -> bool:

@@ -139,6 +139,16 @@ class Evidence:
         """The `keys` that are ids of sentences the prompt gave (a model may cite others)."""
         return [key for key in keys if key in self.sentences]
 
+    def is_a_title(self, text: str) -> bool:
+        """`text` says a shown paper's title back, or one side of its colon: it names a paper
+        and claims nothing of it."""
+        said = _plain(text)
+        return any(
+            said == _plain(part)
+            for source in self.packed
+            for part in [source.paper.title, *source.paper.title.split(":")]
+        )
+
     def names_missing(self, names: Iterable[str], ranks: Iterable[int]) -> list[str]:
         return missing_names(names, (self.text_of(rank) for rank in ranks))
 
@@ -310,10 +320,14 @@ class Evidence:
         """The paper fits the description before the question: it is the paper `described`
         found, or one of its sentences is as close to the description (True when the question
         describes no paper)."""
-        if self.described(analysis) is None or rank == self.packed[0].rank:
-            return True  # `described` is a sentence of the best retrieved paper
+        if not analysis.focus or rank == self.packed[0].rank or not self.ids_of(rank):
+            return True
         closest = float(self.closeness(analysis.description, self.ids_of(rank)).max())
-        return closest >= self.verifier.settings.semantic_threshold
+        if self.described(analysis) is not None:  # a sentence of the best retrieved paper
+            return closest >= self.verifier.settings.semantic_threshold
+        top_keys = self.ids_of(self.packed[0].rank)
+        top = float(self.closeness(analysis.description, top_keys).max()) if top_keys else 0.0
+        return closest >= top - DESCRIPTION_MARGIN
 
     def following(self, key: str) -> str | None:
         """The evidence sentence right after `key`'s in the abstract, if it was kept."""
@@ -460,7 +474,11 @@ class Verifier:
                 parts.append(evidence.quote(key))
                 used.append(key)
                 continue
-            if keys is not None and self._says_something(body, analysis):
+            if (
+                keys is not None
+                and self._says_something(body, analysis)
+                and not evidence.is_a_title(body)
+            ):
                 if len(content_words(body)) < MIN_CLAIM_WORDS:  # "24x faster": quote its source
                     parts.append(evidence.quote(keys[0]))
                 else:
@@ -639,7 +657,7 @@ class Verifier:
         paper = evidence.by_rank[rank].paper
         abstract = f"{paper.title}. {paper.text}"
         # Asked what a thing is called, the paper's own names and short forms answer.
-        coined = analysis.asks_the_name
+        coined = analysis.asks_the_name and not analysis.asks_a_known_kind
         own = "" if coined else f"{paper.title} {evidence.name(rank) or ''}"
         known = said_words(f"{analysis.text} {own}")
         context = "" if coined else abstract
@@ -661,7 +679,9 @@ class Verifier:
             key for key in evidence.ids_of(rank) if names_a_thing(evidence.sentences[key])
         ]
         found = evidence.best(analysis, keys, 0.0)
-        if found is None or evidence.sentences[found[0]] in verdict.answer:
+        if found is None:  # no sentence given names one: the answer cannot have named it
+            return declined(verdict.unsupported)
+        if evidence.sentences[found[0]] in verdict.answer:
             return verdict
         return _quoted_after(verdict, evidence, found[0])
 
@@ -766,8 +786,11 @@ class Verifier:
         so, then what the paper reports, and which other paper the figure comes from."""
         if not analysis.figures or (verdict.declined and not self.settings.extractive_fallback):
             return verdict  # declined: nothing of the model's to correct; a quote would stand in
+        # Declined, the premise is the paper the question describes, else the one it names.
+        described = [evidence.packed[0].rank] if analysis.focus else []
         about = (
             verdict.citations
+            or described
             or [
                 rank
                 for rank in list(evidence.by_rank)[:2]
@@ -817,6 +840,7 @@ class Verifier:
 
 # A denial; "not only" affirms.
 NEGATION = re.compile(r"\b(?:not(?!\s+only\b)|no|never|none|neither|nor|cannot)\b|n't\b", re.I)
+DESCRIPTION_MARGIN = 0.1
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
 MIN_ADDED_WORDS = 2  # fewer words added to the question say too little to trace
 MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it
@@ -884,6 +908,10 @@ def continue_quotes(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evid
             answer = answer.replace(quoted, f"{quoted} {evidence.quote(after)}", 1)
             keys.append(after)
     return _verdict(answer, keys, verdict.unsupported) if keys != verdict.evidence else verdict
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"[^\W_]+", text.casefold()))
 
 
 def _reversed(claim: str, sentence: str, figures: Iterable[str], language: str = "English") -> str:

@@ -82,6 +82,21 @@ def test_names_figures_and_what_is_counted() -> None:
     assert "gpus" in analysis.counted or "gpu" in analysis.counted
 
 
+@pytest.mark.parametrize(
+    ("question", "figures"),
+    [
+        ("Does plugging the word vectors into Llama 2 speed up its fine-tuning?", ()),
+        ("Which tasks did Gemini 1.5 fail on?", ()),
+        ("What does the upgraded baseline reach beyond FID 1.35?", ("1.35",)),
+        ("Why is the vocoder only 5x faster than real time?", ("5",)),
+    ],
+)
+def test_a_model_s_version_after_its_name_is_no_figure(
+    question: str, figures: tuple[str, ...]
+) -> None:
+    assert analyse(question).figures == figures
+
+
 def test_names_are_never_pieces_of_accented_words() -> None:
     german = "Wie werden die Vorwärts- und Rückwärts-KL im Verlust des Schülers gewichtet?"
     assert names_in(german) == ["KL"]  # not "rts-KL", which no English rendering keeps
@@ -704,6 +719,11 @@ def test_a_name_in_words_is_mentioned_as_a_phrase() -> None:
         ("What kind of training data makes the student exploit its teacher?", ""),
         ("What does the router do with the user's flags?", ""),
         ("What FID does the distilled sampler reach on CIFAR-10?", ""),  # a figure: its measure
+        (
+            "Name the open benchmark datasets the recommender was evaluated on.",
+            "open benchmark datasets",
+        ),
+        ("What is the name of the traffic incident dataset used?", "traffic incident dataset"),
     ],
 )
 def test_the_kind_of_thing_a_question_asks_for(question: str, kind: str) -> None:
@@ -725,10 +745,32 @@ def test_the_kind_of_thing_a_question_asks_for(question: str, kind: str) -> None
         ("What is the name of the condition the recovery analysis rests on?", True),
         ("What is the caching module called that the serving system adds?", True),
         ("In the method called RiseGate, what threshold is learned?", False),  # its name given
+        ("Which deep learning framework is the released code written for?", True),
+        ("What programming language was the flood solver implemented in?", True),
+        ("Which pretrained vision backbone does the detector take its features from?", True),
+        ("Which LLM families was the pruning search applied to?", True),
+        ("What is the name of the traffic incident dataset the detector was tested on?", True),
     ],
 )
 def test_a_question_asking_for_a_thing_known_by_its_name(question: str, wants_a_name: bool) -> None:
     assert analyse(question).wants_a_name is wants_a_name
+
+
+@pytest.mark.parametrize(
+    ("question", "known"),
+    [
+        ("What is the name of the traffic incident dataset the detector was tested on?", True),
+        ("Which GPU were the timings measured on?", True),
+        ("What is the name of the condition the recovery analysis rests on?", False),
+        ("What is the caching module called that the serving system adds?", False),
+    ],
+)
+def test_a_name_asked_of_a_kind_known_everywhere_is_not_one_the_paper_coins(
+    question: str, known: bool
+) -> None:
+    """A dataset's or a GPU's name was given by others; a condition's or a module's name is
+    the paper's own."""
+    assert analyse(question).asks_a_known_kind is known
 
 
 def test_the_names_a_text_gives_things_are_not_its_own_terms() -> None:
@@ -744,3 +786,12 @@ def test_the_names_a_text_gives_things_are_not_its_own_terms() -> None:
     names = proper_names(abstract, abstract)
     assert {"Adam", "ImageNet", "V100"} <= set(names)
     assert not {"LLMs", "CoT", "Chain-of-Thought", "EC", "Error", "The", "RL"} & set(names)
+
+
+def test_a_web_address_names_no_tool() -> None:
+    """ "github.com/thuml/Latent-Spectral-Models" is where the code is, not a framework."""
+    assert (
+        proper_names("The code is available at https://github.com/thuml/Latent-Spectral-Models.")
+        == []
+    )
+    assert proper_names("The code, written in JAX, is at www.example.org/Solver.") == ["JAX"]

@@ -876,3 +876,130 @@ def test_an_instruction_planted_in_an_abstract_is_never_quoted(verifier: Verifie
     verdict = one_paper_claim(PLANTED, "How is QuietNet's vocoder trained?", "PWNED", verifier)
     assert "PWNED" not in verdict.answer and "ignore all" not in verdict.answer
     assert not {"1.3", "1.4"} & set(verdict.evidence)
+
+
+INCIDENTS = (
+    "Traffic incident detection is usually trained with federated learning (FL).",
+    "We detect incidents with a network lasso that shares parameters between road sensors.",
+    "Experiments show the approach rivals FL with a strong convergence guarantee, renewing "
+    "interest in conventional machine learning (ML) detectors.",
+)
+
+
+@pytest.mark.parametrize(
+    ("sentences", "named"),
+    [
+        (INCIDENTS, None),
+        ((*INCIDENTS, "We evaluate on the PeMS-Incidents dataset."), "PeMS-Incidents"),
+    ],
+)
+def test_the_name_of_a_dataset_is_one_known_everywhere_not_a_short_form_the_paper_defines(
+    sentences: tuple[str, ...], named: str | None, verifier: Verifier
+) -> None:
+    """ "What is the name of the dataset …?" asks for a dataset's name, not for a term the
+    paper coins: "FL" and "ML", spelled out in the abstract, name no dataset."""
+    question = "What is the name of the traffic incident dataset the network lasso used?"
+    claim = "The network lasso rivals FL and renews interest in conventional ML detectors."
+    verdict = one_paper_claim(sentences, question, claim, verifier)
+    assert verdict.declined is (named is None)
+    assert named is None or named in verdict.answer
+
+
+def test_asked_for_a_named_thing_no_sentence_given_names_the_answer_declines(
+    verifier: Verifier,
+) -> None:
+    """The abstract names a law in a sentence the prompt left out; no sentence given names
+    anything, so an answer that names nothing cannot hold the model family asked for."""
+    given = (
+        "Students are distilled from a teacher that only approximates the true distribution.",
+        "Such students can over-optimise the teacher, as proxy rewards are over-optimised.",
+    )
+    paper = RetrievedPaper(
+        "hacking", "Teacher Hacking", " ".join([*given, "This echoes Goodhart's law."]), 0.9
+    )
+    source = PackedSource(1, paper, " ".join(given), sentences=given, positions=(0, 1))
+    question = analyse("Which model family filled the teacher and student roles?")
+    claim = "Students distilled from an imperfect teacher can over-optimise it."
+    verdict = verifier.verify(draft((claim, ("1.2",))), question, [source])
+    assert verdict.declined
+
+
+SOLVER = (  # none says the question's description back (MiniLM cosine < 0.6)
+    "Sampling from diffusion probabilistic models is slow.",
+    "We give a dedicated high-order solver that exploits the semi-linear structure of the ODE.",
+    "It generates good samples in 10 to 20 function evaluations.",
+)
+ADAM = (
+    "Communication is the bottleneck of large-scale training on commodity networks.",
+    "Experiments on up to 256 GPUs show that our optimizer triples the throughput of BERT "
+    "pre-training.",
+)
+
+
+def test_a_described_papers_question_is_not_answered_from_a_paper_far_from_the_description(
+    verifier: Verifier,
+) -> None:
+    """ "For the sampler that …, which GPU …?": a sentence naming GPUs in a paper unlike the
+    one described answers another paper's question, even where no single sentence of the
+    described paper says the description back."""
+    question = analyse(
+        "For the training-free sampler that solves the linear part of the diffusion equation "
+        "exactly and needs about ten evaluations, which GPU were the timings measured on?"
+    )
+    papers = [
+        RetrievedPaper("solver", "A Fast Sampler", " ".join(SOLVER), 0.9),
+        RetrievedPaper("adam", "Compressed Optimizer", " ".join(ADAM), 0.5),
+    ]
+    sources = pack(papers, 10_000, question, verifier.similarity)
+    adam = next(s.rank for s in sources if s.paper.id == "adam")
+    claim = "The timings were measured on up to 256 GPUs, tripling BERT throughput."
+    verdict = verifier.verify(draft((claim, (f"{adam}.2",))), question, sources)
+    assert "256 GPUs" not in verdict.answer
+
+
+def test_a_claim_that_is_a_papers_title_claims_nothing(
+    verifier: Verifier, sources: list[PackedSource]
+) -> None:
+    """A small model sometimes lists a paper's title as a claim: it names a paper and says
+    nothing of it, so it is no part of the answer."""
+    gnnpipe = next(s for s in sources if s.paper.id == "gnnpipe")
+    verdict = verifier.verify(
+        draft(
+            ("ProDiff synthesises speech 24x faster than real-time on one 2080Ti GPU.", ("1.3",)),
+            ("Scaling Deep GNN Training", (f"{gnnpipe.rank}.1",)),
+        ),
+        analyse(SPEED),
+        sources,
+    )
+    assert "Scaling Deep GNN Training" not in verdict.answer
+
+
+def test_a_declined_question_s_premise_is_checked_in_the_paper_it_describes(
+    verifier: Verifier,
+) -> None:
+    """A technique the description mentions ("two LoRA modules") can begin another paper's
+    title; the figure the description states is the described paper's, which reports it, so
+    no other paper is said to be its source."""
+    question = analyse(
+        "In the face recognition work on tiny blurry images that inserts two LoRA modules and "
+        "tunes only 0.48% of the parameters, which pretrained backbone did they adapt?"
+    )
+    papers = [
+        RetrievedPaper(
+            "petal",
+            "Parameter Efficient Transfer for Low-resolution Face Recognition",
+            "Low-resolution face recognition is hard. We insert two LoRA modules weighted by "
+            "image quality. Only 0.48% of the parameters are tuned.",
+            0.9,
+        ),
+        RetrievedPaper(
+            "loraga",
+            "LoRA-GA: Low-Rank Adaptation with Gradient Approximation",
+            "LoRA-GA aligns the gradients of the low-rank product at the first step. It "
+            "converges 2-4 times faster than vanilla LoRA.",
+            0.5,
+        ),
+    ]
+    sources = pack(papers, 10_000, question, verifier.similarity)
+    verdict = verifier.verify(draft(), question, sources)
+    assert "another paper" not in verdict.answer
