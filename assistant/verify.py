@@ -665,8 +665,15 @@ class Verifier:
             forms = short_forms(abstract).items()
             known |= stems({short.casefold() for short, said in forms if said_words(said) & known})
 
+        # A variant of the paper's own method ("MKOR-H" of MKOR) is its own too.
+        variant = f"{evidence.name(rank) or ''}-".casefold() if not coined else None
+
         def names_a_thing(text: str) -> bool:
-            return any(stems({name.casefold()}) - known for name in proper_names(text, context))
+            return any(
+                stems({name.casefold()}) - known
+                and not (variant and name.casefold().startswith(variant))
+                for name in proper_names(text, context)
+            )
 
         if names_a_thing(MARKERS.sub("", verdict.answer)):
             return verdict

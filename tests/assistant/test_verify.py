@@ -1003,3 +1003,20 @@ def test_a_declined_question_s_premise_is_checked_in_the_paper_it_describes(
     sources = pack(papers, 10_000, question, verifier.similarity)
     verdict = verifier.verify(draft(), question, sources)
     assert "another paper" not in verdict.answer
+
+
+def test_a_variant_of_the_paper_s_own_method_is_not_the_thing_asked(verifier: Verifier) -> None:
+    """ "Which optimizer did it beat?" is not answered by the paper's own hybrid ("KORA-H" of
+    KORA): the sentence naming the optimizer beaten is quoted after it."""
+    sentences = (
+        "Second-order methods are costly for large transformers.",
+        "We propose KORA, a rank-one curvature optimizer.",
+        "We also propose a hybrid version called KORA-H that falls back to first-order updates.",
+        "On BERT-Large, KORA outperforms the LAMB optimizer by up to 2.57x.",
+    )
+    paper = RetrievedPaper("kora", "KORA: Rank-One Curvature Optimizer", " ".join(sentences), 0.9)
+    question = analyse("Which first-order optimizer did the rank-one curvature method beat?")
+    sources = pack([paper], 10_000, question, verifier.similarity)
+    claim = "The hybrid version KORA-H falls back to first-order updates."
+    verdict = verifier.verify(draft((claim, ("1.3",))), question, sources)
+    assert "LAMB" in verdict.answer
