@@ -318,8 +318,9 @@ class Evidence:
 
     def fits_description(self, rank: int, analysis: QuestionAnalysis) -> bool:
         """The paper fits the description before the question: it is the paper `described`
-        found, or one of its sentences is as close to the description (True when the question
-        describes no paper)."""
+        found, or one of its sentences is as close to the description; where no sentence of the
+        best retrieved paper says the description back, one of its sentences is about as close
+        to it as theirs are (`description_margin`). True when the question describes no paper."""
         if not analysis.focus or rank == self.packed[0].rank or not self.ids_of(rank):
             return True
         closest = float(self.closeness(analysis.description, self.ids_of(rank)).max())
@@ -327,7 +328,7 @@ class Evidence:
             return closest >= self.verifier.settings.semantic_threshold
         top_keys = self.ids_of(self.packed[0].rank)
         top = float(self.closeness(analysis.description, top_keys).max()) if top_keys else 0.0
-        return closest >= top - DESCRIPTION_MARGIN
+        return closest >= top - self.verifier.settings.description_margin
 
     def following(self, key: str) -> str | None:
         """The evidence sentence right after `key`'s in the abstract, if it was kept."""
@@ -666,7 +667,8 @@ class Verifier:
             known |= stems({short.casefold() for short, said in forms if said_words(said) & known})
 
         # A variant of the paper's own method ("MKOR-H" of MKOR) is its own too.
-        variant = f"{evidence.name(rank) or ''}-".casefold() if not coined else None
+        own_name = None if coined else evidence.name(rank)
+        variant = f"{own_name}-".casefold() if own_name else None
 
         def names_a_thing(text: str) -> bool:
             return any(
@@ -847,7 +849,6 @@ class Verifier:
 
 # A denial; "not only" affirms.
 NEGATION = re.compile(r"\b(?:not(?!\s+only\b)|no|never|none|neither|nor|cannot)\b|n't\b", re.I)
-DESCRIPTION_MARGIN = 0.1
 MIN_CLAIM_WORDS = 3  # content words below which a claim is a fragment ("24x faster")
 MIN_ADDED_WORDS = 2  # fewer words added to the question say too little to trace
 MIN_COPIED_CHARS = 40  # a claim this long that starts a sentence word for word copies it

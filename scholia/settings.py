@@ -205,6 +205,14 @@ class AnswerSettings(BaseModel):
         description="MiniLM cosine with the question that a compared paper's quoted sentence "
         "needs (a comparison asks about several papers at once: each matches part of it).",
     )
+    description_margin: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="How much further (MiniLM cosine) from the question's description of its "
+        "paper another paper's closest sentence may be than the best retrieved paper's, for a "
+        "claim traced to it to count as being about the paper described.",
+    )
     answer_min_similarity: float = Field(
         default=0.0,
         ge=0.0,
