@@ -321,9 +321,10 @@ class Evidence:
         found, or one of its sentences is as close to the description; where no sentence of the
         best retrieved paper says the description back, one of its sentences is about as close
         to it as theirs are (`description_margin`). True when the question describes no paper."""
-        if not analysis.focus or rank == self.packed[0].rank or not self.ids_of(rank):
+        keys = self.ids_of(rank)
+        if not analysis.focus or rank == self.packed[0].rank or not keys:
             return True
-        closest = float(self.closeness(analysis.description, self.ids_of(rank)).max())
+        closest = float(self.closeness(analysis.description, keys).max())
         if self.described(analysis) is not None:  # a sentence of the best retrieved paper
             return closest >= self.verifier.settings.semantic_threshold
         top_keys = self.ids_of(self.packed[0].rank)
@@ -659,7 +660,8 @@ class Verifier:
         abstract = f"{paper.title}. {paper.text}"
         # Asked what a thing is called, the paper's own names and short forms answer.
         coined = analysis.asks_the_name and not analysis.asks_a_known_kind
-        own = "" if coined else f"{paper.title} {evidence.name(rank) or ''}"
+        own_name = None if coined else evidence.name(rank)
+        own = "" if coined else f"{paper.title} {own_name or ''}"
         known = said_words(f"{analysis.text} {own}")
         context = "" if coined else abstract
         if coined:  # the short form of what the question says in full is not the name asked
@@ -667,7 +669,6 @@ class Verifier:
             known |= stems({short.casefold() for short, said in forms if said_words(said) & known})
 
         # A variant of the paper's own method ("MKOR-H" of MKOR) is its own too.
-        own_name = None if coined else evidence.name(rank)
         variant = f"{own_name}-".casefold() if own_name else None
 
         def names_a_thing(text: str) -> bool:
@@ -796,10 +797,10 @@ class Verifier:
         if not analysis.figures or (verdict.declined and not self.settings.extractive_fallback):
             return verdict  # declined: nothing of the model's to correct; a quote would stand in
         # Declined, the premise is the paper the question describes, else the one it names.
-        described = [evidence.packed[0].rank] if analysis.focus else []
+        described_paper = [evidence.packed[0].rank] if analysis.focus else []
         about = (
             verdict.citations
-            or described
+            or described_paper
             or [
                 rank
                 for rank in list(evidence.by_rank)[:2]
