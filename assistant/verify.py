@@ -21,7 +21,7 @@ neighbour a small model names; name the papers (and what they call their method)
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
@@ -278,8 +278,11 @@ class Evidence:
         scores = self.closeness(body, holding)
         return holding[int(scores.argmax())], float(scores.max())
 
-    def most_relevant(self, rank: int, analysis: QuestionAnalysis) -> str | None:
-        """The source's on-point evidence sentence that packing ranked first."""
+    def most_relevant(
+        self, rank: int, analysis: QuestionAnalysis, besides: Collection[str] = ()
+    ) -> str | None:
+        """The source's on-point evidence sentence that packing ranked first (of those not
+        `besides`)."""
         if rank not in self.by_rank:
             return None
         ranked = self.by_rank[rank].by_relevance
@@ -288,7 +291,10 @@ class Evidence:
             (
                 key
                 for key in ranked
-                if key in self.sentences and self.on_point(key, analysis) and key != described
+                if key in self.sentences
+                and key not in besides
+                and self.on_point(key, analysis)
+                and key != described
             ),
             None,
         )
@@ -737,9 +743,11 @@ class Verifier:
         the question names, then the best retrieved with evidence on point. Each is named by
         what it proposes and quoted where it says what it contributes, then where it answers
         what the question asks of each ("what does each find about …?"): the sentences of it
-        that the checked claims cite, else its sentence closest to the ask (the model read the
-        question; closeness in meaning often picks background). What the model wrote does not
-        choose the papers: a small model often cites a neighbour of those compared."""
+        that the checked claims cite (the model read the question), else its sentence closest
+        to the ask and the one packing ranked most relevant (closeness, shared words, what it
+        names or reports): closeness to the ask alone often picks background. What the model
+        wrote does not choose the papers: a small model often cites a neighbour of those
+        compared."""
         if analysis.asks != Asks.COMPARISON or not self.settings.extractive_fallback:
             return verdict
         threshold = self.settings.compare_min_similarity
@@ -763,7 +771,10 @@ class Verifier:
         for rank in chosen:
             contribution = contributions[rank]
             read = [key for key in cited if evidence.rank_of(key) == rank and key != contribution]
-            quoted.append([contribution, *(read or evidence.answering(rank, analysis, threshold))])
+            if not read:
+                relevant = evidence.most_relevant(rank, analysis, besides=[contribution])
+                read = [*evidence.answering(rank, analysis, threshold), *filter(None, [relevant])]
+            quoted.append([contribution, *read])
         answer = " ".join(evidence.quote_all(list(dict.fromkeys(keys))) for keys in quoted)
         return _verdict(answer, [key for keys in quoted for key in keys], verdict.unsupported)
 

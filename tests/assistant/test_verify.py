@@ -436,6 +436,27 @@ def test_a_comparison_quotes_what_the_checked_claims_cite_of_each_paper(
     assert verdict.citations == [1, 2]
 
 
+def test_a_comparison_quotes_each_paper_s_most_relevant_sentence_where_no_claim_cites_it(
+    verifier: Verifier,
+) -> None:
+    question = analyse(
+        "Two studies merge fine-tuned language models, one at scale and one for materials "
+        "science. What does each conclude?"
+    )
+    at_scale = replace(
+        MERGING_AT_SCALE,
+        text="We propose MergeBench, a systematic study of merging expert models of up to 64B "
+        "parameters. Merging is cheap, as no data is needed. Merged 64B models match multitask "
+        "training on held-out tasks, unlike merged 1B models.",
+    )
+    sources = pack([at_scale, MERGING_CHAT], 10_000, question, verifier.similarity)
+    verdict = verifier.verify(draft(), question, sources)
+    assert "Merged 64B models match multitask training" in verdict.answer  # ranked first
+    assert "Merging is cheap" not in verdict.answer
+    assert "Tiny models with one billion parameters gain no new abilities" in verdict.answer
+    assert verdict.citations == [1, 2]
+
+
 def test_a_comparison_of_a_figure_quotes_where_each_paper_gives_it(verifier: Verifier) -> None:
     question = analyse("Compare the opinion scores of the two speech synthesisers.")
     sources = pack([VOICE, TALK], 10_000, question, verifier.similarity)
