@@ -150,6 +150,20 @@ NAMED_KINDS = frozenset(
     " optimizer optimiser simulator checkpoint backbone family families pretrained pre-trained"
     " software programming".split()
 )
+# A name of a known kind stands beside a word for it ("the CIFAR-10 dataset", "an A100 GPU"),
+# a word of one group for another's: a checkpoint or a model family is named beside "model"
+# ("Llama, Mistral and Phi models"), a test set beside "benchmark", a GPU beside "card".
+# An optimizer is named alone ("trained with Adam"); "pretrained" says no kind.
+NAMED_WITHOUT_KIND_WORD = frozenset({"optimizer", "optimiser", "pretrained", "pre-trained"})
+KIND_WORD_GROUPS = tuple(
+    frozenset(group.split())
+    for group in (
+        "model models network networks checkpoint checkpoints backbone backbones family families"
+        " llm llms transformer transformers",
+        "dataset datasets benchmark benchmarks corpus corpora suite collection",
+        "gpu gpus hardware accelerator accelerators card cards",
+    )
+)
 # A framework the paper proposes is its own ("which framework does it introduce"), a deep
 # learning one is a library known everywhere by its name.
 NAMED_KIND_PHRASES = ("learning framework", "learning library")
@@ -402,6 +416,25 @@ class QuestionAnalysis:
         kinds = words | {word.removesuffix("s") for word in words}
         phrase = self.kind.casefold()
         return bool(NAMED_KINDS & kinds) or any(known in phrase for known in NAMED_KIND_PHRASES)
+
+    @property
+    def kind_words(self) -> frozenset[str]:
+        """The stems of the words that say the known kind asked ("which image datasets" →
+        "dataset", "benchmark", …; see `KIND_WORD_GROUPS`): a name elsewhere in a sentence
+        than beside one is another thing's. Empty for kinds named alone ("trained with Adam")
+        and for questions asking no known kind."""
+        if not self.asks_a_known_kind:
+            return frozenset()
+        words = {word.casefold() for word in self.kind.split()}
+        heads = {word for word in words if {word, word.removesuffix("s")} & NAMED_KINDS}
+        heads -= NAMED_WITHOUT_KIND_WORD
+        heads |= {
+            phrase.split()[-1] for phrase in NAMED_KIND_PHRASES if phrase in self.kind.casefold()
+        }
+        for group in KIND_WORD_GROUPS:
+            if heads & group:
+                heads |= group
+        return frozenset(stems(heads))
 
     @property
     def asks_the_name(self) -> bool:

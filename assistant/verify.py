@@ -58,6 +58,7 @@ from assistant.analyse import (
 from assistant.generate import Draft
 from assistant.pack import PackedSource
 from assistant.similarity import SentenceSimilarity
+from ingest.chunk import split_sentences
 from ingest.embed import Embedder
 from scholia.settings import AnswerSettings
 
@@ -677,11 +678,17 @@ class Verifier:
         # A variant of the paper's own method ("MKOR-H" of MKOR) is its own too.
         variant = f"{own_name}-".casefold() if own_name else None
 
+        # Asked which datasets, a name counts beside a word for datasets: a method's or a
+        # baseline's name elsewhere in the sentence does not answer.
+        kind, window = analysis.kind_words, self.settings.kind_name_window
+
         def names_a_thing(text: str) -> bool:
             return any(
                 stems({name.casefold()}) - known
                 and not (variant and name.casefold().startswith(variant))
-                for name in proper_names(text, context)
+                and (not kind or _beside(sentence, name, kind, window))
+                for sentence in (split_sentences(text) if kind else [text])
+                for name in proper_names(sentence, context)
             )
 
         if names_a_thing(MARKERS.sub("", verdict.answer)):
@@ -928,6 +935,15 @@ def continue_quotes(verdict: Verdict, analysis: QuestionAnalysis, evidence: Evid
             answer = answer.replace(quoted, f"{quoted} {evidence.quote(after)}", 1)
             keys.append(after)
     return _verdict(answer, keys, verdict.unsupported) if keys != verdict.evidence else verdict
+
+
+def _beside(sentence: str, name: str, words: frozenset[str], window: int) -> bool:
+    """`name` stands within `window` words of one of `words` (stems) in `sentence`."""
+    tokens = TOKEN.findall(sentence)
+    first = name.split()[0]
+    at_name = [i for i, token in enumerate(tokens) if token.startswith(first)]
+    at_word = [i for i, token in enumerate(tokens) if stems({token.casefold()}) & words]
+    return any(abs(i - j) <= window for i in at_name for j in at_word)
 
 
 def _plain(text: str) -> str:

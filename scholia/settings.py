@@ -213,6 +213,13 @@ class AnswerSettings(BaseModel):
         "paper another paper's closest sentence may be than the best retrieved paper's, for a "
         "claim traced to it to count as being about the paper described.",
     )
+    kind_name_window: int = Field(
+        default=6,
+        ge=1,
+        description='How many words from a word for the kind asked ("dataset", "GPU", '
+        '"model") a name may stand for it to be a name of that kind: asked which datasets, '
+        "the name of a method or a baseline elsewhere in the sentence does not answer.",
+    )
     answer_min_similarity: float = Field(
         default=0.0,
         ge=0.0,

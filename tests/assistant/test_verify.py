@@ -926,6 +926,41 @@ def test_the_name_of_a_dataset_is_one_known_everywhere_not_a_short_form_the_pape
     assert named is None or named in verdict.answer
 
 
+PRUNING = (
+    "We propose SlimGrid, which prunes convolution filters by their effect on the loss.",
+    "Unlike the magnitude pruning of Han and Long, SlimGrid needs no retraining.",
+    "It removes 60% of the filters with under 1% loss of accuracy.",
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "sentences", "named"),
+    [
+        ("Which image datasets was the filter pruning method evaluated on?", PRUNING, None),
+        (
+            "Which image datasets was the filter pruning method evaluated on?",
+            (*PRUNING, "Experiments on the CIFAR-10 and Tiny-ImageNet datasets confirm it."),
+            "CIFAR-10",
+        ),
+        (
+            "On which families of open language models was the filter pruning shown?",
+            (*PRUNING, "It prunes Llama, Mistral and Phi models alike."),
+            "Llama",
+        ),
+    ],
+)
+def test_asked_for_a_known_kind_a_name_counts_where_it_stands_beside_a_word_for_that_kind(
+    question: str, sentences: tuple[str, ...], named: str | None, verifier: Verifier
+) -> None:
+    """Asked which datasets, the names of the paper's method and of a baseline ("Han and
+    Long") answer nothing; a name beside "datasets" does, and a model family is named beside
+    "models"."""
+    claim = "SlimGrid prunes filters without retraining, unlike the pruning of Han and Long."
+    verdict = one_paper_claim(sentences, question, claim, verifier)
+    assert verdict.declined is (named is None)
+    assert named is None or named in verdict.answer
+
+
 def test_asked_for_a_named_thing_no_sentence_given_names_the_answer_declines(
     verifier: Verifier,
 ) -> None:
