@@ -412,10 +412,7 @@ class QuestionAnalysis:
     def asks_a_known_kind(self) -> bool:
         """Asked for a thing of a kind known by names others gave it ("which datasets", "what
         GPU", "the name of the dataset"), not by one the paper coins."""
-        words = {word.casefold() for word in self.kind.split()}
-        kinds = words | {word.removesuffix("s") for word in words}
-        phrase = self.kind.casefold()
-        return bool(NAMED_KINDS & kinds) or any(known in phrase for known in NAMED_KIND_PHRASES)
+        return bool(self._named_kind_words)
 
     @property
     def kind_words(self) -> frozenset[str]:
@@ -423,18 +420,22 @@ class QuestionAnalysis:
         "dataset", "benchmark", …; see `KIND_WORD_GROUPS`): a name elsewhere in a sentence
         than beside one is another thing's. Empty for kinds named alone ("trained with Adam")
         and for questions asking no known kind."""
-        if not self.asks_a_known_kind:
-            return frozenset()
-        words = {word.casefold() for word in self.kind.split()}
-        heads = {word for word in words if {word, word.removesuffix("s")} & NAMED_KINDS}
-        heads -= NAMED_WITHOUT_KIND_WORD
-        heads |= {
-            phrase.split()[-1] for phrase in NAMED_KIND_PHRASES if phrase in self.kind.casefold()
-        }
+        heads = self._named_kind_words - NAMED_WITHOUT_KIND_WORD
         for group in KIND_WORD_GROUPS:
             if heads & group:
                 heads |= group
-        return frozenset(stems(heads))
+        return frozenset(stems(set(heads)))
+
+    @property
+    def _named_kind_words(self) -> frozenset[str]:
+        """The words of `kind` that are kinds known by name ("datasets" of "image datasets";
+        "library" of "deep learning library")."""
+        words = {word.casefold() for word in self.kind.split()}
+        phrase = self.kind.casefold()
+        return frozenset(
+            {word for word in words if {word, word.removesuffix("s")} & NAMED_KINDS}
+            | {known.split()[-1] for known in NAMED_KIND_PHRASES if known in phrase}
+        )
 
     @property
     def asks_the_name(self) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 import prompts
-from assistant.analyse import analyse
+from assistant.analyse import QuestionAnalysis, analyse
 from assistant.generate import Claim, Draft
 from assistant.pack import PackedSource, pack
 from assistant.retrieve import RetrievedPaper
@@ -414,20 +414,32 @@ def test_a_comparison_quotes_where_each_paper_answers_what_it_asks_of_each(
     assert verdict.citations == [1, 2]
 
 
-def test_a_comparison_quotes_what_the_checked_claims_cite_of_each_paper(
-    verifier: Verifier,
-) -> None:
+def merging_at_scale(
+    asked: str, findings: str, verifier: Verifier
+) -> tuple[QuestionAnalysis, list[PackedSource]]:
+    """A comparison of the two merging studies asking `asked`, the one at scale proposing
+    MergeBench and then saying `findings`."""
     question = analyse(
         "Two studies merge fine-tuned language models, one at scale and one for materials "
-        "science. What does each conclude about how model size affects merging?"
+        f"science. {asked}"
     )
     at_scale = replace(
         MERGING_AT_SCALE,
         text="We propose MergeBench, a systematic study of merging expert models of up to 64B "
-        "parameters. How model size affects merging is an open question. We find that larger "
-        "models are easier to merge and generalise better once merged.",
+        f"parameters. {findings}",
     )
-    sources = pack([at_scale, MERGING_CHAT], 10_000, question, verifier.similarity)
+    return question, pack([at_scale, MERGING_CHAT], 10_000, question, verifier.similarity)
+
+
+def test_a_comparison_quotes_what_the_checked_claims_cite_of_each_paper(
+    verifier: Verifier,
+) -> None:
+    question, sources = merging_at_scale(
+        "What does each conclude about how model size affects merging?",
+        "How model size affects merging is an open question. We find that larger models are "
+        "easier to merge and generalise better once merged.",
+        verifier,
+    )
     claim = ("MergeBench finds that larger models are easier to merge.", ("1.3",))
     verdict = verifier.verify(draft(claim), question, sources)
     assert "larger models are easier to merge" in verdict.answer  # what the claim cites
@@ -439,17 +451,12 @@ def test_a_comparison_quotes_what_the_checked_claims_cite_of_each_paper(
 def test_a_comparison_quotes_each_paper_s_most_relevant_sentence_where_no_claim_cites_it(
     verifier: Verifier,
 ) -> None:
-    question = analyse(
-        "Two studies merge fine-tuned language models, one at scale and one for materials "
-        "science. What does each conclude?"
+    question, sources = merging_at_scale(
+        "What does each conclude?",
+        "Merging is cheap, as no data is needed. Merged 64B models match multitask training on "
+        "held-out tasks, unlike merged 1B models.",
+        verifier,
     )
-    at_scale = replace(
-        MERGING_AT_SCALE,
-        text="We propose MergeBench, a systematic study of merging expert models of up to 64B "
-        "parameters. Merging is cheap, as no data is needed. Merged 64B models match multitask "
-        "training on held-out tasks, unlike merged 1B models.",
-    )
-    sources = pack([at_scale, MERGING_CHAT], 10_000, question, verifier.similarity)
     verdict = verifier.verify(draft(), question, sources)
     assert "Merged 64B models match multitask training" in verdict.answer  # ranked first
     assert "Merging is cheap" not in verdict.answer
